@@ -1,0 +1,99 @@
+//! The domain error: what went wrong, in authentication terms.
+//!
+//! Nothing here knows about HTTP; `http::error` maps each variant to a status
+//! code. Foreign errors (sled, jsonwebtoken, argon2, I/O) are converted into
+//! these variants inside the module that owns the foreign crate, so no foreign
+//! type leaks through the library API. Messages never contain a password, a
+//! token or a secret.
+
+/// Everything that can go wrong in latchkey.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field failed validation; the message names the field.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Registration with an email address that already has an account.
+    #[error("User already exists")]
+    UserExists,
+    /// Registration with a username (compared case-insensitively) that is taken.
+    #[error("Username already taken")]
+    UsernameTaken,
+    /// Unknown email or wrong password: deliberately indistinguishable.
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    /// No access token in the `Authorization` header or the `access_token` cookie.
+    #[error("Missing or invalid Authorization header")]
+    MissingToken,
+    /// The access token was valid but its `exp` has passed.
+    #[error("Access token expired")]
+    TokenExpired,
+    /// The access token is malformed, forged, of the wrong type or algorithm.
+    #[error("Invalid token")]
+    InvalidToken,
+    /// The token names a user that no longer exists.
+    #[error("User not found")]
+    UserNotFound,
+    /// A refresh was asked for without a refresh token.
+    #[error("No refresh token")]
+    MissingRefreshToken,
+    /// The refresh token is malformed, forged or of the wrong type.
+    #[error("Invalid or expired refresh token")]
+    InvalidRefreshToken,
+    /// The refresh token is well signed but latchkey holds no record of it.
+    #[error("Refresh token not recognized")]
+    RefreshTokenNotRecognized,
+    /// The refresh token was rotated or logged out.
+    #[error("Refresh token revoked")]
+    RefreshTokenRevoked,
+    /// The refresh token's lifetime has passed.
+    #[error("Refresh token expired")]
+    RefreshTokenExpired,
+    /// Another process holds the data directory's lock.
+    #[error("data directory {0} is in use by another latchkey process")]
+    DataDirLocked(String),
+    /// A configuration value is unusable (for example a secret that is too short).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The storage layer failed: I/O error, corruption, full disk.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A bug or an unexpected failure of a dependency.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable snake_case code clients can match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid_input",
+            Error::UserExists => "user_exists",
+            Error::UsernameTaken => "username_taken",
+            Error::InvalidCredentials => "invalid_credentials",
+            Error::MissingToken => "missing_token",
+            Error::TokenExpired => "token_expired",
+            Error::InvalidToken => "invalid_token",
+            Error::UserNotFound => "user_not_found",
+            Error::MissingRefreshToken => "missing_refresh_token",
+            Error::InvalidRefreshToken => "invalid_refresh_token",
+            Error::RefreshTokenNotRecognized => "refresh_token_not_recognized",
+            Error::RefreshTokenRevoked => "refresh_token_revoked",
+            Error::RefreshTokenExpired => "refresh_token_expired",
+            Error::DataDirLocked(_) => "data_dir_locked",
+            Error::Config(_) => "config_error",
+            Error::Storage(_) => "storage_error",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Whether this error is latchkey's fault rather than the caller's.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Error::DataDirLocked(_) | Error::Config(_) | Error::Storage(_) | Error::Internal(_)
+        )
+    }
+}
+
+/// `Result` with latchkey's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,278 @@
+//! `/api/auth/*`: register, log in, refresh, log out.
+
+use std::time::Duration;
+
+use poem::Request;
+use poem::web::Data;
+use poem::web::cookie::{Cookie, SameSite};
+use poem_openapi::param::Cookie as CookieParam;
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::ApiTags;
+use super::auth::client_info;
+use super::error::error_responses;
+use super::profile_api::UserView;
+use crate::service::{Latchkey, TokenPair};
+
+/// The cookie that carries the refresh token.
+pub const REFRESH_TOKEN_COOKIE: &str = "refresh_token";
+/// The refresh cookie's path: covers refresh and logout, nothing else.
+const REFRESH_COOKIE_PATH: &str = "/api/auth";
+const NO_STORE: &str = "no-store";
+
+/// The `/api/auth` operations.
+pub struct AuthApi;
+
+/// A new account.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+struct RegisterRequest {
+    /// 3 to 32 characters of letters, digits, `_`, `.` and `-`; unique regardless of case.
+    username: String,
+    /// A valid address of at most 254 characters; stored trimmed and lower-cased.
+    email: String,
+    /// 8 to 128 characters.
+    #[oai(write_only)]
+    password: String,
+}
+
+impl Example for RegisterRequest {
+    fn example() -> Self {
+        RegisterRequest {
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            password: "correct horse battery staple".into(),
+        }
+    }
+}
+
+/// Credentials.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+struct LoginRequest {
+    /// The account's email (case does not matter).
+    email: String,
+    /// The account's password.
+    #[oai(write_only)]
+    password: String,
+}
+
+impl Example for LoginRequest {
+    fn example() -> Self {
+        LoginRequest {
+            email: "alice@example.com".into(),
+            password: "correct horse battery staple".into(),
+        }
+    }
+}
+
+/// The account that was created.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct RegisterBody {
+    /// Always "User created successfully".
+    message: String,
+    /// The new user.
+    user: UserView,
+}
+
+/// An access token; the refresh token travels in the `refresh_token` cookie.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+struct TokenBody {
+    /// The access JWT, for `Authorization: Bearer <accessToken>`.
+    access_token: String,
+    /// Always "Bearer".
+    token_type: String,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+}
+
+impl Example for TokenBody {
+    fn example() -> Self {
+        TokenBody {
+            access_token:
+                "eyJ0eXAiOiJhdCtqd3QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl".into(),
+            token_type: "Bearer".into(),
+            expires_in: 900,
+        }
+    }
+}
+
+/// A confirmation.
+#[derive(Object)]
+struct MessageBody {
+    /// What happened.
+    message: String,
+}
+
+#[derive(ApiResponse)]
+enum RegisterResponse {
+    /// The account was created.
+    #[oai(status = 201)]
+    Created(Json<RegisterBody>),
+}
+
+error_responses!(RegisterError {
+    /// A field is missing or invalid; the message names it.
+    400 => BadRequest,
+    /// `user_exists` (the email has an account) or `username_taken`.
+    409 => Conflict,
+});
+
+#[derive(ApiResponse)]
+enum TokenResponse {
+    /// Tokens issued: the access token in the body, the refresh token in an
+    /// HttpOnly `refresh_token` cookie (`SameSite=Strict; Path=/api/auth`).
+    #[oai(status = 200)]
+    Ok(
+        Json<TokenBody>,
+        /// `refresh_token=<token>; HttpOnly; SameSite=Strict; Path=/api/auth; Max-Age=<refresh ttl>` (plus `Secure` over TLS).
+        #[oai(header = "Set-Cookie")]
+        String,
+        /// Always `no-store`: tokens must not be cached.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+}
+
+impl TokenResponse {
+    fn issued(pair: TokenPair, secure: bool) -> Self {
+        let cookie = refresh_cookie(pair.refresh_token.expose(), pair.refresh_expires_in, secure);
+        TokenResponse::Ok(
+            Json(TokenBody {
+                access_token: pair.access_token.expose().to_owned(),
+                token_type: "Bearer".into(),
+                expires_in: pair.expires_in,
+            }),
+            cookie,
+            NO_STORE.into(),
+        )
+    }
+}
+
+error_responses!(LoginError {
+    /// A field is missing or invalid.
+    400 => BadRequest,
+    /// `invalid_credentials`: unknown email or wrong password (indistinguishable).
+    401 => Unauthorized,
+});
+
+error_responses!(RefreshError {
+    /// `missing_refresh_token`, `invalid_refresh_token`, `refresh_token_not_recognized`,
+    /// `refresh_token_revoked` or `refresh_token_expired`.
+    401 => Unauthorized,
+});
+
+#[derive(ApiResponse)]
+enum LogoutResponse {
+    /// The session is revoked (or there was none) and the cookie is cleared.
+    #[oai(status = 200)]
+    Ok(
+        Json<MessageBody>,
+        /// Clears the refresh cookie: same attributes, `Max-Age=0`.
+        #[oai(header = "Set-Cookie")]
+        String,
+    ),
+}
+
+// Logout with a bad or missing cookie still succeeds: only a storage failure
+// (a 500) can make it fail.
+error_responses!(LogoutError {});
+
+#[OpenApi(prefix_path = "/api/auth", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Create an account
+    ///
+    /// The password is hashed with argon2id and never returned. The email is
+    /// trimmed and lower-cased; email and username (ignoring case) must be unused.
+    #[oai(path = "/register", method = "post")]
+    async fn register(
+        &self,
+        core: Data<&Latchkey>,
+        body: Json<RegisterRequest>,
+    ) -> Result<RegisterResponse, RegisterError> {
+        let user = core
+            .register(&body.username, &body.email, &body.password)
+            .await?;
+        Ok(RegisterResponse::Created(Json(RegisterBody {
+            message: "User created successfully".into(),
+            user: UserView::from(&user),
+        })))
+    }
+
+    /// Log in
+    ///
+    /// Returns an access token and sets the `refresh_token` cookie, starting a
+    /// new session. An unknown email and a wrong password give the same answer
+    /// in the same time.
+    #[oai(path = "/login", method = "post")]
+    async fn login(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        body: Json<LoginRequest>,
+    ) -> Result<TokenResponse, LoginError> {
+        let pair = core
+            .login(&body.email, &body.password, client_info(request))
+            .await?;
+        Ok(TokenResponse::issued(pair, core.config().secure_cookies))
+    }
+
+    /// Refresh the tokens
+    ///
+    /// Exchanges the `refresh_token` cookie for a new access token and a new
+    /// refresh cookie. The presented refresh token is revoked: using it again
+    /// fails with `refresh_token_revoked`.
+    #[oai(path = "/refresh", method = "post")]
+    async fn refresh(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        /// The refresh token set by login or the previous refresh.
+        #[oai(name = "refresh_token")]
+        refresh_token: CookieParam<Option<String>>,
+    ) -> Result<TokenResponse, RefreshError> {
+        let pair = core
+            .refresh(refresh_token.0.as_deref(), client_info(request))
+            .await?;
+        Ok(TokenResponse::issued(pair, core.config().secure_cookies))
+    }
+
+    /// Log out
+    ///
+    /// Revokes the session of the `refresh_token` cookie and clears the cookie.
+    /// Idempotent: succeeds without a cookie too.
+    #[oai(path = "/logout", method = "post")]
+    async fn logout(
+        &self,
+        core: Data<&Latchkey>,
+        /// The refresh token of the session to end.
+        #[oai(name = "refresh_token")]
+        refresh_token: CookieParam<Option<String>>,
+    ) -> Result<LogoutResponse, LogoutError> {
+        core.logout(refresh_token.0.as_deref()).await?;
+        Ok(LogoutResponse::Ok(
+            Json(MessageBody {
+                message: "Logged out".into(),
+            }),
+            clear_refresh_cookie(core.config().secure_cookies),
+        ))
+    }
+}
+
+fn refresh_cookie(token: &str, max_age: u64, secure: bool) -> String {
+    let mut cookie = Cookie::new_with_str(REFRESH_TOKEN_COOKIE, token);
+    cookie.set_http_only(true);
+    cookie.set_same_site(SameSite::Strict);
+    cookie.set_path(REFRESH_COOKIE_PATH);
+    cookie.set_max_age(Duration::from_secs(max_age));
+    cookie.set_secure(secure);
+    cookie.to_string()
+}
+
+fn clear_refresh_cookie(secure: bool) -> String {
+    refresh_cookie("", 0, secure)
+}

@@ -1,0 +1,115 @@
+//! The one status table: how every domain [`Error`] becomes an HTTP status
+//! and a `{"code","message"}` body, plus the per-operation error enums that
+//! document those statuses in the OpenAPI spec.
+//!
+//! Internal errors are logged here with their cause and answered with a
+//! generic 500 body; the cause never reaches the client.
+
+use poem::http::StatusCode;
+use poem_openapi::Object;
+
+use crate::error::Error;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ErrorBody {
+    /// Stable snake_case error code to match on.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl poem_openapi::types::Example for ErrorBody {
+    fn example() -> Self {
+        ErrorBody::new("invalid_credentials", "Invalid credentials")
+    }
+}
+
+impl ErrorBody {
+    /// A body with this code and message.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The status of each domain error, and the body to send.
+pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
+    let status = match err {
+        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::UserExists | Error::UsernameTaken => StatusCode::CONFLICT,
+        Error::InvalidCredentials
+        | Error::MissingToken
+        | Error::TokenExpired
+        | Error::InvalidToken
+        | Error::MissingRefreshToken
+        | Error::InvalidRefreshToken
+        | Error::RefreshTokenNotRecognized
+        | Error::RefreshTokenRevoked
+        | Error::RefreshTokenExpired => StatusCode::UNAUTHORIZED,
+        Error::UserNotFound => StatusCode::NOT_FOUND,
+        Error::DataDirLocked(_) | Error::Config(_) | Error::Storage(_) | Error::Internal(_) => {
+            tracing::error!(error = %err, "request failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, internal_body());
+        }
+    };
+    (status, ErrorBody::new(err.code(), err.to_string()))
+}
+
+/// The body of every 500: no detail leaves the server.
+pub fn internal_body() -> ErrorBody {
+    ErrorBody::new("internal_error", "Internal server error")
+}
+
+/// Declares an error-response enum for one operation: one variant per listed
+/// status (each documented in the spec with an [`ErrorBody`]) plus a 500, and
+/// a conversion from the domain [`Error`] through [`describe`]. A domain error
+/// whose status the operation does not list is a bug and becomes a 500.
+macro_rules! error_responses {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $status:literal => $variant:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, poem_openapi::ApiResponse)]
+        pub enum $name {
+            $(
+                $(#[$variant_meta])*
+                #[oai(status = $status)]
+                $variant(poem_openapi::payload::Json<$crate::http::error::ErrorBody>),
+            )*
+            /// Internal error (a bug); details are only in the server log.
+            #[oai(status = 500)]
+            Internal(poem_openapi::payload::Json<$crate::http::error::ErrorBody>),
+        }
+
+        impl From<$crate::error::Error> for $name {
+            fn from(err: $crate::error::Error) -> Self {
+                let (status, body) = $crate::http::error::describe(&err);
+                match status.as_u16() {
+                    $($status => $name::$variant(poem_openapi::payload::Json(body)),)*
+                    500 => $name::Internal(poem_openapi::payload::Json(body)),
+                    other => {
+                        tracing::error!(status = other, code = body.code, operation = stringify!($name), "error status not declared for this operation");
+                        $name::Internal(poem_openapi::payload::Json($crate::http::error::internal_body()))
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use error_responses;
+
+/// The code for a poem-level error (no route, bad payload, wrong method…).
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_input",
+        StatusCode::UNAUTHORIZED => "missing_token",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        status if status.is_client_error() => "bad_request",
+        _ => "internal_error",
+    }
+}

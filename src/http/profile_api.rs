@@ -1,0 +1,101 @@
+//! `/api/profile/*` (the authenticated user) and `/` (status).
+
+use poem::web::Data;
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::ApiTags;
+use super::auth::AuthUser;
+use super::error::error_responses;
+use crate::model::{User, format_time};
+use crate::service::Latchkey;
+
+/// The `/api/profile` operations.
+pub struct ProfileApi;
+
+/// The `/` status operation.
+pub struct MetaApi;
+
+/// A user as clients see it (never the password hash).
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+pub struct UserView {
+    /// The user id (UUID), the `sub` of their tokens.
+    id: String,
+    /// The username as registered.
+    username: String,
+    /// The normalized email.
+    email: String,
+    /// When the account was created (RFC 3339, UTC).
+    created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        UserView {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+            created_at: format_time(user.created_at),
+        }
+    }
+}
+
+impl Example for UserView {
+    fn example() -> Self {
+        UserView {
+            id: "5f0c6f3e-3c55-4a43-9d1e-0f6c2b7d9a11".into(),
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            created_at: "2026-11-27T08:00:00Z".into(),
+        }
+    }
+}
+
+/// The authenticated user.
+#[derive(Object)]
+struct MeBody {
+    /// The user the access token belongs to.
+    user: UserView,
+}
+
+#[derive(ApiResponse)]
+enum MeResponse {
+    /// The caller's account.
+    #[oai(status = 200)]
+    Ok(Json<MeBody>),
+}
+
+error_responses!(MeError {
+    /// `missing_token`, `token_expired` or `invalid_token`.
+    401 => Unauthorized,
+    /// `user_not_found`: the token is valid but its user no longer exists.
+    404 => NotFound,
+});
+
+#[OpenApi(prefix_path = "/api/profile", tag = "ApiTags::Profile")]
+impl ProfileApi {
+    /// Who am I
+    ///
+    /// Returns the user of the access token, sent as `Authorization: Bearer
+    /// <token>` or, when no header is sent, as an `access_token` cookie.
+    #[oai(path = "/me", method = "get")]
+    async fn me(&self, core: Data<&Latchkey>, auth: AuthUser) -> Result<MeResponse, MeError> {
+        let user = core.user(auth.user_id())?;
+        Ok(MeResponse::Ok(Json(MeBody {
+            user: UserView::from(&user),
+        })))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Meta")]
+impl MetaApi {
+    /// Is it running
+    ///
+    /// Always `JWT Auth API running`.
+    #[oai(path = "/", method = "get")]
+    async fn index(&self) -> PlainText<&'static str> {
+        PlainText("JWT Auth API running")
+    }
+}

@@ -1,0 +1,79 @@
+//! The `latchkey` binary: parse the command line, open the core, serve until
+//! Ctrl-C or SIGTERM. Errors are one line on stderr and a non-zero exit.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use latchkey::config::{Cli, Command, ServeArgs};
+use latchkey::{Latchkey, http};
+
+fn main() -> ExitCode {
+    // `.env` in the working directory, if present, feeds the environment
+    // (JWT_SECRET, REFRESH_TOKEN_SECRET, PORT…); real variables win.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    match cli.into_command() {
+        Command::Openapi => {
+            println!("{}", http::spec());
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            init_logging();
+            match serve(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("latchkey: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+#[tokio::main]
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config.with_secrets_from_env();
+    let data_dir = config.data_dir.display().to_string();
+    let core = Latchkey::open(config)
+        .with_context(|| format!("cannot start on data directory {data_dir}"))?;
+    let address = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    latchkey::run(listener, core, shutdown_signal()).await?;
+    tracing::info!("latchkey stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,357 @@
+//! Latchkey's vocabulary: users, refresh-token records, validated input
+//! newtypes, the redacting [`Secret`] wrapper and the injectable [`Clock`].
+//!
+//! No I/O lives here and nothing here depends on another latchkey module
+//! except `error`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Seconds since the Unix epoch; the unit of every timestamp latchkey stores.
+pub type UnixTime = u64;
+
+/// Formats a [`UnixTime`] as an RFC 3339 UTC timestamp (`2026-11-27T08:10:25Z`).
+pub fn format_time(time: UnixTime) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(time)).to_string()
+}
+
+/// Where latchkey reads the time. By default the system clock; tests use a
+/// manual clock to mint tokens "in the past" instead of sleeping.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    manual: Option<Arc<AtomicU64>>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock { manual: None }
+    }
+
+    /// A clock that stands still at `start` until [`Clock::advance`] moves it.
+    pub fn manual(start: UnixTime) -> Self {
+        Clock {
+            manual: Some(Arc::new(AtomicU64::new(start))),
+        }
+    }
+
+    /// The current time in seconds since the Unix epoch.
+    pub fn now(&self) -> UnixTime {
+        match &self.manual {
+            Some(time) => time.load(Ordering::SeqCst),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_secs())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Moves a manual clock forward; does nothing to the system clock.
+    pub fn advance(&self, by: Duration) {
+        if let Some(time) = &self.manual {
+            time.fetch_add(by.as_secs(), Ordering::SeqCst);
+        }
+    }
+}
+
+/// A string that must never be printed: a password, a token or a key.
+/// `Debug` shows `Secret([redacted])`; read it only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a sensitive string.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The sensitive value; call it only where the value is used, never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A syntactically valid email address, trimmed and lower-cased, at most 254 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Longest address SMTP can carry (RFC 5321 path limit minus the brackets).
+    pub const MAX_LEN: usize = 254;
+
+    /// Validates and normalizes an email address.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the `email` field.
+    pub fn parse(raw: &str) -> Result<Email> {
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() {
+            return Err(invalid("email is required"));
+        }
+        if email.chars().count() > Self::MAX_LEN {
+            return Err(invalid("email must be at most 254 characters"));
+        }
+        let options = email_address::Options::default()
+            .without_display_text()
+            .without_domain_literal();
+        email_address::EmailAddress::parse_with_options(&email, options)
+            .map_err(|_| invalid("email is not a valid email address"))?;
+        Ok(Email(email))
+    }
+
+    /// The normalized address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A username: 3 to 32 characters of `[A-Za-z0-9_.-]`, case kept for display,
+/// unique case-insensitively.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    /// Validates a username.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the `username` field.
+    pub fn parse(raw: &str) -> Result<Username> {
+        let name = raw.trim();
+        let length = name.chars().count();
+        if !(3..=32).contains(&length) {
+            return Err(invalid("username must be 3 to 32 characters"));
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if !name.chars().all(allowed) {
+            return Err(invalid(
+                "username may contain only letters, digits, '_', '.' and '-'",
+            ));
+        }
+        Ok(Username(name.to_owned()))
+    }
+
+    /// The username as the user typed it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key under which uniqueness is enforced (lower-cased).
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+/// A candidate password: 8 to 128 characters (Unicode scalar values), no
+/// composition rules (NIST 800-63B).
+#[derive(Clone)]
+pub struct Password(Secret);
+
+impl Password {
+    /// Shortest accepted password.
+    pub const MIN_CHARS: usize = 8;
+    /// Longest accepted password; bounds the hashing work one request can ask for.
+    pub const MAX_CHARS: usize = 128;
+
+    /// Validates a password's length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the `password` field.
+    pub fn parse(raw: &str) -> Result<Password> {
+        let length = raw.chars().count();
+        if length < Self::MIN_CHARS {
+            return Err(invalid("password must be at least 8 characters"));
+        }
+        if length > Self::MAX_CHARS {
+            return Err(invalid("password must be at most 128 characters"));
+        }
+        Ok(Password(Secret::new(raw)))
+    }
+
+    /// Accepts any password a user might have set, for checking at login:
+    /// 1 to 128 characters. The length policy is applied when a password is
+    /// set, not when one is presented.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the `password` field.
+    pub fn presented(raw: &str) -> Result<Password> {
+        if raw.is_empty() {
+            return Err(invalid("password is required"));
+        }
+        if raw.chars().count() > Self::MAX_CHARS {
+            return Err(invalid("password must be at most 128 characters"));
+        }
+        Ok(Password(Secret::new(raw)))
+    }
+
+    /// The password, for hashing or verifying only.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+fn invalid(message: &str) -> Error {
+    Error::InvalidInput(message.to_owned())
+}
+
+/// A registered user as stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct User {
+    /// Random UUID, the `sub` of every token.
+    pub id: String,
+    /// Display form of the username.
+    pub username: String,
+    /// Normalized (lower-case) email address.
+    pub email: String,
+    /// The argon2id PHC string; never returned or logged.
+    pub password_hash: String,
+    /// When the account was created.
+    pub created_at: UnixTime,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request came from, recorded with each session.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's IP address.
+    pub ip: Option<String>,
+    /// The client's `User-Agent` header, truncated.
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// Longest user agent kept; the rest is dropped so one client cannot bloat the store.
+    pub const MAX_USER_AGENT: usize = 256;
+
+    /// Builds client info, truncating an overlong user agent.
+    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> Self {
+        ClientInfo {
+            ip,
+            user_agent: user_agent.map(|agent| agent.chars().take(Self::MAX_USER_AGENT).collect()),
+        }
+    }
+}
+
+/// What latchkey stores for one refresh token, keyed by the token's blake3
+/// digest (the token itself is never stored).
+///
+/// A login starts a family (`family_id`); every rotation adds a record to the
+/// same family. A record is live while `revoked_at` is `None` and
+/// `expires_at` is in the future.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// The user the token was issued to.
+    pub user_id: String,
+    /// The token's `jti` claim.
+    pub jti: String,
+    /// The session this token belongs to (one family per login).
+    pub family_id: String,
+    /// When the token was issued.
+    pub created_at: UnixTime,
+    /// When the token stops being accepted.
+    pub expires_at: UnixTime,
+    /// When the token was rotated or logged out, if it was.
+    pub revoked_at: Option<UnixTime>,
+    /// The `jti` of the token that replaced this one at rotation.
+    pub replaced_by: Option<String>,
+    /// The client that obtained the token.
+    pub client: ClientInfo,
+}
+
+impl RefreshRecord {
+    /// Whether the token may still be exchanged at `now`.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_lower_cased() {
+        let email = Email::parse("  Alice@Example.COM ").expect("valid");
+        assert_eq!(email.as_str(), "alice@example.com");
+    }
+
+    #[test]
+    fn email_without_at_or_with_display_text_is_refused() {
+        for raw in [
+            "alice",
+            "alice@",
+            "@example.com",
+            "Alice <alice@example.com>",
+            "",
+        ] {
+            assert!(Email::parse(raw).is_err(), "{raw:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn email_longer_than_254_is_refused() {
+        let raw = format!("{}@example.com", "a".repeat(250));
+        assert!(matches!(Email::parse(&raw), Err(Error::InvalidInput(m)) if m.contains("254")));
+    }
+
+    #[test]
+    fn username_rules_hold() {
+        assert!(Username::parse("al").is_err());
+        assert!(Username::parse(&"a".repeat(33)).is_err());
+        assert!(Username::parse("al ice").is_err());
+        assert!(Username::parse("ålice").is_err());
+        let name = Username::parse("Alice.B-c_9").expect("valid");
+        assert_eq!(name.key(), "alice.b-c_9");
+    }
+
+    #[test]
+    fn password_length_counts_characters_not_bytes() {
+        assert!(Password::parse("1234567").is_err());
+        assert!(Password::parse("ééééééé").is_err());
+        assert!(Password::parse("éééééééé").is_ok());
+        assert!(Password::parse(&"x".repeat(129)).is_err());
+        assert!(Password::parse(&"x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn secrets_and_passwords_are_redacted_in_debug() {
+        let secret = Secret::new("hunter2hunter2");
+        let password = Password::parse("hunter2hunter2").expect("valid");
+        assert!(!format!("{secret:?}{password:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced() {
+        let clock = Clock::manual(1_000);
+        assert_eq!(clock.now(), 1_000);
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(clock.now(), 1_005);
+    }
+}

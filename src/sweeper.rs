@@ -1,0 +1,28 @@
+//! The background sweeper: every `sweep_interval` it deletes expired refresh
+//! records through the expiry index, and stops when the shutdown signal fires.
+//! Depends on `service` only.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::service::Latchkey;
+
+/// Runs sweeps every `interval` until `shutdown` completes. The first sweep
+/// runs one interval after start.
+pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let interval = interval.max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let sweeping = core.clone();
+        match tokio::task::spawn_blocking(move || sweeping.sweep_expired()).await {
+            Ok(Ok(removed)) => tracing::info!(removed, "swept expired refresh tokens"),
+            Ok(Err(err)) => tracing::error!(error = %err, "sweep failed"),
+            Err(err) => tracing::error!(error = %err, "sweep task failed"),
+        }
+    }
+    tracing::debug!("sweeper stopped");
+}
