@@ -7,8 +7,9 @@ use poem::web::Data;
 use poem::web::cookie::{Cookie, SameSite};
 use poem_openapi::param::Cookie as CookieParam;
 use poem_openapi::payload::Json;
-use poem_openapi::types::Example;
+use poem_openapi::types::{Example, ParseError};
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
 
 use super::ApiTags;
 use super::auth::client_info;
@@ -30,11 +31,13 @@ pub struct AuthApi;
 #[oai(rename_all = "camelCase", example)]
 struct RegisterRequest {
     /// 3 to 32 characters of letters, digits, `_`, `.` and `-`; unique regardless of case.
+    #[oai(deserialize_with = "username_field")]
     username: String,
     /// A valid address of at most 254 characters; stored trimmed and lower-cased.
+    #[oai(deserialize_with = "email_field")]
     email: String,
     /// 8 to 128 characters.
-    #[oai(write_only)]
+    #[oai(deserialize_with = "password_field")]
     password: String,
 }
 
@@ -53,10 +56,33 @@ impl Example for RegisterRequest {
 #[oai(rename_all = "camelCase", example)]
 struct LoginRequest {
     /// The account's email (case does not matter).
+    #[oai(deserialize_with = "email_field")]
     email: String,
     /// The account's password.
-    #[oai(write_only)]
+    #[oai(deserialize_with = "password_field")]
     password: String,
+}
+
+// poem-openapi's own string parsing names no field and accepts numbers; these
+// accept only JSON strings and say which field is wrong.
+fn string_field(value: Option<Value>, field: &str) -> Result<String, ParseError<String>> {
+    match value {
+        Some(Value::String(text)) => Ok(text),
+        None | Some(Value::Null) => Err(ParseError::custom(format!("{field} is required"))),
+        Some(_) => Err(ParseError::custom(format!("{field} must be a string"))),
+    }
+}
+
+fn username_field(value: Option<Value>) -> Result<String, ParseError<String>> {
+    string_field(value, "username")
+}
+
+fn email_field(value: Option<Value>) -> Result<String, ParseError<String>> {
+    string_field(value, "email")
+}
+
+fn password_field(value: Option<Value>) -> Result<String, ParseError<String>> {
+    string_field(value, "password")
 }
 
 impl Example for LoginRequest {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::listener::{Acceptor, TcpAcceptor};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem_openapi::error::ParseRequestPayloadError;
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::error::Error as CoreError;
@@ -96,8 +97,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
-    let addresses = acceptor.local_addr();
-    tracing::info!(addresses = ?addresses, "latchkey listening");
+    for address in acceptor.local_addr() {
+        if let Some(address) = address.as_socket_addr() {
+            tracing::info!(%address, "latchkey listening");
+        }
+    }
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app(core), shutdown, Some(GRACEFUL_SHUTDOWN))
         .await
@@ -159,7 +163,10 @@ async fn guard<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response>
                         tracing::error!(error = %err, "request failed");
                         "Internal server error".to_owned()
                     }
-                    _ => err.to_string(),
+                    _ => match err.downcast_ref::<ParseRequestPayloadError>() {
+                        Some(payload) => format!("Invalid request body: {}", payload.reason),
+                        None => err.to_string(),
+                    },
                 };
                 json_error(
                     status,

@@ -1,0 +1,156 @@
+//! Access tokens an attacker might craft: the verifier pins algorithm, type
+//! and time, and refuses headers that point at other keys.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, spawn_app};
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+fn claims(app: &TestApp, user_id: &str) -> Value {
+    let now = app.clock.now();
+    json!({"sub": user_id, "email": "alice@example.com", "sid": "s", "iat": now, "exp": now + 600, "jti": "j"})
+}
+
+fn access_header() -> Header {
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    header
+}
+
+async fn assert_invalid(app: &TestApp, token: &str, case: &str) {
+    let response = app.me(token).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
+    assert_error(
+        response,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        Some("Invalid token"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_correctly_minted_token_is_accepted_so_the_forgeries_below_are_meaningful() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let token = app.mint_access(access_header(), &claims(&app, &session.user_id));
+    assert_eq!(app.me(&token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn alg_none_in_any_case_is_refused() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let payload = b64(&claims(&app, &session.user_id));
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = b64(&json!({"alg": alg, "typ": "at+jwt"}));
+        assert_invalid(&app, &format!("{header}.{payload}."), alg).await;
+        // With the real signature of another token glued on, too.
+        let real = session.access_token.rsplit('.').next().expect("signature");
+        assert_invalid(&app, &format!("{header}.{payload}.{real}"), alg).await;
+    }
+}
+
+#[tokio::test]
+async fn another_hmac_algorithm_with_the_right_secret_is_refused() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    for alg in [Algorithm::HS384, Algorithm::HS512] {
+        let mut header = Header::new(alg);
+        header.typ = Some("at+jwt".into());
+        let token = app.mint_access(header, &claims(&app, &session.user_id));
+        assert_invalid(&app, &token, &format!("{alg:?}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_type_is_refused() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    for typ in [None, Some("JWT"), Some("refresh+jwt")] {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        let token = app.mint_access(header, &claims(&app, &session.user_id));
+        assert_invalid(&app, &token, &format!("typ {typ:?}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_not_an_access_token() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    assert_invalid(&app, &session.refresh_token, "refresh token").await;
+}
+
+#[tokio::test]
+async fn a_tampered_payload_is_refused() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let parts: Vec<&str> = session.access_token.split('.').collect();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64")).expect("json");
+    payload["sub"] = json!("someone-else");
+    let tampered = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
+    assert_invalid(&app, &tampered, "tampered").await;
+}
+
+#[tokio::test]
+async fn a_token_dated_in_the_future_is_refused() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let now = app.clock.now();
+    let mut future_iat = claims(&app, &session.user_id);
+    future_iat["iat"] = json!(now + 3600);
+    future_iat["exp"] = json!(now + 7200);
+    assert_invalid(
+        &app,
+        &app.mint_access(access_header(), &future_iat),
+        "future iat",
+    )
+    .await;
+    let mut future_nbf = claims(&app, &session.user_id);
+    future_nbf["nbf"] = json!(now + 3600);
+    assert_invalid(
+        &app,
+        &app.mint_access(access_header(), &future_nbf),
+        "future nbf",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn headers_pointing_at_other_keys_are_refused() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let body = claims(&app, &session.user_id);
+    let mut with_kid = access_header();
+    with_kid.kid = Some("../../etc/passwd".into());
+    let mut with_jku = access_header();
+    with_jku.jku = Some("https://attacker.example/jwks.json".into());
+    let mut with_x5u = access_header();
+    with_x5u.x5u = Some("https://attacker.example/cert.pem".into());
+    let mut with_crit = access_header();
+    with_crit.crit = Some(vec!["exp".into()]);
+    for (case, header) in [
+        ("kid", with_kid),
+        ("jku", with_jku),
+        ("x5u", with_x5u),
+        ("crit", with_crit),
+    ] {
+        assert_invalid(&app, &app.mint_access(header, &body), case).await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_token_is_refused_without_a_server_error() {
+    let app = spawn_app().await;
+    let token = format!("{}.{}.sig", "a".repeat(6000), "b".repeat(6000));
+    assert_invalid(&app, &token, "oversized").await;
+}

@@ -1,0 +1,287 @@
+//! `spawn_app()` and typed helpers over reqwest.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use latchkey::model::Clock;
+use latchkey::{Config, Latchkey};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A time well inside the range of every token library (2027-01-15).
+pub const START: u64 = 1_800_000_000;
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub core: Latchkey,
+    pub clock: Clock,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<latchkey::Result<()>>>,
+    // Kept last so the directory outlives the server.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Settings for a test server; start from [`Options::default`].
+pub struct Options {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub sweep_interval: Duration,
+    pub secure_cookies: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(7 * 86_400),
+            sweep_interval: Duration::from_secs(3600),
+            secure_cookies: false,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let mut app = spawn_on(&data_dir, &options, Clock::manual(START)).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Starts a server on `data_dir` (which the caller keeps alive).
+pub async fn spawn_on(data_dir: &Path, options: &Options, clock: Clock) -> TestApp {
+    let config = Config {
+        access_ttl: options.access_ttl,
+        refresh_ttl: options.refresh_ttl,
+        sweep_interval: options.sweep_interval,
+        secure_cookies: options.secure_cookies,
+        hash_concurrency: Some(2),
+        ..Config::with_data_dir(data_dir)
+    };
+    let core = Latchkey::open_with_clock(config, clock.clone()).expect("core opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(latchkey::run(listener, core.clone(), async move {
+        let _ = stop.await;
+    }));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    TestApp {
+        address,
+        client,
+        core,
+        clock,
+        data_dir: data_dir.to_owned(),
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _temp: None,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Stops the server gracefully and waits until its data dir is released.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        self._temp.take()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn register(&self, username: &str, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/auth/register",
+            &json!({"username": username, "email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers alice and logs her in.
+    pub async fn logged_in_user(&self) -> Session {
+        self.logged_in("alice", "alice@example.com").await
+    }
+
+    pub async fn logged_in(&self, username: &str, email: &str) -> Session {
+        let registered = self.register(username, email, PASSWORD).await;
+        assert_eq!(registered.status(), StatusCode::CREATED);
+        let user: Value = registered.json().await.expect("json");
+        let login = self.login(email, PASSWORD).await;
+        assert_eq!(login.status(), StatusCode::OK);
+        let mut session = Session::from_token_response(login).await;
+        session.user_id = user["user"]["id"].as_str().expect("id").to_owned();
+        session
+    }
+
+    pub async fn refresh_with(&self, refresh_token: &str) -> Response {
+        self.client
+            .post(self.url("/api/auth/refresh"))
+            .header("Cookie", format!("refresh_token={refresh_token}"))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn logout_with(&self, refresh_token: Option<&str>) -> Response {
+        let mut request = self.client.post(self.url("/api/auth/logout"));
+        if let Some(token) = refresh_token {
+            request = request.header("Cookie", format!("refresh_token={token}"));
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn me(&self, access_token: &str) -> Response {
+        self.client
+            .get(self.url("/api/profile/me"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A secret the server generated in its data dir.
+    pub fn stored_secret(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data_dir.join(name))
+            .expect("secret file")
+            .trim()
+            .to_owned()
+    }
+
+    /// Signs `claims` with the server's access secret, as an attacker who
+    /// stole it (or latchkey itself) could.
+    pub fn mint_access(&self, header: Header, claims: &Value) -> String {
+        let key = EncodingKey::from_secret(self.stored_secret("jwt_secret").as_bytes());
+        jsonwebtoken::encode(&header, claims, &key).expect("encode")
+    }
+
+    pub fn mint_refresh(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("refresh+jwt".into());
+        let key = EncodingKey::from_secret(self.stored_secret("refresh_token_secret").as_bytes());
+        jsonwebtoken::encode(&header, claims, &key).expect("encode")
+    }
+}
+
+/// What a login or refresh handed out.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub set_cookie: String,
+    pub body: Value,
+}
+
+impl Session {
+    pub async fn from_token_response(response: Response) -> Session {
+        assert_eq!(response.status(), StatusCode::OK);
+        let set_cookie = response
+            .headers()
+            .get("set-cookie")
+            .expect("set-cookie header")
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let body: Value = response.json().await.expect("json");
+        Session {
+            user_id: String::new(),
+            access_token: body["accessToken"]
+                .as_str()
+                .expect("accessToken")
+                .to_owned(),
+            refresh_token: cookie_value(&set_cookie, "refresh_token").expect("refresh cookie"),
+            set_cookie,
+            body,
+        }
+    }
+}
+
+/// The value of cookie `name` in a `Set-Cookie` header.
+pub fn cookie_value(set_cookie: &str, name: &str) -> Option<String> {
+    let first = set_cookie.split(';').next()?;
+    let (key, value) = first.split_once('=')?;
+    (key.trim() == name).then(|| value.trim().to_owned())
+}
+
+/// Asserts the status and the `{"code","message"}` body of an error.
+pub async fn assert_error(
+    response: Response,
+    status: StatusCode,
+    code: &str,
+    message: Option<&str>,
+) {
+    assert_eq!(response.status(), status, "status of a {code} error");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type}"
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            challenge.starts_with("Bearer"),
+            "401 carries WWW-Authenticate: Bearer"
+        );
+    }
+    let body: Value = response.json().await.expect("json error body");
+    assert_eq!(body["code"], code, "code in {body}");
+    match message {
+        Some(message) => assert_eq!(body["message"], message, "message in {body}"),
+        None => assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message in {body}"
+        ),
+    }
+}

@@ -1,0 +1,131 @@
+//! Malformed and hostile bodies get 4xx JSON errors, never a 500 or a hang.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{PASSWORD, assert_error, spawn_app};
+
+#[tokio::test]
+async fn bodies_that_are_not_the_expected_json_get_400() {
+    let app = spawn_app().await;
+    let raw_bodies = [
+        "",
+        "not json",
+        "{",
+        "[]",
+        "null",
+        "42",
+        "{\"email\": \"a@example.com\", \"password\": 12345678}",
+    ];
+    for body in raw_bodies {
+        for path in ["/api/auth/register", "/api/auth/login"] {
+            let response = app
+                .client
+                .post(app.url(path))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            assert_error(response, StatusCode::BAD_REQUEST, "invalid_input", None).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn operator_injection_objects_are_refused() {
+    let app = spawn_app().await;
+    app.register("alice", "alice@example.com", PASSWORD).await;
+    for body in [
+        json!({"email": {"$gt": ""}, "password": PASSWORD}),
+        json!({"email": "alice@example.com", "password": {"$ne": null}}),
+        json!({"email": ["alice@example.com"], "password": PASSWORD}),
+    ] {
+        assert_error(
+            app.post_json("/api/auth/login", &body).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            None,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_16_kib_gets_413() {
+    let app = spawn_app().await;
+    let body = json!({"username": "alice", "email": "alice@example.com", "password": "x".repeat(17 * 1024)});
+    assert_error(
+        app.post_json("/api/auth/register", &body).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_16_kib_gets_413() {
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(app.address)
+        .await
+        .expect("connect");
+    let chunk = "x".repeat(8 * 1024);
+    let mut request = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        app.address
+    );
+    for _ in 0..3 {
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(
+        response.contains("\"code\":\"payload_too_large\""),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_without_a_json_content_type_gets_a_json_4xx() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .body("email=alice@example.com&password=x")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_client_error());
+    assert_error(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_hostile_refresh_cookie_is_an_invalid_refresh_token() {
+    let app = spawn_app().await;
+    for cookie in [
+        "a.b.c",
+        "....",
+        &"x".repeat(10_000),
+        "eyJhbGciOiJub25lIn0.e30.",
+    ] {
+        assert_error(
+            app.refresh_with(cookie).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            None,
+        )
+        .await;
+    }
+}

@@ -1,0 +1,12 @@
+//! latchkey's integration tests: one binary, each test on its own temporary
+//! data directory and ephemeral port, talking real HTTP to a real server.
+
+mod binary;
+mod errors;
+mod flow;
+mod forged_tokens;
+mod helpers;
+mod hostile_input;
+mod openapi;
+mod refresh;
+mod storage;

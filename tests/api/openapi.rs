@@ -1,0 +1,89 @@
+//! The spec is generated from the code, checked in, and served.
+
+use reqwest::StatusCode;
+
+use crate::helpers::spawn_app;
+
+fn checked_in() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))
+        .expect("openapi.json")
+}
+
+#[test]
+fn the_checked_in_openapi_json_is_what_the_code_generates() {
+    let generated = latchkey::http::spec();
+    assert!(
+        checked_in().trim_end() == generated.trim_end(),
+        "openapi.json is stale: run `cargo run -- openapi > openapi.json`"
+    );
+}
+
+#[tokio::test]
+async fn the_served_spec_is_the_checked_in_one() {
+    let app = spawn_app().await;
+    let served = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(served.status(), StatusCode::OK);
+    let served: serde_json::Value = served.json().await.expect("json");
+    let file: serde_json::Value = serde_json::from_str(&checked_in()).expect("json");
+    assert_eq!(served, file);
+}
+
+#[test]
+fn the_spec_documents_every_operation_its_errors_and_the_bearer_scheme() {
+    let spec: serde_json::Value = serde_json::from_str(&latchkey::http::spec()).expect("json");
+    let expected = [
+        ("/", "get", vec!["200"]),
+        (
+            "/api/auth/register",
+            "post",
+            vec!["201", "400", "409", "500"],
+        ),
+        ("/api/auth/login", "post", vec!["200", "400", "401", "500"]),
+        ("/api/auth/refresh", "post", vec!["200", "401", "500"]),
+        ("/api/auth/logout", "post", vec!["200", "500"]),
+        ("/api/profile/me", "get", vec!["200", "401", "404", "500"]),
+    ];
+    for (path, method, statuses) in expected {
+        let operation = &spec["paths"][path][method];
+        assert!(
+            operation["summary"].is_string(),
+            "{method} {path} has a summary"
+        );
+        for status in statuses {
+            assert!(
+                operation["responses"][status].is_object(),
+                "{method} {path} documents {status}"
+            );
+        }
+    }
+    assert_eq!(
+        spec["components"]["securitySchemes"]["BearerAuth"]["scheme"],
+        "bearer"
+    );
+    assert!(spec["paths"]["/api/profile/me"]["get"]["security"].is_array());
+    let refresh_params = spec["paths"]["/api/auth/refresh"]["post"]["parameters"].to_string();
+    assert!(refresh_params.contains("refresh_token") && refresh_params.contains("cookie"));
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_at_docs() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/docs"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.expect("html");
+    assert!(
+        html.contains("swagger-ui"),
+        "{}",
+        &html[..html.len().min(200)]
+    );
+}

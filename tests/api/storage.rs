@@ -1,0 +1,168 @@
+//! What is written stays written: restarts, the sweeper, uniqueness under
+//! concurrency, and the data-dir lock.
+
+use std::time::{Duration, Instant};
+
+use latchkey::model::Clock;
+use latchkey::{Config, Error, Latchkey};
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    Options, PASSWORD, START, Session, assert_error, spawn_app, spawn_app_with, spawn_on,
+};
+
+#[tokio::test]
+async fn users_sessions_and_secrets_survive_a_restart() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("data");
+    let clock = Clock::manual(START);
+    let options = Options::default();
+
+    let app = spawn_on(&dir, &options, clock.clone()).await;
+    let session = app.logged_in_user().await;
+    app.stop().await;
+
+    let app = spawn_on(&dir, &options, clock.clone()).await;
+    assert_eq!(
+        app.me(&session.access_token).await.status(),
+        StatusCode::OK,
+        "the access secret was kept"
+    );
+    let refreshed =
+        Session::from_token_response(app.refresh_with(&session.refresh_token).await).await;
+    assert_eq!(
+        app.me(&refreshed.access_token).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login("alice@example.com", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_error(
+        app.register("alice", "alice@example.com", PASSWORD).await,
+        StatusCode::CONFLICT,
+        "user_exists",
+        None,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweeper_removes_expired_refresh_records_and_keeps_live_ones() {
+    let app = spawn_app_with(Options {
+        refresh_ttl: Duration::from_secs(60),
+        sweep_interval: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let old = app.logged_in("alice", "alice@example.com").await;
+    app.clock.advance(Duration::from_secs(30));
+    let live = app.logged_in("bob", "bob@example.com").await;
+    assert_eq!(app.core.refresh_record_count(), 2);
+
+    app.clock.advance(Duration::from_secs(40));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.core.refresh_record_count() > 1 {
+        assert!(Instant::now() < deadline, "the sweeper did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.core
+            .refresh_record(&old.refresh_token)
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        app.core
+            .refresh_record(&live.refresh_token)
+            .expect("read")
+            .is_some()
+    );
+    let refreshed = app.refresh_with(&live.refresh_token).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_sweep_deletes_only_what_has_expired() {
+    let app = spawn_app_with(Options {
+        refresh_ttl: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let first = app.logged_in_user().await;
+    // Rotating leaves the old (revoked) record until it expires.
+    let second = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
+    assert_eq!(app.core.sweep_expired().expect("sweep"), 0);
+    assert_eq!(app.core.refresh_record_count(), 2);
+    app.clock.advance(Duration::from_secs(60));
+    assert_eq!(app.core.sweep_expired().expect("sweep"), 2);
+    assert_eq!(app.core.refresh_record_count(), 0);
+    assert_error(
+        app.refresh_with(&second.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_expired",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_email_create_one_user() {
+    let app = spawn_app().await;
+    let names: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
+    let attempts = names
+        .iter()
+        .map(|name| app.register(name, "same@example.com", PASSWORD));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|response| response.status())
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_username_create_one_user() {
+    let app = spawn_app().await;
+    let emails: Vec<String> = (0..8).map(|i| format!("c{i}@example.com")).collect();
+    let attempts = emails.iter().enumerate().map(|(i, email)| {
+        app.register(if i % 2 == 0 { "carol" } else { "CAROL" }, email, PASSWORD)
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|response| response.status())
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
+    let app = spawn_app().await;
+    let second = Latchkey::open(Config::with_data_dir(&app.data_dir));
+    match second {
+        Err(Error::DataDirLocked(path)) => assert!(path.contains("data")),
+        Err(other) => panic!("expected DataDirLocked, got {other}"),
+        Ok(_) => panic!("a second instance opened a locked data dir"),
+    }
+}
