@@ -67,17 +67,24 @@ impl Store {
                 dir.display()
             ))
         })?;
-        let db = sled::Config::new().path(dir).open().map_err(|err| {
-            let text = err.to_string();
-            if text.contains("could not acquire lock") {
-                Error::DataDirLocked(dir.display().to_string())
-            } else {
-                Error::Storage(format!(
-                    "cannot open data directory {}: {text}",
+        let existed = dir.join("db").exists();
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|err| match err {
+                sled::Error::Corruption { .. } => Error::Storage(format!(
+                    "the database in {} is corrupt; restore the directory from a backup",
                     dir.display()
-                ))
-            }
-        })?;
+                )),
+                err if err.to_string().contains("could not acquire lock") => {
+                    Error::DataDirLocked(dir.display().to_string())
+                }
+                err => Error::Storage(format!(
+                    "cannot open data directory {}: {err}",
+                    dir.display()
+                )),
+            })?;
+        check_format(&db, existed, dir)?;
         let tree = |name: &str| db.open_tree(name).map_err(storage_error);
         let inner = StoreInner {
             users: tree("users")?,
@@ -293,6 +300,35 @@ impl Store {
     /// How many refresh records are stored, live or not (for tests and metrics).
     pub fn refresh_record_count(&self) -> usize {
         self.inner.refresh_tokens.len()
+    }
+}
+
+/// Key (in sled's default tree) of the format marker written when a data
+/// directory is created.
+const FORMAT_KEY: &[u8] = b"latchkey.format";
+const FORMAT_VERSION: &[u8] = b"1";
+
+/// sled recovers a damaged log by truncating it, which can silently turn a
+/// corrupt database into an empty one. A marker written at creation tells
+/// "new" from "lost everything": an existing database without it is refused.
+fn check_format(db: &sled::Db, existed: bool, dir: &Path) -> Result<()> {
+    match db.get(FORMAT_KEY).map_err(storage_error)? {
+        Some(version) if version.as_ref() == FORMAT_VERSION => Ok(()),
+        Some(version) => Err(Error::Storage(format!(
+            "the database in {} has format {:?}, this latchkey reads format 1",
+            dir.display(),
+            String::from_utf8_lossy(&version)
+        ))),
+        None if existed => Err(Error::Storage(format!(
+            "the database in {} is corrupt or truncated (its format marker is gone); \
+             restore the directory from a backup",
+            dir.display()
+        ))),
+        None => {
+            db.insert(FORMAT_KEY, FORMAT_VERSION)
+                .map_err(storage_error)?;
+            db.flush().map(drop).map_err(storage_error)
+        }
     }
 }
 

@@ -166,3 +166,37 @@ async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
         Ok(_) => panic!("a second instance opened a locked data dir"),
     }
 }
+
+#[test]
+fn a_corrupt_database_is_refused_with_an_error_not_a_panic() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("data");
+    {
+        let store = latchkey::storage::Store::open(&dir).expect("fresh data dir opens");
+        let user = latchkey::model::User {
+            id: "u1".into(),
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            password_hash: "$argon2id$…".into(),
+            created_at: START,
+        };
+        store.insert_user(&user, "alice").expect("insert");
+        store.flush_blocking().expect("flush");
+    }
+    // Deterministic noise (xorshift64), as a bad disk or a stray write leaves.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let garbage: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("db"), garbage).expect("overwrite the database");
+    match Latchkey::open(Config::with_data_dir(&dir)) {
+        Err(Error::Storage(message)) => assert!(message.contains("corrupt"), "{message}"),
+        Err(other) => panic!("expected a storage error, got {other}"),
+        Ok(_) => panic!("a corrupt database opened"),
+    }
+}
