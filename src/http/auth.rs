@@ -21,7 +21,7 @@ use super::error_response;
 /// Name of the bearer security scheme in the spec.
 pub const BEARER_SCHEME: &str = "BearerAuth";
 /// Name of the cookie security scheme in the spec.
-pub const COOKIE_SCHEME: &str = "AccessTokenCookie";
+pub const COOKIE_SCHEME: &str = "CookieAuth";
 /// The cookie an access token may also arrive in.
 pub const ACCESS_TOKEN_COOKIE: &str = "access_token";
 
@@ -106,7 +106,7 @@ impl<'a> ApiExtractor<'a> for AuthUser {
             MetaSecurityScheme {
                 ty: "apiKey",
                 description: Some(
-                    "The access token in an `access_token` cookie, used only when no Authorization header is sent.",
+                    "The access token in an `access_token` cookie, used only when no Authorization header is sent. (Swagger UI cannot set cookies: use BearerAuth here.)",
                 ),
                 name: Some(ACCESS_TOKEN_COOKIE),
                 key_in: Some("cookie"),
