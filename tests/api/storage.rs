@@ -107,53 +107,46 @@ async fn a_sweep_deletes_only_what_has_expired() {
     .await;
 }
 
+/// Sends every `(username, email)` registration at once; asserts exactly one
+/// succeeds and every other one is refused with `conflict_code`.
+async fn register_concurrently(
+    app: &crate::helpers::TestApp,
+    accounts: &[(String, String)],
+    conflict_code: &str,
+) {
+    let attempts = accounts
+        .iter()
+        .map(|(username, email)| app.register(username, email, PASSWORD));
+    let mut created = 0;
+    for response in futures_util::future::join_all(attempts).await {
+        if response.status() == StatusCode::CREATED {
+            created += 1;
+        } else {
+            assert_error(response, StatusCode::CONFLICT, conflict_code, None).await;
+        }
+    }
+    assert_eq!(created, 1);
+}
+
 #[tokio::test]
 async fn concurrent_registrations_of_one_email_create_one_user() {
     let app = spawn_app().await;
-    let names: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
-    let attempts = names
-        .iter()
-        .map(|name| app.register(name, "same@example.com", PASSWORD));
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
-        .await
-        .iter()
-        .map(|response| response.status())
+    let accounts: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("user{i}"), "same@example.com".to_owned()))
         .collect();
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::CREATED)
-            .count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses
-            .iter()
-            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT)
-    );
+    register_concurrently(&app, &accounts, "user_exists").await;
 }
 
 #[tokio::test]
 async fn concurrent_registrations_of_one_username_create_one_user() {
     let app = spawn_app().await;
-    let emails: Vec<String> = (0..8).map(|i| format!("c{i}@example.com")).collect();
-    let attempts = emails.iter().enumerate().map(|(i, email)| {
-        app.register(if i % 2 == 0 { "carol" } else { "CAROL" }, email, PASSWORD)
-    });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
-        .await
-        .iter()
-        .map(|response| response.status())
+    let accounts: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let name = if i % 2 == 0 { "carol" } else { "CAROL" };
+            (name.to_owned(), format!("c{i}@example.com"))
+        })
         .collect();
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::CREATED)
-            .count(),
-        1,
-        "{statuses:?}"
-    );
+    register_concurrently(&app, &accounts, "username_taken").await;
 }
 
 #[tokio::test]
