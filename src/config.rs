@@ -15,6 +15,8 @@ pub const DEFAULT_ACCESS_TTL: &str = "15m";
 pub const DEFAULT_REFRESH_TTL: &str = "7d";
 /// Default pause between two sweeps of expired refresh tokens.
 pub const DEFAULT_SWEEP_INTERVAL: &str = "10m";
+/// Default `iss` claim.
+pub const DEFAULT_ISSUER: &str = "latchkey";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
@@ -88,6 +90,12 @@ pub struct Config {
     /// Mark cookies `Secure` (always on when latchkey serves TLS itself).
     #[arg(long, env = "LATCHKEY_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// The `iss` claim of every token latchkey issues; tokens with another issuer are refused.
+    #[arg(long, env = "LATCHKEY_ISSUER", default_value = DEFAULT_ISSUER)]
+    pub issuer: String,
+    /// The `aud` claim of access tokens; when set, access tokens for another audience are refused.
+    #[arg(long, env = "LATCHKEY_AUDIENCE")]
+    pub audience: Option<String>,
     /// How many password hashes may run at once (default: one less than the
     /// number of cores, at least one, so token checks keep a core).
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
@@ -131,6 +139,8 @@ impl Default for Config {
             refresh_ttl: duration(DEFAULT_REFRESH_TTL),
             sweep_interval: duration(DEFAULT_SWEEP_INTERVAL),
             secure_cookies: false,
+            issuer: DEFAULT_ISSUER.to_owned(),
+            audience: None,
             hash_concurrency: None,
             jwt_secret: None,
             refresh_secret: None,
@@ -152,6 +162,8 @@ mod tests {
         assert_eq!(parsed.refresh_ttl, default.refresh_ttl);
         assert_eq!(parsed.sweep_interval, default.sweep_interval);
         assert_eq!(parsed.secure_cookies, default.secure_cookies);
+        assert_eq!(parsed.issuer, default.issuer);
+        assert_eq!(parsed.audience, default.audience);
     }
 
     #[test]

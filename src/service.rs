@@ -91,12 +91,7 @@ impl Latchkey {
             "REFRESH_TOKEN_SECRET",
             config.refresh_secret.as_ref(),
         )?;
-        let tokens = Tokens::new(
-            &access_secret,
-            &refresh_secret,
-            config.access_ttl,
-            config.refresh_ttl,
-        );
+        let tokens = Tokens::new(&access_secret, &refresh_secret, &config);
         let concurrency = config
             .hash_concurrency
             .map_or_else(Passwords::default_concurrency, usize::from);

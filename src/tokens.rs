@@ -8,12 +8,11 @@
 //! `kid`) or demand extensions (`crit`), and judges time against the injected
 //! clock, not jsonwebtoken's own (RFC 8725 §3.1, §3.11).
 
-use std::time::Duration;
-
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Secret, UnixTime, User};
 
@@ -26,9 +25,34 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 /// How far in the future `iat`/`nbf` may lie before a token counts as forged.
 const CLOCK_LEEWAY_SECONDS: u64 = 5;
 
+/// An `aud` claim: one audience or several (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `audience` is among these.
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(one) => one == audience,
+            Audience::Many(many) => many.iter().any(|one| one == audience),
+        }
+    }
+}
+
 /// Claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
+    /// The issuer (`--issuer`).
+    pub iss: String,
+    /// The audience (`--audience`), when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
     /// The user id.
     pub sub: String,
     /// The user's email at issue time.
@@ -49,6 +73,8 @@ pub struct AccessClaims {
 /// Claims of a refresh token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RefreshClaims {
+    /// The issuer (`--issuer`).
+    pub iss: String,
     /// The user id.
     pub sub: String,
     /// The family (session) id.
@@ -116,16 +142,14 @@ pub struct Tokens {
     validation: Validation,
     access_ttl: u64,
     refresh_ttl: u64,
+    issuer: String,
+    audience: Option<String>,
 }
 
 impl Tokens {
-    /// Builds the signer/verifier from the two secrets and lifetimes.
-    pub fn new(
-        access_secret: &Secret,
-        refresh_secret: &Secret,
-        access_ttl: Duration,
-        refresh_ttl: Duration,
-    ) -> Self {
+    /// Builds the signer/verifier from the two secrets and the lifetimes,
+    /// issuer and audience of `config`.
+    pub fn new(access_secret: &Secret, refresh_secret: &Secret, config: &Config) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Time is judged against latchkey's clock in `check_times`; the claim
         // structs make every claim we need mandatory.
@@ -140,8 +164,10 @@ impl Tokens {
             refresh_encoding: EncodingKey::from_secret(refresh_secret.expose().as_bytes()),
             refresh_decoding: DecodingKey::from_secret(refresh_secret.expose().as_bytes()),
             validation,
-            access_ttl: access_ttl.as_secs().max(1),
-            refresh_ttl: refresh_ttl.as_secs().max(1),
+            access_ttl: config.access_ttl.as_secs().max(1),
+            refresh_ttl: config.refresh_ttl.as_secs().max(1),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
         }
     }
 
@@ -166,6 +192,8 @@ impl Tokens {
         now: UnixTime,
     ) -> Result<IssuedAccess> {
         let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone().map(Audience::One),
             sub: user.id.clone(),
             email: user.email.clone(),
             sid: session_id.to_owned(),
@@ -191,6 +219,14 @@ impl Tokens {
             .verify(token, ACCESS_TOKEN_TYPE, &self.access_decoding)
             .ok_or(Error::InvalidToken)?;
         check_times(claims.iat, claims.nbf, now).ok_or(Error::InvalidToken)?;
+        let audience_matches = match (&self.audience, &claims.aud) {
+            (Some(expected), Some(audience)) => audience.contains(expected),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if claims.iss != self.issuer || !audience_matches {
+            return Err(Error::InvalidToken);
+        }
         if now >= claims.exp {
             return Err(Error::TokenExpired);
         }
@@ -208,6 +244,7 @@ impl Tokens {
         now: UnixTime,
     ) -> Result<IssuedRefresh> {
         let claims = RefreshClaims {
+            iss: self.issuer.clone(),
             sub: user_id.to_owned(),
             fam: family_id.to_owned(),
             iat: now,
@@ -234,6 +271,9 @@ impl Tokens {
             .verify(token, REFRESH_TOKEN_TYPE, &self.refresh_decoding)
             .ok_or(Error::InvalidRefreshToken)?;
         check_times(claims.iat, claims.nbf, now).ok_or(Error::InvalidRefreshToken)?;
+        if claims.iss != self.issuer {
+            return Err(Error::InvalidRefreshToken);
+        }
         if now >= claims.exp {
             return Err(Error::RefreshTokenExpired);
         }
@@ -283,16 +323,25 @@ pub fn new_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const NOW: UnixTime = 1_800_000_000;
+
+    fn config() -> Config {
+        Config {
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(3600),
+            ..Config::default()
+        }
+    }
 
     fn tokens() -> Tokens {
         Tokens::new(
             &Secret::new("a".repeat(32)),
             &Secret::new("b".repeat(32)),
-            Duration::from_secs(60),
-            Duration::from_secs(3600),
+            &config(),
         )
     }
 
@@ -335,12 +384,7 @@ mod tests {
     #[test]
     fn a_refresh_token_is_not_an_access_token_even_with_equal_secrets() {
         let secret = Secret::new("same-secret-same-secret-same-secret");
-        let tokens = Tokens::new(
-            &secret,
-            &secret,
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-        );
+        let tokens = Tokens::new(&secret, &secret, &config());
         let refresh = tokens.issue_refresh("u1", "f1", NOW).expect("issued");
         assert!(matches!(
             tokens.verify_access(refresh.token.expose(), NOW),
@@ -349,6 +393,51 @@ mod tests {
         let access = tokens.issue_access(&user(), "s1", NOW).expect("issued");
         assert!(matches!(
             tokens.verify_refresh(access.token.expose(), NOW),
+            Err(Error::InvalidRefreshToken)
+        ));
+    }
+
+    #[test]
+    fn a_token_of_another_issuer_or_audience_is_invalid() {
+        let secret = Secret::new("a".repeat(32));
+        let for_api = Config {
+            audience: Some("api".into()),
+            ..config()
+        };
+        let api = Tokens::new(&secret, &secret, &for_api);
+        let other_issuer = Tokens::new(
+            &secret,
+            &secret,
+            &Config {
+                issuer: "elsewhere".into(),
+                ..for_api.clone()
+            },
+        );
+        let other_audience = Tokens::new(
+            &secret,
+            &secret,
+            &Config {
+                audience: Some("billing".into()),
+                ..for_api.clone()
+            },
+        );
+        let no_audience = Tokens::new(&secret, &secret, &config());
+        let own = api.issue_access(&user(), "s1", NOW).expect("issued");
+        let claims = api.verify_access(own.token.expose(), NOW).expect("valid");
+        assert_eq!(
+            (claims.iss.as_str(), claims.aud),
+            ("latchkey", Some(Audience::One("api".into())))
+        );
+        for stranger in [&other_issuer, &other_audience, &no_audience] {
+            let token = stranger.issue_access(&user(), "s1", NOW).expect("issued");
+            assert!(matches!(
+                api.verify_access(token.token.expose(), NOW),
+                Err(Error::InvalidToken)
+            ));
+        }
+        let refresh = other_issuer.issue_refresh("u1", "f1", NOW).expect("issued");
+        assert!(matches!(
+            api.verify_refresh(refresh.token.expose(), NOW),
             Err(Error::InvalidRefreshToken)
         ));
     }

@@ -184,7 +184,7 @@ async fn me_for_a_user_that_does_not_exist_is_user_not_found() {
     header.typ = Some("at+jwt".into());
     let token = app.mint_access(
         header,
-        &json!({"sub": "00000000-0000-4000-8000-000000000000", "email": "ghost@example.com",
+        &json!({"iss": "latchkey", "sub": "00000000-0000-4000-8000-000000000000", "email": "ghost@example.com",
                 "sid": "s", "iat": now, "exp": now + 60, "jti": "j"}),
     );
     assert_error(
@@ -234,7 +234,7 @@ async fn refresh_with_a_well_signed_but_unknown_token_is_not_recognized() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
     let now = app.clock.now();
-    let forged = app.mint_refresh(&json!({"sub": session.user_id, "fam": "f", "iat": now, "exp": now + 60, "jti": "never-issued"}));
+    let forged = app.mint_refresh(&json!({"iss": "latchkey", "sub": session.user_id, "fam": "f", "iat": now, "exp": now + 60, "jti": "never-issued"}));
     assert_error(
         app.refresh_with(&forged).await,
         StatusCode::UNAUTHORIZED,

@@ -15,7 +15,7 @@ fn b64(value: &Value) -> String {
 
 fn claims(app: &TestApp, user_id: &str) -> Value {
     let now = app.clock.now();
-    json!({"sub": user_id, "email": "alice@example.com", "sid": "s", "iat": now, "exp": now + 600, "jti": "j"})
+    json!({"iss": "latchkey", "sub": user_id, "email": "alice@example.com", "sid": "s", "iat": now, "exp": now + 600, "jti": "j"})
 }
 
 fn access_header() -> Header {
@@ -153,4 +153,16 @@ async fn an_oversized_token_is_refused_without_a_server_error() {
     let app = spawn_app().await;
     let token = format!("{}.{}.sig", "a".repeat(6000), "b".repeat(6000));
     assert_invalid(&app, &token, "oversized").await;
+}
+
+#[tokio::test]
+async fn a_token_without_or_with_another_issuer_is_refused() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let mut other = claims(&app, &session.user_id);
+    other["iss"] = json!("https://elsewhere.example");
+    assert_invalid(&app, &app.mint_access(access_header(), &other), "other iss").await;
+    let mut missing = claims(&app, &session.user_id);
+    missing.as_object_mut().expect("object").remove("iss");
+    assert_invalid(&app, &app.mint_access(access_header(), &missing), "no iss").await;
 }
