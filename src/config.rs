@@ -45,6 +45,8 @@ impl Cli {
 }
 
 /// latchkey's subcommands.
+// Parsed once at startup: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
