@@ -121,12 +121,7 @@ async fn login_refuses_invalid_input() {
 #[tokio::test]
 async fn me_without_a_token_is_missing_token() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .get(app.url("/api/profile/me"))
-        .send()
-        .await
-        .expect("request");
+    let response = app.get("/api/profile/me").await;
     assert_error(
         response,
         StatusCode::UNAUTHORIZED,
@@ -199,12 +194,7 @@ async fn me_for_a_user_that_does_not_exist_is_user_not_found() {
 #[tokio::test]
 async fn refresh_without_a_cookie_is_missing_refresh_token() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/api/auth/refresh"))
-        .send()
-        .await
-        .expect("request");
+    let response = app.post("/api/auth/refresh").await;
     assert_error(
         response,
         StatusCode::UNAUTHORIZED,
@@ -284,19 +274,9 @@ async fn logout_without_a_cookie_or_twice_still_succeeds() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = spawn_app().await;
-    let missing = app
-        .client
-        .get(app.url("/api/nothing-here"))
-        .send()
-        .await
-        .expect("request");
+    let missing = app.get("/api/nothing-here").await;
     assert_error(missing, StatusCode::NOT_FOUND, "not_found", None).await;
-    let wrong_method = app
-        .client
-        .get(app.url("/api/auth/login"))
-        .send()
-        .await
-        .expect("request");
+    let wrong_method = app.get("/api/auth/login").await;
     assert_error(
         wrong_method,
         StatusCode::METHOD_NOT_ALLOWED,

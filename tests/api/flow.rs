@@ -8,7 +8,7 @@ use crate::helpers::{PASSWORD, Session, assert_error, spawn_app};
 #[tokio::test]
 async fn the_root_says_the_api_is_running() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/")).send().await.expect("request");
+    let response = app.get("/").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.expect("text"), "JWT Auth API running");
 }
@@ -139,7 +139,7 @@ async fn me_accepts_the_access_token_from_a_cookie_when_no_header_is_sent() {
 async fn every_response_carries_the_security_headers() {
     let app = spawn_app().await;
     for path in ["/", "/api/profile/me", "/nowhere"] {
-        let response = app.client.get(app.url(path)).send().await.expect("request");
+        let response = app.get(path).await;
         let headers = response.headers();
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");

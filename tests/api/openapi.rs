@@ -21,12 +21,7 @@ fn the_checked_in_openapi_json_is_what_the_code_generates() {
 #[tokio::test]
 async fn the_served_spec_is_the_checked_in_one() {
     let app = spawn_app().await;
-    let served = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("request");
+    let served = app.get("/openapi.json").await;
     assert_eq!(served.status(), StatusCode::OK);
     let served: serde_json::Value = served.json().await.expect("json");
     let file: serde_json::Value = serde_json::from_str(&checked_in()).expect("json");
@@ -73,12 +68,7 @@ fn the_spec_documents_every_operation_its_errors_and_the_bearer_scheme() {
 #[tokio::test]
 async fn swagger_ui_is_served_at_docs() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .get(app.url("/docs"))
-        .send()
-        .await
-        .expect("request");
+    let response = app.get("/docs").await;
     assert_eq!(response.status(), StatusCode::OK);
     let html = response.text().await.expect("html");
     assert!(
