@@ -270,23 +270,13 @@ pub async fn assert_error(
     message: Option<&str>,
 ) {
     assert_eq!(response.status(), status, "status of a {code} error");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = header(&response, "content-type");
     assert!(
         content_type.starts_with("application/json"),
         "content type {content_type}"
     );
     if status == StatusCode::UNAUTHORIZED {
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let challenge = header(&response, "www-authenticate");
         assert!(
             challenge.starts_with("Bearer"),
             "401 carries WWW-Authenticate: Bearer"
@@ -301,4 +291,14 @@ pub async fn assert_error(
             "message in {body}"
         ),
     }
+}
+
+/// A response header as text, empty when absent.
+pub fn header(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
