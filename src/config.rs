@@ -2,8 +2,12 @@
 //! environment (clap). The library takes a [`Config`]; the binary parses a
 //! [`Cli`]. Depends only on `model` (for the redacting [`Secret`]).
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -19,6 +23,20 @@ pub const DEFAULT_SWEEP_INTERVAL: &str = "10m";
 pub const DEFAULT_ISSUER: &str = "latchkey";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default window in which a rotated refresh token may be presented again
+/// (two tabs refreshing at once) without counting as theft.
+pub const DEFAULT_REUSE_GRACE: &str = "10s";
+/// Default age after which audit events are deleted.
+pub const DEFAULT_AUDIT_RETENTION: &str = "30d";
+/// Default login attempts per client IP.
+pub const DEFAULT_LOGIN_IP_RATE: &str = "30/1m";
+/// Default login attempts per account: a fast tier then a slow one, so
+/// repeated failures slow down progressively instead of locking anyone out.
+pub const DEFAULT_LOGIN_ACCOUNT_RATE: &str = "5/1m,30/1h";
+/// Default registrations per client IP.
+pub const DEFAULT_REGISTER_IP_RATE: &str = "20/1h";
+/// Default refreshes per client IP.
+pub const DEFAULT_REFRESH_IP_RATE: &str = "120/1m";
 
 /// latchkey's command line.
 #[derive(Debug, Parser)]
@@ -102,6 +120,34 @@ pub struct Config {
     /// number of cores, at least one, so token checks keep a core).
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub hash_concurrency: Option<u16>,
+    /// How long after a rotation the old refresh token may still be
+    /// exchanged (same family, nothing revoked) before reuse counts as theft
+    /// and revokes the session; `0s` makes every reuse theft.
+    #[arg(long, env = "LATCHKEY_REUSE_GRACE", default_value = DEFAULT_REUSE_GRACE, value_parser = humantime::parse_duration)]
+    pub reuse_grace: Duration,
+    /// Age after which the sweeper deletes audit events (humantime).
+    #[arg(long, env = "LATCHKEY_AUDIT_RETENTION", default_value = DEFAULT_AUDIT_RETENTION, value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+    /// Rate limits.
+    #[command(flatten)]
+    pub limits: RateLimits,
+    /// Comma-separated CIDRs of reverse proxies whose `Forwarded` /
+    /// `X-Forwarded-For` headers are believed (default: none, the socket
+    /// address is the client).
+    #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Comma-separated origins (`https://app.example.com`) of browser apps
+    /// allowed to call latchkey with credentials (CORS); also the CSRF
+    /// allow-list for cookie-authenticated requests. Same-origin always works.
+    #[arg(long, env = "LATCHKEY_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key). Cookies are then
+    /// `Secure` and responses carry `Strict-Transport-Security`.
+    #[arg(long, env = "LATCHKEY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LATCHKEY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// HMAC secret of access tokens; from `JWT_SECRET`, else generated and kept in the data dir.
     #[arg(skip)]
     pub jwt_secret: Option<Secret>,
@@ -121,6 +167,16 @@ impl Config {
         self
     }
 
+    /// Whether latchkey serves HTTPS itself (`--tls-cert` and `--tls-key`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// Whether cookies get the `Secure` attribute: asked for, or served over TLS.
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies || self.serves_tls()
+    }
+
     /// The default settings with another data directory.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Config {
@@ -128,6 +184,119 @@ impl Config {
             ..Config::default()
         }
     }
+}
+
+/// `N/DURATION`: at most N requests per DURATION, N of them in a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per period (and the burst size).
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (count, per) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a rate like 5/1m"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("{count:?} is not a positive whole number"))?;
+        let per = humantime::parse_duration(per.trim()).map_err(|err| format!("{per:?}: {err}"))?;
+        if count == 0 || per.is_zero() {
+            return Err(format!("{text:?}: count and period must be above zero"));
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, humantime::format_duration(self.per))
+    }
+}
+
+/// Whether rate limits apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enforce them.
+    On,
+    /// Turn every limit off (for tests and benchmarks).
+    Off,
+}
+
+/// The rate limits (per client IP and per account), all with sane defaults.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimits {
+    /// `on` or `off`: `off` disables every limit below.
+    #[arg(
+        long = "rate-limits",
+        env = "LATCHKEY_RATE_LIMITS",
+        value_enum,
+        default_value = "on"
+    )]
+    pub enabled: Switch,
+    /// Login attempts per client IP.
+    #[arg(long = "rate-login-ip", env = "LATCHKEY_RATE_LOGIN_IP", default_value = DEFAULT_LOGIN_IP_RATE)]
+    pub login_ip: Rate,
+    /// Login attempts per account (email), as comma-separated tiers: every
+    /// tier must allow the attempt, so failures slow down progressively.
+    #[arg(long = "rate-login-account", env = "LATCHKEY_RATE_LOGIN_ACCOUNT", value_delimiter = ',', default_value = DEFAULT_LOGIN_ACCOUNT_RATE)]
+    pub login_account: Vec<Rate>,
+    /// Registrations per client IP.
+    #[arg(long = "rate-register-ip", env = "LATCHKEY_RATE_REGISTER_IP", default_value = DEFAULT_REGISTER_IP_RATE)]
+    pub register_ip: Rate,
+    /// Refreshes per client IP.
+    #[arg(long = "rate-refresh-ip", env = "LATCHKEY_RATE_REFRESH_IP", default_value = DEFAULT_REFRESH_IP_RATE)]
+    pub refresh_ip: Rate,
+}
+
+impl RateLimits {
+    /// Every limit off.
+    pub fn off() -> Self {
+        RateLimits {
+            enabled: Switch::Off,
+            ..RateLimits::default()
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let rate = |text: &str| Rate::from_str(text).expect("invariant: default rates parse");
+        RateLimits {
+            enabled: Switch::On,
+            login_ip: rate(DEFAULT_LOGIN_IP_RATE),
+            login_account: DEFAULT_LOGIN_ACCOUNT_RATE.split(',').map(rate).collect(),
+            register_ip: rate(DEFAULT_REGISTER_IP_RATE),
+            refresh_ip: rate(DEFAULT_REFRESH_IP_RATE),
+        }
+    }
+}
+
+/// An allowed browser origin: `scheme://host[:port]`, no path, never `*`
+/// (credentials must never be allowed for every origin).
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim().trim_end_matches('/');
+    if origin == "*" {
+        return Err(
+            "`*` cannot be allowed: latchkey's cookies are credentials; list the origins".into(),
+        );
+    }
+    let (scheme, rest) = origin
+        .split_once("://")
+        .ok_or_else(|| format!("{origin:?} is not an origin like https://app.example.com"))?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '*', '?', '#'])
+    {
+        return Err(format!(
+            "{origin:?} is not an origin like https://app.example.com"
+        ));
+    }
+    Ok(origin.to_ascii_lowercase())
 }
 
 impl Default for Config {
@@ -144,6 +313,13 @@ impl Default for Config {
             issuer: DEFAULT_ISSUER.to_owned(),
             audience: None,
             hash_concurrency: None,
+            reuse_grace: duration(DEFAULT_REUSE_GRACE),
+            audit_retention: duration(DEFAULT_AUDIT_RETENTION),
+            limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             jwt_secret: None,
             refresh_secret: None,
         }
@@ -166,6 +342,13 @@ mod tests {
         assert_eq!(parsed.secure_cookies, default.secure_cookies);
         assert_eq!(parsed.issuer, default.issuer);
         assert_eq!(parsed.audience, default.audience);
+        assert_eq!(parsed.reuse_grace, default.reuse_grace);
+        assert_eq!(parsed.audit_retention, default.audit_retention);
+        assert_eq!(parsed.limits.login_ip, default.limits.login_ip);
+        assert_eq!(parsed.limits.login_account, default.limits.login_account);
+        assert_eq!(parsed.limits.register_ip, default.limits.register_ip);
+        assert_eq!(parsed.limits.refresh_ip, default.limits.refresh_ip);
+        assert_eq!(parsed.limits.enabled, Switch::On);
     }
 
     #[test]
@@ -181,5 +364,39 @@ mod tests {
             panic!("expected serve");
         };
         assert_eq!(args.config.refresh_ttl, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn rates_parse_and_bad_ones_are_refused() {
+        let rate: Rate = "5/1m".parse().expect("parses");
+        assert_eq!(
+            rate,
+            Rate {
+                count: 5,
+                per: Duration::from_secs(60)
+            }
+        );
+        for bad in ["5", "0/1m", "5/0s", "x/1m", "5/soon"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins_and_never_a_wildcard() {
+        assert_eq!(
+            parse_origin("https://App.example.com/").as_deref(),
+            Ok("https://app.example.com")
+        );
+        for bad in [
+            "*",
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x",
+            "https://*.example.com",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad} should be refused");
+        }
+        let cli = Cli::try_parse_from(["latchkey", "--cors-origins", "*"]);
+        assert!(cli.is_err());
     }
 }

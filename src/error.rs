@@ -48,6 +48,26 @@ pub enum Error {
     /// The refresh token's lifetime has passed.
     #[error("Refresh token expired")]
     RefreshTokenExpired,
+    /// A refresh token that was already rotated was presented after the
+    /// reuse grace: presumed stolen, so its whole session was revoked.
+    #[error("Refresh token reuse detected")]
+    RefreshTokenReused,
+    /// The access token is valid but its session has been revoked (logout,
+    /// reuse detection, revocation by the user or an admin).
+    #[error("Session revoked")]
+    SessionRevoked,
+    /// A password that breaks the policy; the message says why.
+    #[error("{0}")]
+    WeakPassword(String),
+    /// Too many requests from this client or for this account.
+    #[error("Too many requests; retry in {retry_after} seconds")]
+    RateLimited {
+        /// Seconds until a retry can succeed.
+        retry_after: u64,
+    },
+    /// A cookie-authenticated state-changing request from a foreign origin.
+    #[error("Cross-site request rejected")]
+    CsrfRejected,
     /// Another process holds the data directory's lock.
     #[error("data directory {0} is in use by another latchkey process")]
     DataDirLocked(String),
@@ -79,6 +99,11 @@ impl Error {
             Error::RefreshTokenNotRecognized => "refresh_token_not_recognized",
             Error::RefreshTokenRevoked => "refresh_token_revoked",
             Error::RefreshTokenExpired => "refresh_token_expired",
+            Error::RefreshTokenReused => "refresh_token_reused",
+            Error::SessionRevoked => "session_revoked",
+            Error::WeakPassword(_) => "weak_password",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::CsrfRejected => "csrf_rejected",
             Error::DataDirLocked(_) => "data_dir_locked",
             Error::Config(_) => "config_error",
             Error::Storage(_) => "storage_error",

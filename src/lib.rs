@@ -29,6 +29,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod model;
 pub mod password;
 pub mod secrets;

@@ -5,6 +5,7 @@
 //! except `error`.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -240,8 +241,9 @@ impl fmt::Debug for User {
 /// Where a request came from, recorded with each session.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientInfo {
-    /// The client's IP address.
-    pub ip: Option<String>,
+    /// The client's IP address (the socket peer, or the forwarded client
+    /// when the peer is a trusted proxy).
+    pub ip: Option<IpAddr>,
     /// The client's `User-Agent` header, truncated.
     pub user_agent: Option<String>,
 }
@@ -251,7 +253,7 @@ impl ClientInfo {
     pub const MAX_USER_AGENT: usize = 256;
 
     /// Builds client info, truncating an overlong user agent.
-    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> Self {
+    pub fn new(ip: Option<IpAddr>, user_agent: Option<&str>) -> Self {
         ClientInfo {
             ip,
             user_agent: user_agent.map(|agent| agent.chars().take(Self::MAX_USER_AGENT).collect()),
@@ -290,6 +292,137 @@ impl RefreshRecord {
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.revoked_at.is_none() && now < self.expires_at
     }
+}
+
+/// A session: one refresh-token family, started by a login and continued by
+/// every rotation. It is the authority on whether the family is alive: a
+/// refresh token is accepted only while its own record *and* its session are
+/// live, and access tokens carry the session id (`sid`) so latchkey's own
+/// routes refuse them once the session is revoked.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Session {
+    /// The family id (`fam` of refresh tokens, `sid` of access tokens).
+    pub id: String,
+    /// The user who logged in.
+    pub user_id: String,
+    /// When the login happened.
+    pub created_at: UnixTime,
+    /// When a refresh token of the family was last exchanged.
+    pub last_used_at: UnixTime,
+    /// When the family's newest refresh token expires (slides with each rotation).
+    pub expires_at: UnixTime,
+    /// The client of the most recent login or refresh.
+    pub client: ClientInfo,
+    /// When the session was revoked, if it was.
+    pub revoked_at: Option<UnixTime>,
+    /// Why it was revoked.
+    pub revoked_reason: Option<RevokeReason>,
+}
+
+impl Session {
+    /// Whether the session is neither revoked nor expired at `now`.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+
+    /// Marks the session revoked (keeps the first revocation if already revoked).
+    pub fn revoke(&mut self, now: UnixTime, reason: RevokeReason) {
+        if self.revoked_at.is_none() {
+            self.revoked_at = Some(now);
+            self.revoked_reason = Some(reason);
+        }
+    }
+}
+
+/// Why a session ended early.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    /// The user logged out.
+    Logout,
+    /// A rotated refresh token was presented after the reuse grace: presumed theft.
+    Reuse,
+    /// The user revoked it (one session, or all of them).
+    User,
+    /// The user changed their password.
+    PasswordChange,
+    /// An administrator revoked it or disabled the account.
+    Admin,
+}
+
+/// What kind of security event an [`AuditEvent`] records.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// An account was created.
+    Register,
+    /// A login succeeded (a session started).
+    LoginSucceeded,
+    /// A login failed; `detail` says why (never the password).
+    LoginFailed,
+    /// A refresh token was rotated.
+    Refresh,
+    /// A rotated refresh token was presented again inside the reuse grace and
+    /// answered with a fresh pair.
+    RefreshRaced,
+    /// A rotated refresh token was presented after the grace: the family was revoked.
+    ReuseDetected,
+    /// A session was ended by logout.
+    Logout,
+    /// Sessions were revoked by the user or an administrator.
+    SessionsRevoked,
+    /// A request was refused by a rate limit.
+    RateLimited,
+    /// A password was changed.
+    PasswordChanged,
+    /// An account was deleted.
+    AccountDeleted,
+    /// An administrator changed an account (roles, disabled).
+    AccountChanged,
+}
+
+impl AuditKind {
+    /// The snake_case name used in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Register => "register",
+            AuditKind::LoginSucceeded => "login_succeeded",
+            AuditKind::LoginFailed => "login_failed",
+            AuditKind::Refresh => "refresh",
+            AuditKind::RefreshRaced => "refresh_raced",
+            AuditKind::ReuseDetected => "reuse_detected",
+            AuditKind::Logout => "logout",
+            AuditKind::SessionsRevoked => "sessions_revoked",
+            AuditKind::RateLimited => "rate_limited",
+            AuditKind::PasswordChanged => "password_changed",
+            AuditKind::AccountDeleted => "account_deleted",
+            AuditKind::AccountChanged => "account_changed",
+        }
+    }
+}
+
+/// One entry of the audit log. Never holds a password, token or secret.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When it happened.
+    pub at: UnixTime,
+    /// What happened.
+    pub kind: AuditKind,
+    /// The user concerned, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The session (refresh-token family) concerned, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The client's IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The client's user agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// A short reason or detail (`wrong_password`, `login/ip`, `revoked=3`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[cfg(test)]

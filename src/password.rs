@@ -1,16 +1,25 @@
-//! Password hashing with argon2id: the only importer of `argon2`.
+//! Password hashing with argon2id (the only importer of `argon2`) and the
+//! password policy (the only importer of `zxcvbn`).
 //!
 //! Hashing and verifying take ~20–30 ms of CPU and ~19 MiB of memory each, so
 //! they run on tokio's blocking pool behind a semaphore: a login storm queues
 //! here instead of starving the async workers that serve token checks. An
 //! unknown user is "verified" against a dummy hash so that the response time
 //! does not reveal whether an email has an account.
+//!
+//! The policy follows NIST SP 800-63B §3.1.1.2: length only (8 to 128
+//! characters, checked in `model`), no composition rules, and a refusal of
+//! passwords that are common (zxcvbn's embedded list of ~30 000 passwords
+//! from breach corpora, matched whole, also reversed, capitalized or in l33t),
+//! a single repeated, sequential or keyboard pattern, or that contain the
+//! username or the email's local part.
 
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Argon2, password_hash::phc::PasswordHash};
+use argon2::{Algorithm, Argon2, Params, Version, password_hash::phc::PasswordHash};
 use tokio::sync::Semaphore;
+use zxcvbn::matching::patterns::MatchPattern;
 
 use crate::error::{Error, Result};
 use crate::model::Password;
@@ -90,6 +99,65 @@ impl Passwords {
     }
 }
 
+/// Checks a new password against the policy for the account it will protect.
+///
+/// # Errors
+/// [`Error::WeakPassword`] saying which rule it breaks.
+pub fn check_policy(password: &Password, username: &str, email: &str) -> Result<()> {
+    let lowered = password.expose().to_lowercase();
+    let local_part = email.split('@').next().unwrap_or_default().to_lowercase();
+    if lowered.contains(&username.to_lowercase()) {
+        return Err(weak("password must not contain the username"));
+    }
+    if local_part.chars().count() >= 3 && lowered.contains(&local_part) {
+        return Err(weak("password must not contain the email address"));
+    }
+    let entropy = zxcvbn::zxcvbn(password.expose(), &[]);
+    if let [only] = entropy.sequence() {
+        match &only.pattern {
+            // zxcvbn does not export its dictionary enum; its default
+            // variant is the passwords list (a unit test pins this).
+            MatchPattern::Dictionary(word) if word.dictionary_name == Default::default() => {
+                return Err(weak(
+                    "password is too common: it appears in lists of breached passwords",
+                ));
+            }
+            MatchPattern::Repeat(_) | MatchPattern::Sequence(_) | MatchPattern::Spatial(_) => {
+                return Err(weak(
+                    "password is a repeated, sequential or keyboard pattern",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn weak(message: &str) -> Error {
+    Error::WeakPassword(message.to_owned())
+}
+
+/// Whether a stored hash was made with weaker settings than latchkey's
+/// current ones (another algorithm or version, or lower memory, time or
+/// parallelism cost), so it should be re-hashed at the next login.
+pub fn needs_rehash(stored: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let current = Params::DEFAULT;
+    let algorithm_current = parsed.algorithm.as_str() == Algorithm::Argon2id.as_str()
+        && parsed.version == Some(Version::V0x13.into());
+    match Params::try_from(&parsed) {
+        Ok(params) => {
+            !algorithm_current
+                || params.m_cost() < current.m_cost()
+                || params.t_cost() < current.t_cost()
+                || params.p_cost() < current.p_cost()
+        }
+        Err(_) => false,
+    }
+}
+
 fn hash_now(password: &str) -> Result<String> {
     Argon2::default()
         .hash_password(password.as_bytes())
@@ -127,5 +195,73 @@ mod tests {
         let passwords = Passwords::new(1).expect("hasher");
         let guess = Password::parse("latchkey dummy password, never matches").expect("valid");
         assert!(!passwords.verify(&guess, None).await.expect("verified"));
+    }
+
+    fn policy(password: &str) -> Result<()> {
+        check_policy(
+            &Password::parse(password).expect("valid length"),
+            "alice_w",
+            "alice.wonder@example.com",
+        )
+    }
+
+    #[test]
+    fn common_and_pattern_passwords_are_weak() {
+        for common in [
+            "password",
+            "12345678",
+            "iloveyou",
+            "Password",
+            "drowssap",
+            "P@ssw0rd",
+            "qwertyuiop",
+            "aaaaaaaaaa",
+            "abcdefghij",
+        ] {
+            assert!(
+                matches!(policy(common), Err(Error::WeakPassword(_))),
+                "{common} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_containing_the_username_or_email_are_weak() {
+        let Err(Error::WeakPassword(message)) = policy("my ALICE_W rocks 42") else {
+            panic!("username should be refused");
+        };
+        assert!(message.contains("username"));
+        let Err(Error::WeakPassword(message)) = policy("alice.wonder 2026!") else {
+            panic!("email local part should be refused");
+        };
+        assert!(message.contains("email"));
+    }
+
+    #[test]
+    fn ordinary_passphrases_pass() {
+        for good in [
+            "correct horse battery staple",
+            "tr0ub4dor&3x!",
+            "blue-kettle-sings-at-noon",
+        ] {
+            policy(good).unwrap_or_else(|err| panic!("{good}: {err}"));
+        }
+    }
+
+    #[test]
+    fn weaker_parameters_need_a_rehash_and_current_ones_do_not() {
+        let current = hash_now("correct horse battery").expect("hash");
+        assert!(!needs_rehash(&current));
+        let params = Params::new(8 * 1024, 1, 1, None).expect("params");
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"correct horse battery")
+            .expect("hash")
+            .to_string();
+        assert!(needs_rehash(&weak));
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::DEFAULT)
+            .hash_password(b"correct horse battery")
+            .expect("hash")
+            .to_string();
+        assert!(needs_rehash(&argon2i));
     }
 }

@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::limits::{self, Limited, Limits};
 use crate::model::{
-    ClientInfo, Clock, Email, Password, RefreshRecord, Secret, UnixTime, User, Username,
+    AuditEvent, AuditKind, ClientInfo, Clock, Email, Password, RefreshRecord, RevokeReason, Secret,
+    Session, UnixTime, User, Username,
 };
-use crate::password::Passwords;
+use crate::password::{self, Passwords};
 use crate::secrets;
 use crate::storage::{Exchange, Store};
 use crate::tokens::{AccessClaims, TokenDigest, Tokens, new_id};
@@ -20,7 +22,7 @@ use crate::tokens::{AccessClaims, TokenDigest, Tokens, new_id};
 /// File names of the generated secrets inside the data directory.
 const ACCESS_SECRET_FILE: &str = "jwt_secret";
 const REFRESH_SECRET_FILE: &str = "refresh_token_secret";
-/// Expired refresh records deleted per sweep transaction.
+/// Expired records deleted per sweep transaction.
 const SWEEP_BATCH: usize = 1024;
 
 /// What a successful login or refresh hands to the client.
@@ -38,6 +40,44 @@ pub struct TokenPair {
     pub session_id: String,
 }
 
+/// What one sweep deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired refresh-token records.
+    pub refresh_tokens: usize,
+    /// Expired sessions.
+    pub sessions: usize,
+    /// Audit events older than the retention.
+    pub audit_events: usize,
+}
+
+/// How a refresh exchange went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rotation {
+    /// A live token was rotated.
+    Rotated,
+    /// A just-rotated token came back within the grace: a fresh pair, nothing revoked.
+    Raced,
+    /// A rotated token came back after the grace: the session is revoked
+    /// (`revoked_now` unless an earlier event had revoked it already).
+    Reused {
+        /// Whether this exchange revoked the session.
+        revoked_now: bool,
+    },
+}
+
+/// Runs a batched delete until a batch comes back short; returns the total.
+fn drain(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let removed = batch()?;
+        total += removed;
+        if removed < SWEEP_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// The latchkey core. Clone it freely: clones share one database.
 #[derive(Clone)]
 pub struct Latchkey {
@@ -50,6 +90,7 @@ struct Inner {
     store: Store,
     tokens: Tokens,
     passwords: Passwords,
+    limits: Limits,
 }
 
 impl Latchkey {
@@ -64,7 +105,9 @@ impl Latchkey {
     /// ```no_run
     /// # async fn demo() -> latchkey::Result<()> {
     /// let core = latchkey::Latchkey::open(latchkey::Config::with_data_dir("/var/lib/latchkey"))?;
-    /// let user = core.register("alice", "alice@example.com", "correct horse battery").await?;
+    /// let user = core
+    ///     .register("alice", "alice@example.com", "correct horse battery", Default::default())
+    ///     .await?;
     /// # Ok(()) }
     /// ```
     pub fn open(config: Config) -> Result<Latchkey> {
@@ -96,6 +139,7 @@ impl Latchkey {
             .hash_concurrency
             .map_or_else(Passwords::default_concurrency, usize::from);
         let passwords = Passwords::new(concurrency)?;
+        let limits = Limits::new(&config.limits, limits::DEFAULT_MAX_KEYS);
         Ok(Latchkey {
             inner: Arc::new(Inner {
                 config,
@@ -103,6 +147,7 @@ impl Latchkey {
                 store,
                 tokens,
                 passwords,
+                limits,
             }),
         })
     }
@@ -132,16 +177,26 @@ impl Latchkey {
     }
 
     /// Creates an account. The email is trimmed and lower-cased; email and
-    /// username (case-insensitively) must be unused.
+    /// username (case-insensitively) must be unused; the password must pass
+    /// the policy (see [`password::check_policy`]).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the bad field, [`Error::UserExists`],
+    /// [`Error::RateLimited`], [`Error::InvalidInput`] naming the bad field,
+    /// [`Error::WeakPassword`], [`Error::UserExists`],
     /// [`Error::UsernameTaken`], [`Error::Storage`].
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, username: &str, email: &str, password: &str) -> Result<User> {
+    pub async fn register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+        client: ClientInfo,
+    ) -> Result<User> {
+        self.limited(self.inner.limits.register(client.ip), None, &client)?;
         let username = Username::parse(username)?;
         let email = Email::parse(email)?;
         let password = Password::parse(password)?;
+        password::check_policy(&password, username.as_str(), email.as_str())?;
         let store = &self.inner.store;
         // Cheap checks before the expensive hash; the transaction re-checks.
         if store.email_taken(email.as_str())? {
@@ -159,6 +214,7 @@ impl Latchkey {
             created_at: self.now(),
         };
         store.insert_user(&user, &username.key())?;
+        self.audit(AuditKind::Register, Some(&user.id), None, &client, None)?;
         store.durable().await?;
         tracing::info!(user_id = %user.id, "user registered");
         Ok(user)
@@ -166,10 +222,12 @@ impl Latchkey {
 
     /// Checks credentials and starts a session: a new refresh-token family.
     /// An unknown email and a wrong password take the same time and give the
-    /// same error.
+    /// same error. A stored hash made with weaker argon2 settings than the
+    /// current ones is replaced by a fresh hash.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`], [`Error::InvalidCredentials`], [`Error::Storage`].
+    /// [`Error::InvalidInput`], [`Error::RateLimited`],
+    /// [`Error::InvalidCredentials`], [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
@@ -179,16 +237,39 @@ impl Latchkey {
     ) -> Result<TokenPair> {
         let email = Email::parse(email)?;
         let password = Password::presented(password)?;
+        self.limited(
+            self.inner.limits.login(client.ip, email.as_str()),
+            None,
+            &client,
+        )?;
         let user = self.inner.store.user_by_email(email.as_str())?;
         let stored_hash = user.as_ref().map(|user| user.password_hash.as_str());
         let verified = self.inner.passwords.verify(&password, stored_hash).await?;
-        let user = match user {
+        let mut user = match user {
             Some(user) if verified => user,
-            _ => {
-                tracing::info!(known_user = stored_hash.is_some(), "login failed");
+            user => {
+                let reason = if user.is_some() {
+                    "wrong_password"
+                } else {
+                    "unknown_email"
+                };
+                tracing::info!(reason, "login failed");
+                let user_id = user.as_ref().map(|user| user.id.as_str());
+                self.audit(
+                    AuditKind::LoginFailed,
+                    user_id,
+                    None,
+                    &client,
+                    Some(reason.into()),
+                )?;
                 return Err(Error::InvalidCredentials);
             }
         };
+        if password::needs_rehash(&user.password_hash) {
+            user.password_hash = self.inner.passwords.hash(&password).await?;
+            self.inner.store.update_user(&user)?;
+            tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
+        }
         let now = self.now();
         let family_id = new_id();
         let refresh = self.inner.tokens.issue_refresh(&user.id, &family_id, now)?;
@@ -200,23 +281,47 @@ impl Latchkey {
             expires_at: refresh.expires_at,
             revoked_at: None,
             replaced_by: None,
-            client,
+            client: client.clone(),
         };
-        self.inner.store.insert_refresh(&refresh.digest, &record)?;
+        let session = Session {
+            id: family_id.clone(),
+            user_id: user.id.clone(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: refresh.expires_at,
+            client: client.clone(),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        self.inner
+            .store
+            .start_session(&session, &refresh.digest, &record)?;
         let pair = self.token_pair(&user, family_id, refresh.token, now)?;
+        self.audit(
+            AuditKind::LoginSucceeded,
+            Some(&user.id),
+            Some(&pair.session_id),
+            &client,
+            None,
+        )?;
         self.inner.store.durable().await?;
         tracing::info!(user_id = %user.id, session_id = %pair.session_id, "login succeeded");
         Ok(pair)
     }
 
-    /// Exchanges a refresh token for a new pair. The presented token is
-    /// revoked and its successor stored in one transaction, so of two
-    /// concurrent refreshes with one token exactly one succeeds.
+    /// Exchanges a refresh token for a new pair in the same session. The
+    /// presented token is marked rotated and its successor stored in one
+    /// transaction. A rotated token presented again:
+    /// - within `reuse_grace` of its rotation (a client racing itself, two
+    ///   tabs refreshing at once) gets a fresh pair in the same session;
+    /// - later, counts as theft: the whole session is revoked, with every
+    ///   token in it, and the answer is [`Error::RefreshTokenReused`].
     ///
     /// # Errors
-    /// [`Error::MissingRefreshToken`], [`Error::InvalidRefreshToken`],
-    /// [`Error::RefreshTokenNotRecognized`], [`Error::RefreshTokenRevoked`],
-    /// [`Error::RefreshTokenExpired`], [`Error::Storage`].
+    /// [`Error::MissingRefreshToken`], [`Error::RateLimited`],
+    /// [`Error::InvalidRefreshToken`], [`Error::RefreshTokenNotRecognized`],
+    /// [`Error::RefreshTokenRevoked`], [`Error::RefreshTokenExpired`],
+    /// [`Error::RefreshTokenReused`], [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn refresh(
         &self,
@@ -226,6 +331,7 @@ impl Latchkey {
         let token = refresh_token
             .filter(|token| !token.is_empty())
             .ok_or(Error::MissingRefreshToken)?;
+        self.limited(self.inner.limits.refresh(client.ip), None, &client)?;
         let now = self.now();
         let claims = self.inner.tokens.verify_refresh(token, now)?;
         let user = self
@@ -237,57 +343,120 @@ impl Latchkey {
             .inner
             .tokens
             .issue_refresh(&user.id, &claims.fam, now)?;
-        let exchange = self
-            .inner
-            .store
-            .exchange_refresh(&TokenDigest::of(token), |current| {
-                let mut old = current.ok_or(Error::RefreshTokenNotRecognized)?;
-                if old.user_id != claims.sub || old.family_id != claims.fam {
+        let grace = self.inner.config.reuse_grace.as_secs();
+        let outcome = self.inner.store.exchange_refresh(
+            &TokenDigest::of(token),
+            &claims.fam,
+            |record, session| {
+                let mut record = record.ok_or(Error::RefreshTokenNotRecognized)?;
+                if record.user_id != claims.sub || record.family_id != claims.fam {
                     return Err(Error::RefreshTokenNotRecognized);
                 }
-                if old.revoked_at.is_some() {
-                    return Err(Error::RefreshTokenRevoked);
-                }
-                if now >= old.expires_at {
+                if now >= record.expires_at {
                     return Err(Error::RefreshTokenExpired);
                 }
-                old.revoked_at = Some(now);
-                old.replaced_by = Some(next.jti.clone());
-                let new = RefreshRecord {
-                    user_id: old.user_id.clone(),
+                let rotated_at = match (record.revoked_at, &record.replaced_by) {
+                    (None, _) => None,
+                    (Some(rotated_at), Some(_)) => Some(rotated_at),
+                    // Logged out, not rotated: dead, and no sign of theft.
+                    (Some(_), None) => return Err(Error::RefreshTokenRevoked),
+                };
+                // A swept session ended long ago; a revoked one ends its tokens.
+                let session = session.filter(|session| session.user_id == record.user_id);
+                let within_grace =
+                    rotated_at.is_some_and(|rotated_at| now < rotated_at.saturating_add(grace));
+                if rotated_at.is_some() && !within_grace {
+                    // Theft: revoke the family (if it is not already) and say so.
+                    let exchange = Exchange {
+                        session: session.filter(|session| session.revoked_at.is_none()).map(
+                            |mut session| {
+                                session.revoke(now, RevokeReason::Reuse);
+                                session
+                            },
+                        ),
+                        ..Exchange::default()
+                    };
+                    let revoked_now = exchange.session.is_some();
+                    return Ok((exchange, Rotation::Reused { revoked_now }));
+                }
+                let mut session = session
+                    .filter(|session| session.revoked_at.is_none())
+                    .ok_or(Error::RefreshTokenRevoked)?;
+                let successor = RefreshRecord {
+                    user_id: record.user_id.clone(),
                     jti: next.jti.clone(),
-                    family_id: old.family_id.clone(),
+                    family_id: record.family_id.clone(),
                     created_at: now,
                     expires_at: next.expires_at,
                     revoked_at: None,
                     replaced_by: None,
                     client: client.clone(),
                 };
-                Ok(Exchange {
-                    old,
-                    new: Some((next.digest, new)),
-                })
-            });
-        let exchange = match exchange {
-            Ok(exchange) => exchange,
+                session.last_used_at = now;
+                session.expires_at = session.expires_at.max(next.expires_at);
+                session.client = client.clone();
+                if within_grace {
+                    let exchange = Exchange {
+                        old: None,
+                        new: Some((next.digest, successor)),
+                        session: Some(session),
+                    };
+                    return Ok((exchange, Rotation::Raced));
+                }
+                record.revoked_at = Some(now);
+                record.replaced_by = Some(next.jti.clone());
+                let exchange = Exchange {
+                    old: Some(record),
+                    new: Some((next.digest, successor)),
+                    session: Some(session),
+                };
+                Ok((exchange, Rotation::Rotated))
+            },
+        );
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
             Err(err) => {
                 tracing::info!(user_id = %claims.sub, session_id = %claims.fam, jti = %claims.jti, code = err.code(), "refresh refused");
                 return Err(err);
             }
         };
-        let pair = self.token_pair(&user, exchange.old.family_id, next.token, now)?;
+        if let Rotation::Reused { revoked_now } = outcome {
+            tracing::warn!(user_id = %claims.sub, session_id = %claims.fam, jti = %claims.jti, revoked_now, "refresh token reuse detected: session revoked");
+            let detail = if revoked_now {
+                format!("jti={}; session revoked", claims.jti)
+            } else {
+                format!("jti={}; session already revoked", claims.jti)
+            };
+            self.audit(
+                AuditKind::ReuseDetected,
+                Some(&claims.sub),
+                Some(&claims.fam),
+                &client,
+                Some(detail),
+            )?;
+            self.inner.store.durable().await?;
+            return Err(Error::RefreshTokenReused);
+        }
+        let pair = self.token_pair(&user, claims.fam.clone(), next.token, now)?;
+        let kind = match outcome {
+            Rotation::Raced => AuditKind::RefreshRaced,
+            _ => AuditKind::Refresh,
+        };
+        self.audit(kind, Some(&user.id), Some(&pair.session_id), &client, None)?;
         self.inner.store.durable().await?;
-        tracing::info!(user_id = %user.id, session_id = %pair.session_id, jti = %next.jti, "refresh token rotated");
+        tracing::info!(user_id = %user.id, session_id = %pair.session_id, jti = %next.jti, raced = (outcome == Rotation::Raced), "refresh token rotated");
         Ok(pair)
     }
 
-    /// Revokes the session of a refresh token. Idempotent: no token, an
-    /// invalid, unknown, expired or already revoked token all succeed.
+    /// Ends the session of a refresh token: the session is revoked, so every
+    /// token of it (including rotated siblings and the access tokens on
+    /// latchkey's routes) stops working. Idempotent: no token, an invalid,
+    /// unknown, expired or already revoked token all succeed.
     ///
     /// # Errors
     /// [`Error::Storage`] only.
     #[tracing::instrument(skip_all)]
-    pub async fn logout(&self, refresh_token: Option<&str>) -> Result<()> {
+    pub async fn logout(&self, refresh_token: Option<&str>, client: ClientInfo) -> Result<()> {
         let Some(token) = refresh_token.filter(|token| !token.is_empty()) else {
             return Ok(());
         };
@@ -295,42 +464,59 @@ impl Latchkey {
         let Ok(claims) = self.inner.tokens.verify_refresh(token, now) else {
             return Ok(());
         };
-        let revoked = self
-            .inner
-            .store
-            .exchange_refresh(&TokenDigest::of(token), |current| {
-                let mut record = current.ok_or(Error::RefreshTokenNotRecognized)?;
-                if record.revoked_at.is_some() {
-                    return Err(Error::RefreshTokenRevoked);
+        let ended = self.inner.store.exchange_refresh(
+            &TokenDigest::of(token),
+            &claims.fam,
+            |record, session| {
+                let Some(mut record) = record.filter(|record| {
+                    record.user_id == claims.sub && record.family_id == claims.fam
+                }) else {
+                    return Ok((Exchange::default(), false));
+                };
+                let mut exchange = Exchange::default();
+                if let Some(mut session) = session.filter(|session| session.revoked_at.is_none()) {
+                    session.revoke(now, RevokeReason::Logout);
+                    exchange.session = Some(session);
                 }
-                record.revoked_at = Some(now);
-                Ok(Exchange {
-                    old: record,
-                    new: None,
-                })
-            });
-        match revoked {
-            Ok(_) => {
-                self.inner.store.durable().await?;
-                tracing::info!(user_id = %claims.sub, session_id = %claims.fam, "logged out");
-                Ok(())
-            }
-            Err(err) if err.is_internal() => Err(err),
-            Err(_) => Ok(()),
+                if record.revoked_at.is_none() {
+                    record.revoked_at = Some(now);
+                    exchange.old = Some(record);
+                }
+                let changed = exchange.session.is_some() || exchange.old.is_some();
+                Ok((exchange, changed))
+            },
+        )?;
+        if ended {
+            self.audit(
+                AuditKind::Logout,
+                Some(&claims.sub),
+                Some(&claims.fam),
+                &client,
+                None,
+            )?;
+            self.inner.store.durable().await?;
+            tracing::info!(user_id = %claims.sub, session_id = %claims.fam, "logged out");
         }
+        Ok(())
     }
 
-    /// Verifies an access token and returns its claims. Pure computation: no
-    /// store access.
+    /// Verifies an access token and checks that its session is still live
+    /// (one store read), returning its claims.
     ///
     /// # Errors
     /// [`Error::MissingToken`] for an empty token, [`Error::TokenExpired`],
-    /// [`Error::InvalidToken`].
+    /// [`Error::InvalidToken`], [`Error::SessionRevoked`], [`Error::Storage`].
     pub fn authenticate(&self, access_token: &str) -> Result<AccessClaims> {
         if access_token.is_empty() {
             return Err(Error::MissingToken);
         }
-        self.inner.tokens.verify_access(access_token, self.now())
+        let claims = self.inner.tokens.verify_access(access_token, self.now())?;
+        match self.inner.store.session(&claims.sid)? {
+            Some(session) if session.user_id == claims.sub && session.revoked_at.is_none() => {
+                Ok(claims)
+            }
+            _ => Err(Error::SessionRevoked),
+        }
     }
 
     /// The user with this id.
@@ -356,21 +542,89 @@ impl Latchkey {
         self.inner.store.refresh_record_count()
     }
 
-    /// Deletes every refresh record that has expired; returns how many.
-    /// Blocking: call it from a blocking context (the sweeper does).
+    /// Deletes every expired refresh record and session, and every audit
+    /// event older than the retention. Blocking: call it from a blocking
+    /// context (the sweeper does).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn sweep_expired(&self) -> Result<usize> {
+    pub fn sweep_expired(&self) -> Result<Swept> {
         let now = self.now();
-        let mut removed = 0;
-        loop {
-            let batch = self.inner.store.sweep_expired(now, SWEEP_BATCH)?;
-            removed += batch;
-            if batch < SWEEP_BATCH {
-                return Ok(removed);
-            }
+        let store = &self.inner.store;
+        let audit_cutoff = now.saturating_sub(self.inner.config.audit_retention.as_secs());
+        Ok(Swept {
+            refresh_tokens: drain(|| store.sweep_expired_refresh(now, SWEEP_BATCH))?,
+            sessions: drain(|| store.sweep_expired_sessions(now, SWEEP_BATCH))?,
+            audit_events: drain(|| store.sweep_audit(audit_cutoff, SWEEP_BATCH))?,
+        })
+    }
+
+    /// How many sessions (live, revoked or expired-but-unswept) are stored.
+    pub fn session_count(&self) -> usize {
+        self.inner.store.session_count()
+    }
+
+    /// Audit events at or after `since`, oldest first, optionally of one
+    /// user, at most `limit`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn audit_events(
+        &self,
+        since: UnixTime,
+        user_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>> {
+        self.inner.store.audit_events(since, user_id, limit)
+    }
+
+    fn audit(
+        &self,
+        kind: AuditKind,
+        user_id: Option<&str>,
+        session_id: Option<&str>,
+        client: &ClientInfo,
+        detail: Option<String>,
+    ) -> Result<()> {
+        self.inner.store.append_audit(&AuditEvent {
+            at: self.now(),
+            kind,
+            user_id: user_id.map(str::to_owned),
+            session_id: session_id.map(str::to_owned),
+            ip: client.ip.map(|ip| ip.to_string()),
+            user_agent: client.user_agent.clone(),
+            detail,
+        })
+    }
+
+    /// Turns a rate-limit refusal into [`Error::RateLimited`], auditing it
+    /// (at most once a minute per rule and client, so a flood cannot fill the log).
+    fn limited(
+        &self,
+        outcome: std::result::Result<(), Limited>,
+        user_id: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let Err(limited) = outcome else {
+            return Ok(());
+        };
+        tracing::info!(
+            rule = limited.rule,
+            retry_after = limited.retry_after,
+            "rate limited"
+        );
+        if self.inner.limits.worth_auditing(&limited, client.ip) {
+            self.audit(
+                AuditKind::RateLimited,
+                user_id,
+                None,
+                client,
+                Some(limited.rule.to_owned()),
+            )?;
         }
+        Err(Error::RateLimited {
+            retry_after: limited.retry_after,
+        })
     }
 
     /// Flushes the database on the calling thread (used at shutdown).

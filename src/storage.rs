@@ -7,6 +7,10 @@
 //! - `refresh_tokens`: blake3 digest of a refresh token → [`RefreshRecord`] (JSON)
 //! - `refresh_expiry`: `expires_at` (big-endian u64) ‖ digest → empty; the
 //!   sweeper walks it in time order, so its cost follows the expired records only.
+//! - `sessions`: session (refresh-token family) id → [`Session`] (JSON)
+//! - `session_expiry`: `expires_at` ‖ session id → empty (for the sweeper)
+//! - `user_sessions`: user id ‖ `/` ‖ session id → empty (a user's sessions)
+//! - `audit`: time (big-endian u64) ‖ sled-generated id → [`AuditEvent`] (JSON)
 //!
 //! Writes that belong together happen in one sled transaction. Durability is
 //! grouped: [`Store::durable`] asks a single flusher thread to `flush()` once
@@ -22,11 +26,11 @@ use std::thread::JoinHandle;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::model::{RefreshRecord, UnixTime, User};
+use crate::model::{AuditEvent, RefreshRecord, Session, UnixTime, User};
 use crate::tokens::TokenDigest;
 
 /// A cheap-to-clone handle on latchkey's database.
@@ -42,16 +46,23 @@ struct StoreInner {
     users_by_username: sled::Tree,
     refresh_tokens: sled::Tree,
     refresh_expiry: sled::Tree,
+    sessions: sled::Tree,
+    session_expiry: sled::Tree,
+    user_sessions: sled::Tree,
+    audit: sled::Tree,
     flusher: Flusher,
 }
 
-/// What the service decides when a refresh token is exchanged: the old
-/// record as it should be stored now, and the new record (if any) to add.
+/// What the service decides when a refresh token is exchanged: what to write
+/// back (each part optional).
+#[derive(Default)]
 pub struct Exchange {
     /// The presented token's record, updated (e.g. revoked and linked to its successor).
-    pub old: RefreshRecord,
+    pub old: Option<RefreshRecord>,
     /// The successor's digest and record.
     pub new: Option<(TokenDigest, RefreshRecord)>,
+    /// The session, updated (slid forward, or revoked).
+    pub session: Option<Session>,
 }
 
 impl Store {
@@ -92,6 +103,10 @@ impl Store {
             users_by_username: tree("users_by_username")?,
             refresh_tokens: tree("refresh_tokens")?,
             refresh_expiry: tree("refresh_expiry")?,
+            sessions: tree("sessions")?,
+            session_expiry: tree("session_expiry")?,
+            user_sessions: tree("user_sessions")?,
+            audit: tree("audit")?,
             flusher: Flusher::spawn(db.clone())?,
             db,
         };
@@ -192,24 +207,39 @@ impl Store {
         }
     }
 
-    /// Stores a new refresh-token record and its expiry index entry.
+    /// Replaces a stored user (same id, same email and username keys).
     ///
     /// # Errors
-    /// [`Error::Storage`].
-    pub fn insert_refresh(&self, digest: &TokenDigest, record: &RefreshRecord) -> Result<()> {
-        let value = encode(record)?;
-        let StoreInner {
-            refresh_tokens,
-            refresh_expiry,
-            ..
-        } = &*self.inner;
-        (refresh_tokens, refresh_expiry)
-            .transaction(|(tokens, expiry)| {
-                tokens.insert(&digest.0, value.as_slice())?;
-                expiry.insert(expiry_key(record.expires_at, digest).as_slice(), EMPTY)?;
+    /// [`Error::UserNotFound`] if the user is gone, [`Error::Storage`].
+    pub fn update_user(&self, user: &User) -> Result<()> {
+        let value = encode(user)?;
+        self.inner
+            .users
+            .transaction(|users| {
+                if users.get(user.id.as_bytes())?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(Error::UserNotFound));
+                }
+                users.insert(user.id.as_bytes(), value.as_slice())?;
                 Ok(())
             })
             .map_err(transaction_error)
+    }
+
+    /// Starts a session with its first refresh token, in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn start_session(
+        &self,
+        session: &Session,
+        digest: &TokenDigest,
+        record: &RefreshRecord,
+    ) -> Result<()> {
+        self.refresh_transaction(|trees| {
+            trees.put_session(None, session)?;
+            trees.put_new_refresh(digest, record)?;
+            Ok(())
+        })
     }
 
     /// The record of the refresh token with this digest.
@@ -220,46 +250,133 @@ impl Store {
         get(&self.inner.refresh_tokens, &digest.0)
     }
 
-    /// Reads the record of `digest` and applies `decide` to it in one
-    /// transaction: `decide` sees the current record (`None` if unknown) and
-    /// returns the [`Exchange`] to write, or an error that aborts with nothing
+    /// The session with this id (live, revoked or expired-but-unswept).
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn session(&self, id: &str) -> Result<Option<Session>> {
+        get(&self.inner.sessions, id.as_bytes())
+    }
+
+    /// Every stored session of a user (live or not), read through the
+    /// per-user index.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn sessions_of(&self, user_id: &str) -> Result<Vec<Session>> {
+        let mut sessions = Vec::new();
+        for key in self
+            .inner
+            .user_sessions
+            .scan_prefix(user_prefix(user_id))
+            .keys()
+        {
+            let key = key.map_err(storage_error)?;
+            let session_id = &key[user_id.len() + 1..];
+            if let Some(session) = get::<Session>(&self.inner.sessions, session_id)? {
+                sessions.push(session);
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Reads the record of `digest` and the session `session_id` and applies
+    /// `decide` to them in one transaction: `decide` sees the current values
+    /// (`None` if unknown) and returns the [`Exchange`] to write plus a value
+    /// handed back to the caller, or an error that aborts with nothing
     /// written. Two concurrent exchanges of one token are serialized, so
-    /// `decide` of the second sees what the first wrote. `decide` may run more
-    /// than once (on a conflict) and must not have side effects.
+    /// `decide` of the second sees what the first wrote. `decide` may run
+    /// more than once (on a conflict) and must not have side effects.
     ///
     /// # Errors
     /// Whatever `decide` returns, or [`Error::Storage`].
-    pub fn exchange_refresh<F>(&self, digest: &TokenDigest, decide: F) -> Result<Exchange>
+    pub fn exchange_refresh<T, F>(
+        &self,
+        digest: &TokenDigest,
+        session_id: &str,
+        decide: F,
+    ) -> Result<T>
     where
-        F: Fn(Option<RefreshRecord>) -> Result<Exchange>,
+        F: Fn(Option<RefreshRecord>, Option<Session>) -> Result<(Exchange, T)>,
     {
+        self.refresh_transaction(|trees| {
+            let record = tx_get::<RefreshRecord>(trees.refresh_tokens, &digest.0)?;
+            let session = tx_get::<Session>(trees.sessions, session_id.as_bytes())?;
+            let (exchange, outcome) =
+                decide(record, session.clone()).map_err(ConflictableTransactionError::Abort)?;
+            if let Some(old) = &exchange.old {
+                trees
+                    .refresh_tokens
+                    .insert(&digest.0, encode(old).map_err(abort)?)?;
+            }
+            if let Some((new_digest, new_record)) = &exchange.new {
+                trees.put_new_refresh(new_digest, new_record)?;
+            }
+            if let Some(updated) = &exchange.session {
+                trees.put_session(session.as_ref(), updated)?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    /// Applies `change` to each listed session of `user_id` in one
+    /// transaction; `change` returns the session to store, or `None` to leave
+    /// it as it is. Returns how many sessions were changed.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn update_sessions<F>(&self, user_id: &str, ids: &[String], change: F) -> Result<usize>
+    where
+        F: Fn(Session) -> Option<Session>,
+    {
+        self.refresh_transaction(|trees| {
+            let mut changed = 0;
+            for id in ids {
+                let Some(current) = tx_get::<Session>(trees.sessions, id.as_bytes())? else {
+                    continue;
+                };
+                if current.user_id != user_id {
+                    continue;
+                }
+                if let Some(updated) = change(current.clone()) {
+                    trees.put_session(Some(&current), &updated)?;
+                    changed += 1;
+                }
+            }
+            Ok(changed)
+        })
+    }
+
+    fn refresh_transaction<T>(
+        &self,
+        body: impl Fn(&RefreshTrees<'_>) -> Result<T, ConflictableTransactionError<Error>>,
+    ) -> Result<T> {
         let StoreInner {
             refresh_tokens,
             refresh_expiry,
+            sessions,
+            session_expiry,
+            user_sessions,
             ..
         } = &*self.inner;
-        (refresh_tokens, refresh_expiry)
-            .transaction(|(tokens, expiry)| {
-                let current = match tokens.get(digest.0)? {
-                    Some(bytes) => Some(
-                        decode::<RefreshRecord>(&bytes)
-                            .map_err(ConflictableTransactionError::Abort)?,
-                    ),
-                    None => None,
-                };
-                let exchange = decide(current).map_err(ConflictableTransactionError::Abort)?;
-                let old = encode(&exchange.old).map_err(ConflictableTransactionError::Abort)?;
-                tokens.insert(&digest.0, old)?;
-                if let Some((new_digest, new_record)) = &exchange.new {
-                    let new = encode(new_record).map_err(ConflictableTransactionError::Abort)?;
-                    tokens.insert(&new_digest.0, new)?;
-                    expiry.insert(
-                        expiry_key(new_record.expires_at, new_digest).as_slice(),
-                        EMPTY,
-                    )?;
-                }
-                Ok(exchange)
-            })
+        (
+            refresh_tokens,
+            refresh_expiry,
+            sessions,
+            session_expiry,
+            user_sessions,
+        )
+            .transaction(
+                |(refresh_tokens, refresh_expiry, sessions, session_expiry, user_sessions)| {
+                    body(&RefreshTrees {
+                        refresh_tokens,
+                        refresh_expiry,
+                        sessions,
+                        session_expiry,
+                        user_sessions,
+                    })
+                },
+            )
             .map_err(transaction_error)
     }
 
@@ -269,37 +386,157 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn sweep_expired(&self, now: UnixTime, limit: usize) -> Result<usize> {
-        let StoreInner {
-            refresh_tokens,
-            refresh_expiry,
-            ..
-        } = &*self.inner;
-        let upper = (now.saturating_add(1)).to_be_bytes();
-        let mut expired = Vec::new();
-        for entry in refresh_expiry.range(..upper.as_slice()).keys().take(limit) {
-            expired.push(entry.map_err(storage_error)?);
-        }
+    pub fn sweep_expired_refresh(&self, now: UnixTime, limit: usize) -> Result<usize> {
+        let expired = expired_keys(&self.inner.refresh_expiry, now, limit)?;
         if expired.is_empty() {
             return Ok(0);
         }
-        (refresh_tokens, refresh_expiry)
-            .transaction(|(tokens, expiry)| {
-                for key in &expired {
-                    if let Some(digest) = key.get(8..) {
-                        tokens.remove(digest)?;
-                    }
-                    expiry.remove(key)?;
+        self.refresh_transaction(|trees| {
+            for key in &expired {
+                trees.refresh_tokens.remove(&key[8..])?;
+                trees.refresh_expiry.remove(key.as_ref())?;
+            }
+            Ok(())
+        })?;
+        Ok(expired.len())
+    }
+
+    /// Deletes up to `limit` sessions whose expiry is at or before `now`,
+    /// with their per-user index entries. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn sweep_expired_sessions(&self, now: UnixTime, limit: usize) -> Result<usize> {
+        let expired = expired_keys(&self.inner.session_expiry, now, limit)?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.refresh_transaction(|trees| {
+            for key in &expired {
+                let id = &key[8..];
+                trees.session_expiry.remove(key.as_ref())?;
+                // A session whose expiry slid forward has a newer index entry;
+                // only the entry matching the stored expiry deletes it.
+                if let Some(session) = tx_get::<Session>(trees.sessions, id)?
+                    && expiry_key(session.expires_at, id) == key.as_ref()
+                {
+                    trees.sessions.remove(id)?;
+                    trees
+                        .user_sessions
+                        .remove(user_session_key(&session.user_id, &session.id))?;
                 }
-                Ok(())
-            })
-            .map_err(transaction_error)?;
+            }
+            Ok(())
+        })?;
         Ok(expired.len())
     }
 
     /// How many refresh records are stored, live or not (for tests and metrics).
     pub fn refresh_record_count(&self) -> usize {
         self.inner.refresh_tokens.len()
+    }
+
+    /// How many sessions are stored, live or not (for tests and metrics).
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Appends an event to the audit log (durable with the next flush).
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn append_audit(&self, event: &AuditEvent) -> Result<()> {
+        let id = self.inner.db.generate_id().map_err(storage_error)?;
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&event.at.to_be_bytes());
+        key[8..].copy_from_slice(&id.to_be_bytes());
+        self.inner
+            .audit
+            .insert(key, encode(event)?)
+            .map(drop)
+            .map_err(storage_error)
+    }
+
+    /// Audit events at or after `since`, oldest first, optionally of one
+    /// user only, at most `limit` of them.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn audit_events(
+        &self,
+        since: UnixTime,
+        user_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>> {
+        let mut events = Vec::new();
+        for value in self.inner.audit.range(since.to_be_bytes()..).values() {
+            if events.len() >= limit {
+                break;
+            }
+            let event: AuditEvent = decode(&value.map_err(storage_error)?)?;
+            if user_id.is_none_or(|user| event.user_id.as_deref() == Some(user)) {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Deletes up to `limit` audit events older than `before`; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn sweep_audit(&self, before: UnixTime, limit: usize) -> Result<usize> {
+        let old = expired_keys(&self.inner.audit, before.saturating_sub(1), limit)?;
+        let mut batch = sled::Batch::default();
+        for key in &old {
+            batch.remove(key.as_ref());
+        }
+        self.inner.audit.apply_batch(batch).map_err(storage_error)?;
+        Ok(old.len())
+    }
+}
+
+/// The trees of one refresh/session transaction.
+struct RefreshTrees<'a> {
+    refresh_tokens: &'a TransactionalTree,
+    refresh_expiry: &'a TransactionalTree,
+    sessions: &'a TransactionalTree,
+    session_expiry: &'a TransactionalTree,
+    user_sessions: &'a TransactionalTree,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
+
+impl RefreshTrees<'_> {
+    fn put_new_refresh(&self, digest: &TokenDigest, record: &RefreshRecord) -> TxResult<()> {
+        self.refresh_tokens
+            .insert(&digest.0, encode(record).map_err(abort)?)?;
+        self.refresh_expiry
+            .insert(expiry_key(record.expires_at, &digest.0).as_slice(), EMPTY)?;
+        Ok(())
+    }
+
+    /// Writes `session`, keeping its expiry and per-user index entries in step
+    /// with `previous` (what was stored before, if anything).
+    fn put_session(&self, previous: Option<&Session>, session: &Session) -> TxResult<()> {
+        let id = session.id.as_bytes();
+        match previous {
+            Some(previous) if previous.expires_at == session.expires_at => {}
+            Some(previous) => {
+                self.session_expiry
+                    .remove(expiry_key(previous.expires_at, id).as_slice())?;
+                self.session_expiry
+                    .insert(expiry_key(session.expires_at, id).as_slice(), EMPTY)?;
+            }
+            None => {
+                self.session_expiry
+                    .insert(expiry_key(session.expires_at, id).as_slice(), EMPTY)?;
+                self.user_sessions
+                    .insert(user_session_key(&session.user_id, &session.id), EMPTY)?;
+            }
+        }
+        self.sessions.insert(id, encode(session).map_err(abort)?)?;
+        Ok(())
     }
 }
 
@@ -335,11 +572,47 @@ fn check_format(db: &sled::Db, existed: bool, dir: &Path) -> Result<()> {
 /// The value of index entries, which carry everything in their key.
 const EMPTY: &[u8] = &[];
 
-fn expiry_key(expires_at: UnixTime, digest: &TokenDigest) -> [u8; 40] {
-    let mut key = [0u8; 40];
-    key[..8].copy_from_slice(&expires_at.to_be_bytes());
-    key[8..].copy_from_slice(&digest.0);
+/// `expires_at` (big-endian, so keys sort by time) ‖ id.
+fn expiry_key(expires_at: UnixTime, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&expires_at.to_be_bytes());
+    key.extend_from_slice(id);
     key
+}
+
+/// Keys of the per-user session index: user id ‖ `/` ‖ session id.
+fn user_session_key(user_id: &str, session_id: &str) -> Vec<u8> {
+    let mut key = user_prefix(user_id);
+    key.extend_from_slice(session_id.as_bytes());
+    key
+}
+
+fn user_prefix(user_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user_id.len() + 37);
+    key.extend_from_slice(user_id.as_bytes());
+    key.push(b'/');
+    key
+}
+
+/// Up to `limit` keys of a time-ordered tree whose time is at or before `now`.
+fn expired_keys(tree: &sled::Tree, now: UnixTime, limit: usize) -> Result<Vec<sled::IVec>> {
+    let upper = now.saturating_add(1).to_be_bytes();
+    tree.range(..upper.as_slice())
+        .keys()
+        .take(limit)
+        .map(|key| key.map_err(storage_error))
+        .collect()
+}
+
+fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(bytes) => decode(&bytes).map(Some).map_err(abort),
+        None => Ok(None),
+    }
+}
+
+fn abort(err: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(err)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {

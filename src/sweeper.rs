@@ -1,5 +1,6 @@
 //! The background sweeper: every `sweep_interval` it deletes expired refresh
-//! records through the expiry index, and stops when the shutdown signal fires.
+//! records and sessions through their expiry indexes and audit events past
+//! their retention, and stops when the shutdown signal fires.
 //! Depends on `service` only.
 
 use std::future::Future;
@@ -19,7 +20,12 @@ pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Outpu
         }
         let sweeping = core.clone();
         match tokio::task::spawn_blocking(move || sweeping.sweep_expired()).await {
-            Ok(Ok(removed)) => tracing::info!(removed, "swept expired refresh tokens"),
+            Ok(Ok(swept)) => tracing::info!(
+                refresh_tokens = swept.refresh_tokens,
+                sessions = swept.sessions,
+                audit_events = swept.audit_events,
+                "swept expired records"
+            ),
             Ok(Err(err)) => tracing::error!(error = %err, "sweep failed"),
             Err(err) => tracing::error!(error = %err, "sweep task failed"),
         }

@@ -5,8 +5,11 @@
 //! Public so that an app embedding latchkey can guard its own poem-openapi
 //! operations with it.
 
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 use poem::Request;
-use poem::http::header;
+use poem::http::{HeaderMap, HeaderName, header};
 use poem::web::RemoteAddr;
 use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
@@ -66,18 +69,96 @@ pub(crate) fn core_of(req: &Request) -> poem::Result<&Latchkey> {
     })
 }
 
-/// The client's address and user agent, as recorded with a session.
-pub(crate) fn client_info(req: &Request) -> ClientInfo {
-    let ip = match req.remote_addr() {
-        RemoteAddr(poem::Addr::SocketAddr(addr)) => Some(addr.ip().to_string()),
+/// [`client_info`] with the core's trusted proxies.
+pub(crate) fn client_of(req: &Request, core: &Latchkey) -> ClientInfo {
+    client_info(req, &core.config().trusted_proxies)
+}
+
+/// The client's address and user agent, as recorded with a session and fed
+/// to the rate limits and the audit log.
+pub(crate) fn client_info(req: &Request, trusted_proxies: &[IpNet]) -> ClientInfo {
+    let peer = match req.remote_addr() {
+        RemoteAddr(poem::Addr::SocketAddr(addr)) => Some(addr.ip()),
         _ => None,
     };
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
         .and_then(|value| value.to_str().ok());
+    let ip = peer.map(|peer| client_ip(peer, req.headers(), trusted_proxies));
     ClientInfo::new(ip, user_agent)
 }
+
+/// The client's IP: the socket peer, unless the peer is a trusted proxy; then
+/// the forwarding chain (`Forwarded`, else `X-Forwarded-For`) is walked from
+/// the right, past trusted proxies, to the first address no trusted proxy
+/// vouches for. Addresses an untrusted peer claims are never believed.
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in forwarded_chain(headers).into_iter().rev() {
+        let Some(ip) = hop else {
+            // An unparsable hop ("unknown", an obfuscated name): stop at the
+            // last address we could vouch for.
+            return client;
+        };
+        client = ip;
+        if !trusted(&ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// The `for` addresses of `Forwarded` (RFC 7239) or, without it, of
+/// `X-Forwarded-For`, leftmost (the original client) first. `None` marks a
+/// hop that is not an IP address.
+fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let values = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|hop| !hop.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let forwarded = values(header::FORWARDED);
+    if !forwarded.is_empty() {
+        return forwarded
+            .into_iter()
+            .map(|element| {
+                element
+                    .split(';')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
+                    .and_then(|(_, value)| parse_hop(value))
+            })
+            .collect();
+    }
+    values(X_FORWARDED_FOR).into_iter().map(parse_hop).collect()
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:443`,
+/// `2001:db8::1`, `"[2001:db8::1]:443"`.
+fn parse_hop(raw: &str) -> Option<IpAddr> {
+    let text = raw.trim().trim_matches('"');
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(socket) = text.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    text.strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(ip, _)| ip.parse().ok())
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 impl<'a> ApiExtractor<'a> for AuthUser {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
@@ -132,5 +213,63 @@ impl<'a> ApiExtractor<'a> for AuthUser {
             .and_then(|token| core.authenticate(&token))
             .map_err(|err| error_response(&err))?;
         Ok(AuthUser { claims })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::http::HeaderValue;
+
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let spoofed = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &spoofed, &[]),
+            ip("203.0.113.9")
+        );
+        let proxies = ["10.0.0.0/8".parse().expect("cidr")];
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &spoofed, &proxies),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_walked_from_the_right() {
+        let proxies = ["10.0.0.0/8".parse().expect("cidr")];
+        // The client forged the first hop; the trusted proxy appended the real one.
+        let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.3")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &chain, &proxies),
+            ip("198.51.100.7")
+        );
+        let forwarded = headers(&[(
+            "forwarded",
+            r#"for=6.6.6.6, for="[2001:db8::17]:4711";proto=https"#,
+        )]);
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &forwarded, &proxies),
+            ip("2001:db8::17")
+        );
+        let hidden = headers(&[("forwarded", "for=_hidden, for=10.0.0.9")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &hidden, &proxies), ip("10.0.0.9"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &HeaderMap::new(), &proxies),
+            ip("10.0.0.2")
+        );
     }
 }

@@ -12,7 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 
 use super::ApiTags;
-use super::auth::client_info;
+use super::auth::client_of;
 use super::error::error_responses;
 use super::profile_api::UserView;
 use crate::service::{Latchkey, TokenPair};
@@ -142,10 +142,14 @@ enum RegisterResponse {
 }
 
 error_responses!(RegisterError {
-    /// A field is missing or invalid; the message names it.
+    /// `invalid_input` (a field is missing or invalid; the message names it)
+    /// or `weak_password` (common, a pattern, or containing the username or
+    /// email; the message says which).
     400 => BadRequest,
     /// `user_exists` (the email has an account) or `username_taken`.
     409 => Conflict,
+    /// `rate_limited`: too many registrations from this client; `Retry-After` says when to retry.
+    429 => TooManyRequests,
 });
 
 #[derive(ApiResponse)]
@@ -184,12 +188,22 @@ error_responses!(LoginError {
     400 => BadRequest,
     /// `invalid_credentials`: unknown email or wrong password (indistinguishable).
     401 => Unauthorized,
+    /// `rate_limited`: too many attempts from this client or for this
+    /// account; `Retry-After` (seconds) says when to retry.
+    429 => TooManyRequests,
 });
 
 error_responses!(RefreshError {
     /// `missing_refresh_token`, `invalid_refresh_token`, `refresh_token_not_recognized`,
-    /// `refresh_token_revoked` or `refresh_token_expired`.
+    /// `refresh_token_revoked`, `refresh_token_expired`, or
+    /// `refresh_token_reused` (a rotated token came back after the reuse
+    /// grace: the whole session is now revoked).
     401 => Unauthorized,
+    /// `csrf_rejected`: the request carries cookies and comes from an origin
+    /// that is neither this server nor one of `--cors-origins`.
+    403 => Forbidden,
+    /// `rate_limited`: too many refreshes from this client; see `Retry-After`.
+    429 => TooManyRequests,
 });
 
 #[derive(ApiResponse)]
@@ -204,9 +218,13 @@ enum LogoutResponse {
     ),
 }
 
-// Logout with a bad or missing cookie still succeeds: only a storage failure
-// (a 500) can make it fail.
-error_responses!(LogoutError {});
+// Logout with a bad or missing cookie still succeeds: only a cross-site
+// request or a storage failure (a 500) can make it fail.
+error_responses!(LogoutError {
+    /// `csrf_rejected`: the request carries cookies and comes from an origin
+    /// that is neither this server nor one of `--cors-origins`.
+    403 => Forbidden,
+});
 
 #[OpenApi(prefix_path = "/api/auth", tag = "ApiTags::Auth")]
 impl AuthApi {
@@ -218,10 +236,16 @@ impl AuthApi {
     async fn register(
         &self,
         core: Data<&Latchkey>,
+        request: &Request,
         body: Json<RegisterRequest>,
     ) -> Result<RegisterResponse, RegisterError> {
         let user = core
-            .register(&body.username, &body.email, &body.password)
+            .register(
+                &body.username,
+                &body.email,
+                &body.password,
+                client_of(request, &core),
+            )
             .await?;
         Ok(RegisterResponse::Created(Json(RegisterBody {
             message: "User created successfully".into(),
@@ -242,16 +266,19 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> Result<TokenResponse, LoginError> {
         let pair = core
-            .login(&body.email, &body.password, client_info(request))
+            .login(&body.email, &body.password, client_of(request, &core))
             .await?;
-        Ok(TokenResponse::issued(pair, core.config().secure_cookies))
+        Ok(TokenResponse::issued(pair, core.config().cookies_secure()))
     }
 
     /// Refresh the tokens
     ///
     /// Exchanges the `refresh_token` cookie for a new access token and a new
-    /// refresh cookie. The presented refresh token is revoked: using it again
-    /// fails with `refresh_token_revoked`.
+    /// refresh cookie in the same session. The presented refresh token is
+    /// rotated out: presented again within the reuse grace (two tabs
+    /// refreshing at once) it gets another fresh pair; after the grace it is
+    /// treated as stolen, the whole session is revoked and the answer is
+    /// `refresh_token_reused`.
     #[oai(path = "/refresh", method = "post")]
     async fn refresh(
         &self,
@@ -262,9 +289,9 @@ impl AuthApi {
         refresh_token: CookieParam<Option<String>>,
     ) -> Result<TokenResponse, RefreshError> {
         let pair = core
-            .refresh(refresh_token.0.as_deref(), client_info(request))
+            .refresh(refresh_token.0.as_deref(), client_of(request, &core))
             .await?;
-        Ok(TokenResponse::issued(pair, core.config().secure_cookies))
+        Ok(TokenResponse::issued(pair, core.config().cookies_secure()))
     }
 
     /// Log out
@@ -275,16 +302,18 @@ impl AuthApi {
     async fn logout(
         &self,
         core: Data<&Latchkey>,
+        request: &Request,
         /// The refresh token of the session to end.
         #[oai(name = "refresh_token")]
         refresh_token: CookieParam<Option<String>>,
     ) -> Result<LogoutResponse, LogoutError> {
-        core.logout(refresh_token.0.as_deref()).await?;
+        core.logout(refresh_token.0.as_deref(), client_of(request, &core))
+            .await?;
         Ok(LogoutResponse::Ok(
             Json(MessageBody {
                 message: "Logged out".into(),
             }),
-            clear_refresh_cookie(core.config().secure_cookies),
+            clear_refresh_cookie(core.config().cookies_secure()),
         ))
     }
 }

@@ -5,8 +5,12 @@
 //! Internal errors are logged here with their cause and answered with a
 //! generic 500 body; the cause never reaches the client.
 
-use poem::http::StatusCode;
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::{IntoResponse, Response};
 use poem_openapi::Object;
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
 
 use crate::error::Error;
 
@@ -18,6 +22,9 @@ pub struct ErrorBody {
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
+    /// For 429: seconds until a retry can succeed, sent as `Retry-After`.
+    #[oai(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl poem_openapi::types::Example for ErrorBody {
@@ -32,14 +39,56 @@ impl ErrorBody {
         ErrorBody {
             code: code.to_owned(),
             message: message.into(),
+            retry_after: None,
         }
     }
+}
+
+/// An error response payload: the JSON [`ErrorBody`], plus `Retry-After`
+/// when the body carries one. Every error latchkey sends goes through it.
+#[derive(Debug)]
+pub struct ErrorJson(pub ErrorBody);
+
+impl Payload for ErrorJson {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        ErrorBody::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
+impl IntoResponse for ErrorJson {
+    fn into_response(self) -> Response {
+        let text = self.0.to_json_string();
+        let mut response = Response::builder()
+            .content_type(Self::CONTENT_TYPE)
+            .body(text);
+        if let Some(seconds) = self.0.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// A whole error response with this status.
+pub fn error_json(status: StatusCode, body: ErrorBody) -> Response {
+    let mut response = ErrorJson(body).into_response();
+    response.set_status(status);
+    response
 }
 
 /// The status of each domain error, and the body to send.
 pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
     let status = match err {
-        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::InvalidInput(_) | Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
+        Error::CsrfRejected => StatusCode::FORBIDDEN,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::UserExists | Error::UsernameTaken => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::MissingToken
@@ -49,14 +98,20 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
         | Error::InvalidRefreshToken
         | Error::RefreshTokenNotRecognized
         | Error::RefreshTokenRevoked
-        | Error::RefreshTokenExpired => StatusCode::UNAUTHORIZED,
+        | Error::RefreshTokenExpired
+        | Error::RefreshTokenReused
+        | Error::SessionRevoked => StatusCode::UNAUTHORIZED,
         Error::UserNotFound => StatusCode::NOT_FOUND,
         Error::DataDirLocked(_) | Error::Config(_) | Error::Storage(_) | Error::Internal(_) => {
             tracing::error!(error = %err, "request failed");
             return (StatusCode::INTERNAL_SERVER_ERROR, internal_body());
         }
     };
-    (status, ErrorBody::new(err.code(), err.to_string()))
+    let mut body = ErrorBody::new(err.code(), err.to_string());
+    if let Error::RateLimited { retry_after } = err {
+        body.retry_after = Some(*retry_after);
+    }
+    (status, body)
 }
 
 /// The body of every 500: no detail leaves the server.
@@ -76,22 +131,22 @@ macro_rules! error_responses {
             $(
                 $(#[$variant_meta])*
                 #[oai(status = $status)]
-                $variant(poem_openapi::payload::Json<$crate::http::error::ErrorBody>),
+                $variant($crate::http::error::ErrorJson),
             )*
             /// Internal error (a bug); details are only in the server log.
             #[oai(status = 500)]
-            Internal(poem_openapi::payload::Json<$crate::http::error::ErrorBody>),
+            Internal($crate::http::error::ErrorJson),
         }
 
         impl From<$crate::error::Error> for $name {
             fn from(err: $crate::error::Error) -> Self {
                 let (status, body) = $crate::http::error::describe(&err);
                 match status.as_u16() {
-                    $($status => $name::$variant(poem_openapi::payload::Json(body)),)*
-                    500 => $name::Internal(poem_openapi::payload::Json(body)),
+                    $($status => $name::$variant($crate::http::error::ErrorJson(body)),)*
+                    500 => $name::Internal($crate::http::error::ErrorJson(body)),
                     other => {
                         tracing::error!(status = other, code = body.code, operation = stringify!($name), "error status not declared for this operation");
-                        $name::Internal(poem_openapi::payload::Json($crate::http::error::internal_body()))
+                        $name::Internal($crate::http::error::ErrorJson($crate::http::error::internal_body()))
                     }
                 }
             }
@@ -109,6 +164,8 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
         status if status.is_client_error() => "bad_request",
         _ => "internal_error",
     }

@@ -11,12 +11,16 @@ mod auth;
 mod auth_api;
 mod error;
 mod profile_api;
+mod tls;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use poem::http::{HeaderValue, StatusCode, header};
-use poem::listener::{Acceptor, TcpAcceptor};
+use ipnet::IpNet;
+use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use poem::listener::{Acceptor, AcceptorExt, TcpAcceptor};
+use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use poem_openapi::error::ParseRequestPayloadError;
 use poem_openapi::{OpenApiService, Tags};
@@ -78,12 +82,29 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     let service = api_service();
     let docs = service.swagger_ui();
     let spec = service.spec_endpoint();
+    let config = core.config();
+    let settings = Arc::new(GuardSettings {
+        cors_origins: config.cors_origins.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        hsts: config.serves_tls(),
+    });
+    let cors = Cors::new()
+        .allow_origins(config.cors_origins.iter().map(String::as_str))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .max_age(600);
     Route::new()
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .nest("/", service)
-        .data(core)
-        .around(guard)
+        .data(core.clone())
+        .with_if(!config.cors_origins.is_empty(), cors)
+        .around(move |next, req| {
+            let settings = Arc::clone(&settings);
+            async move { guard(next, req, &settings).await }
+        })
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then lets
@@ -97,32 +118,100 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
+    let tls = tls::config(core.config())?;
     for address in acceptor.local_addr() {
         if let Some(address) = address.as_socket_addr() {
-            tracing::info!(%address, "latchkey listening");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(%address, scheme, "latchkey listening");
         }
     }
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(core), shutdown, Some(GRACEFUL_SHUTDOWN))
-        .await
+    let endpoint = app(core);
+    match tls {
+        Some(tls) => {
+            Server::new_with_acceptor(acceptor.rustls(futures_util::stream::iter([tls])))
+                .run_with_graceful_shutdown(endpoint, shutdown, Some(GRACEFUL_SHUTDOWN))
+                .await
+        }
+        None => {
+            Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(endpoint, shutdown, Some(GRACEFUL_SHUTDOWN))
+                .await
+        }
+    }
 }
+
+/// What the outermost middleware needs from the configuration.
+struct GuardSettings {
+    cors_origins: Vec<String>,
+    trusted_proxies: Vec<IpNet>,
+    hsts: bool,
+}
+
+/// Whether a request that carries cookies and changes state comes from an
+/// origin we do not trust (CSRF, OWASP ASVS 4.0 §13.2.3 / 50.4): its `Origin`
+/// (or, without one, its `Referer`) is present and is neither this server
+/// nor an allowed `--cors-origins` entry. Requests without either header
+/// (curl, server-to-server) are not browsers acting for someone else.
+fn cross_site(req: &Request, settings: &GuardSettings) -> bool {
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !unsafe_method || !req.headers().contains_key(header::COOKIE) {
+        return false;
+    }
+    let text = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    let origin = match text(header::ORIGIN) {
+        Some(origin) => origin.to_ascii_lowercase(),
+        None => match text(header::REFERER).and_then(origin_of) {
+            Some(origin) => origin,
+            None => return false,
+        },
+    };
+    if settings.cors_origins.contains(&origin) {
+        return false;
+    }
+    // Same origin: the origin's authority is the host the request was sent
+    // to (as a trusted proxy reports it, else the Host header).
+    let Some((_, authority)) = origin.split_once("://") else {
+        return true;
+    };
+    let peer_trusted = match req.remote_addr().as_socket_addr() {
+        Some(peer) => settings
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer.ip())),
+        None => false,
+    };
+    let forwarded_host = text(X_FORWARDED_HOST).filter(|_| peer_trusted);
+    let host = forwarded_host.or_else(|| text(header::HOST));
+    !host.is_some_and(|host| host.eq_ignore_ascii_case(authority))
+}
+
+/// `scheme://authority` of a URL (a `Referer`), lower-cased.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{authority}").to_ascii_lowercase())
+}
+
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Sent over TLS: browsers then refuse plain HTTP to this host for a year.
+const HSTS: &str = "max-age=31536000";
 
 /// A domain error as a poem error whose response is the JSON body.
 pub(crate) fn error_response(err: &CoreError) -> poem::Error {
     let (status, body) = error::describe(err);
-    poem::Error::from_response(json_error(status, &body))
-}
-
-fn json_error(status: StatusCode, body: &ErrorBody) -> Response {
-    let text = serde_json::json!({ "code": body.code, "message": body.message }).to_string();
-    Response::builder()
-        .status(status)
-        .content_type("application/json; charset=utf-8")
-        .body(text)
+    poem::Error::from_response(error::error_json(status, body))
 }
 
 /// The outermost middleware: body limit in, JSON errors and headers out.
-async fn guard<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+async fn guard<E: Endpoint>(
+    next: E,
+    mut req: Request,
+    settings: &GuardSettings,
+) -> poem::Result<Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -142,10 +231,12 @@ async fn guard<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response>
         }
         None => false,
     };
-    let mut response = if too_large {
-        json_error(
+    let mut response = if cross_site(&req, settings) {
+        error_response(&CoreError::CsrfRejected).into_response()
+    } else if too_large {
+        error::error_json(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &ErrorBody::new(
+            ErrorBody::new(
                 "payload_too_large",
                 format!("Request body exceeds {MAX_BODY_BYTES} bytes"),
             ),
@@ -168,9 +259,9 @@ async fn guard<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response>
                         None => err.to_string(),
                     },
                 };
-                json_error(
+                error::error_json(
                     status,
-                    &ErrorBody::new(error::code_for_status(status), message),
+                    ErrorBody::new(error::code_for_status(status), message),
                 )
             }
         }
@@ -190,5 +281,11 @@ async fn guard<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response>
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if settings.hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     Ok(response)
 }

@@ -68,7 +68,7 @@ enum MeResponse {
 }
 
 error_responses!(MeError {
-    /// `missing_token`, `token_expired` or `invalid_token`.
+    /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
     401 => Unauthorized,
     /// `user_not_found`: the token is valid but its user no longer exists.
     404 => NotFound,

@@ -47,8 +47,12 @@ fn start(cwd: &Path, args: &[&str]) -> Server {
     let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(address) = line.split("address=").nth(1) {
-                let _ = address_tx.send(address.trim().to_owned());
+            let address = line
+                .split("address=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next());
+            if let Some(address) = address {
+                let _ = address_tx.send(address.to_owned());
             }
             lines.lock().expect("log").push(line);
         }

@@ -171,8 +171,11 @@ async fn me_with_a_garbage_token_is_invalid_token() {
     .await;
 }
 
+// A validly signed token whose session latchkey never started (or has
+// forgotten) is refused: latchkey's own routes honour revocation, so the
+// session is checked before the user is read.
 #[tokio::test]
-async fn me_for_a_user_that_does_not_exist_is_user_not_found() {
+async fn me_with_a_signed_token_for_an_unknown_session_is_session_revoked() {
     let app = spawn_app().await;
     let now = app.clock.now();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
@@ -184,9 +187,9 @@ async fn me_for_a_user_that_does_not_exist_is_user_not_found() {
     );
     assert_error(
         app.me(&token).await,
-        StatusCode::NOT_FOUND,
-        "user_not_found",
-        Some("User not found"),
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+        Some("Session revoked"),
     )
     .await;
 }

@@ -7,15 +7,17 @@ use jsonwebtoken::{Algorithm, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, spawn_app};
+use crate::helpers::{Session, TestApp, assert_error, spawn_app};
 
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
-fn claims(app: &TestApp, user_id: &str) -> Value {
+/// Claims of a well-formed access token for `session`'s user and session.
+fn claims(app: &TestApp, session: &Session) -> Value {
     let now = app.clock.now();
-    json!({"iss": "latchkey", "sub": user_id, "email": "alice@example.com", "sid": "s", "iat": now, "exp": now + 600, "jti": "j"})
+    json!({"iss": "latchkey", "sub": session.user_id, "email": "alice@example.com",
+           "sid": session.session_id(), "iat": now, "exp": now + 600, "jti": "j"})
 }
 
 fn access_header() -> Header {
@@ -40,7 +42,7 @@ async fn assert_invalid(app: &TestApp, token: &str, case: &str) {
 async fn a_correctly_minted_token_is_accepted_so_the_forgeries_below_are_meaningful() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
-    let token = app.mint_access(access_header(), &claims(&app, &session.user_id));
+    let token = app.mint_access(access_header(), &claims(&app, &session));
     assert_eq!(app.me(&token).await.status(), StatusCode::OK);
 }
 
@@ -48,7 +50,7 @@ async fn a_correctly_minted_token_is_accepted_so_the_forgeries_below_are_meaning
 async fn alg_none_in_any_case_is_refused() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
-    let payload = b64(&claims(&app, &session.user_id));
+    let payload = b64(&claims(&app, &session));
     for alg in ["none", "None", "NONE", "nOnE"] {
         let header = b64(&json!({"alg": alg, "typ": "at+jwt"}));
         assert_invalid(&app, &format!("{header}.{payload}."), alg).await;
@@ -65,7 +67,7 @@ async fn another_hmac_algorithm_with_the_right_secret_is_refused() {
     for alg in [Algorithm::HS384, Algorithm::HS512] {
         let mut header = Header::new(alg);
         header.typ = Some("at+jwt".into());
-        let token = app.mint_access(header, &claims(&app, &session.user_id));
+        let token = app.mint_access(header, &claims(&app, &session));
         assert_invalid(&app, &token, &format!("{alg:?}")).await;
     }
 }
@@ -77,7 +79,7 @@ async fn a_wrong_or_missing_type_is_refused() {
     for typ in [None, Some("JWT"), Some("refresh+jwt")] {
         let mut header = Header::new(Algorithm::HS256);
         header.typ = typ.map(str::to_owned);
-        let token = app.mint_access(header, &claims(&app, &session.user_id));
+        let token = app.mint_access(header, &claims(&app, &session));
         assert_invalid(&app, &token, &format!("typ {typ:?}")).await;
     }
 }
@@ -106,7 +108,7 @@ async fn a_token_dated_in_the_future_is_refused() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
     let now = app.clock.now();
-    let mut future_iat = claims(&app, &session.user_id);
+    let mut future_iat = claims(&app, &session);
     future_iat["iat"] = json!(now + 3600);
     future_iat["exp"] = json!(now + 7200);
     assert_invalid(
@@ -115,7 +117,7 @@ async fn a_token_dated_in_the_future_is_refused() {
         "future iat",
     )
     .await;
-    let mut future_nbf = claims(&app, &session.user_id);
+    let mut future_nbf = claims(&app, &session);
     future_nbf["nbf"] = json!(now + 3600);
     assert_invalid(
         &app,
@@ -129,7 +131,7 @@ async fn a_token_dated_in_the_future_is_refused() {
 async fn headers_pointing_at_other_keys_are_refused() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
-    let body = claims(&app, &session.user_id);
+    let body = claims(&app, &session);
     let mut with_kid = access_header();
     with_kid.kid = Some("../../etc/passwd".into());
     let mut with_jku = access_header();
@@ -159,10 +161,10 @@ async fn an_oversized_token_is_refused_without_a_server_error() {
 async fn a_token_without_or_with_another_issuer_is_refused() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
-    let mut other = claims(&app, &session.user_id);
+    let mut other = claims(&app, &session);
     other["iss"] = json!("https://elsewhere.example");
     assert_invalid(&app, &app.mint_access(access_header(), &other), "other iss").await;
-    let mut missing = claims(&app, &session.user_id);
+    let mut missing = claims(&app, &session);
     missing.as_object_mut().expect("object").remove("iss");
     assert_invalid(&app, &app.mint_access(access_header(), &missing), "no iss").await;
 }

@@ -34,6 +34,8 @@ pub struct Options {
     pub refresh_ttl: Duration,
     pub sweep_interval: Duration,
     pub secure_cookies: bool,
+    /// Any further change to the configuration (reuse grace, rate limits…).
+    pub tweak: fn(&mut Config),
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             refresh_ttl: Duration::from_secs(7 * 86_400),
             sweep_interval: Duration::from_secs(3600),
             secure_cookies: false,
+            tweak: |_| {},
         }
     }
 }
@@ -61,7 +64,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
 /// Starts a server on `data_dir` (which the caller keeps alive).
 pub async fn spawn_on(data_dir: &Path, options: &Options, clock: Clock) -> TestApp {
-    let config = Config {
+    let mut config = Config {
         access_ttl: options.access_ttl,
         refresh_ttl: options.refresh_ttl,
         sweep_interval: options.sweep_interval,
@@ -69,6 +72,7 @@ pub async fn spawn_on(data_dir: &Path, options: &Options, clock: Clock) -> TestA
         hash_concurrency: Some(2),
         ..Config::with_data_dir(data_dir)
     };
+    (options.tweak)(&mut config);
     let core = Latchkey::open_with_clock(config, clock.clone()).expect("core opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -213,6 +217,16 @@ impl TestApp {
         jsonwebtoken::encode(&header, claims, &key).expect("encode")
     }
 
+    /// The kinds of every audit event so far, oldest first.
+    pub fn audit_kinds(&self) -> Vec<String> {
+        self.core
+            .audit_events(0, None, usize::MAX)
+            .expect("audit")
+            .iter()
+            .map(|event| event.kind.as_str().to_owned())
+            .collect()
+    }
+
     pub fn mint_refresh(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("refresh+jwt".into());
@@ -252,6 +266,24 @@ impl Session {
             set_cookie,
             body,
         }
+    }
+
+    /// The access token's claims (read without verifying: latchkey made it).
+    pub fn access_claims(&self) -> Value {
+        use base64::Engine;
+        let payload = self.access_token.split('.').nth(1).expect("payload");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64");
+        serde_json::from_slice(&bytes).expect("claims json")
+    }
+
+    /// The session (refresh-token family) id, the access token's `sid`.
+    pub fn session_id(&self) -> String {
+        self.access_claims()["sid"]
+            .as_str()
+            .expect("sid")
+            .to_owned()
     }
 }
 

@@ -1,43 +1,180 @@
-//! Refresh-token rotation: one use per token, atomically.
+//! Refresh-token rotation and reuse detection: a rotated token comes back
+//! within the grace (a client racing itself) or after it (theft: the whole
+//! family is revoked).
 
+use std::time::Duration;
+
+use latchkey::model::AuditKind;
 use reqwest::StatusCode;
 
-use crate::helpers::{Session, assert_error, spawn_app};
+use crate::helpers::{Options, PASSWORD, Session, assert_error, spawn_app, spawn_app_with};
 
 #[tokio::test]
-async fn a_rotated_refresh_token_is_refused_and_its_successor_works() {
+async fn a_rotated_token_within_the_grace_gets_a_fresh_pair_in_the_same_session() {
     let app = spawn_app().await;
     let first = app.logged_in_user().await;
     let second = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
+    app.clock.advance(Duration::from_secs(9));
+    // The same client racing itself (another tab): answered, nothing revoked.
+    let sibling = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
+    assert_eq!(sibling.session_id(), first.session_id());
+    assert_eq!(second.session_id(), first.session_id());
+    assert_ne!(sibling.refresh_token, second.refresh_token);
+    for live in [&second, &sibling] {
+        assert_eq!(app.me(&live.access_token).await.status(), StatusCode::OK);
+        Session::from_token_response(app.refresh_with(&live.refresh_token).await).await;
+    }
+    assert!(
+        app.audit_kinds().contains(&"refresh_raced".to_owned()),
+        "the race is audited"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_token_after_the_grace_revokes_the_whole_family() {
+    let app = spawn_app().await;
+    let stolen = app.logged_in_user().await;
+    let other_device = app.login("alice@example.com", PASSWORD).await;
+    let other_device = Session::from_token_response(other_device).await;
+    let current = Session::from_token_response(app.refresh_with(&stolen.refresh_token).await).await;
+    let sibling = Session::from_token_response(app.refresh_with(&stolen.refresh_token).await).await;
+    app.clock.advance(Duration::from_secs(10));
+
     assert_error(
-        app.refresh_with(&first.refresh_token).await,
+        app.refresh_with(&stolen.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_reused",
+        Some("Refresh token reuse detected"),
+    )
+    .await;
+    // Every live token of the family died with it, refresh and access alike.
+    for dead in [&current, &sibling] {
+        assert_error(
+            app.refresh_with(&dead.refresh_token).await,
+            StatusCode::UNAUTHORIZED,
+            "refresh_token_revoked",
+            None,
+        )
+        .await;
+        assert_error(
+            app.me(&dead.access_token).await,
+            StatusCode::UNAUTHORIZED,
+            "session_revoked",
+            Some("Session revoked"),
+        )
+        .await;
+    }
+    // The user's other session is untouched.
+    assert_eq!(
+        app.me(&other_device.access_token).await.status(),
+        StatusCode::OK
+    );
+    Session::from_token_response(app.refresh_with(&other_device.refresh_token).await).await;
+
+    let events = app
+        .core
+        .audit_events(0, Some(&stolen.user_id), 100)
+        .expect("audit");
+    let reuse = events
+        .iter()
+        .find(|event| event.kind == AuditKind::ReuseDetected)
+        .expect("a reuse_detected event");
+    assert_eq!(
+        reuse.session_id.as_deref(),
+        Some(stolen.session_id().as_str())
+    );
+    assert_eq!(reuse.ip.as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn without_a_grace_of_twenty_concurrent_refreshes_exactly_one_succeeds() {
+    let app = spawn_app_with(Options {
+        tweak: |config| config.reuse_grace = Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
+    let session = app.logged_in_user().await;
+    let attempts = (0..20).map(|_| app.refresh_with(&session.refresh_token));
+    let responses = futures_util::future::join_all(attempts).await;
+    let mut winners = Vec::new();
+    for response in responses {
+        match response.status() {
+            StatusCode::OK => winners.push(Session::from_token_response(response).await),
+            StatusCode::UNAUTHORIZED => {
+                let body: serde_json::Value = response.json().await.expect("json");
+                assert_eq!(body["code"], "refresh_token_reused");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    // Reuse is theft without a grace: the family, the winner included, is gone.
+    assert_error(
+        app.refresh_with(&winners[0].refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_revoked",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn with_the_default_grace_twenty_concurrent_refreshes_all_stay_in_one_session() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let attempts = (0..20).map(|_| app.refresh_with(&session.refresh_token));
+    let responses = futures_util::future::join_all(attempts).await;
+    for response in responses {
+        let pair = Session::from_token_response(response).await;
+        assert_eq!(pair.session_id(), session.session_id());
+    }
+    assert_eq!(app.core.session_count(), 1);
+}
+
+#[tokio::test]
+async fn a_logged_out_token_is_revoked_and_revokes_nothing_else() {
+    let app = spawn_app().await;
+    let ended = app.logged_in_user().await;
+    let kept = Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
+    assert_eq!(
+        app.logout_with(Some(&ended.refresh_token)).await.status(),
+        StatusCode::OK
+    );
+    app.clock.advance(Duration::from_secs(60));
+    assert_error(
+        app.refresh_with(&ended.refresh_token).await,
         StatusCode::UNAUTHORIZED,
         "refresh_token_revoked",
         Some("Refresh token revoked"),
     )
     .await;
-    let third = Session::from_token_response(app.refresh_with(&second.refresh_token).await).await;
-    assert_eq!(app.me(&third.access_token).await.status(), StatusCode::OK);
+    assert_error(
+        app.me(&ended.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+        None,
+    )
+    .await;
+    Session::from_token_response(app.refresh_with(&kept.refresh_token).await).await;
+    assert!(!app.audit_kinds().contains(&"reuse_detected".to_owned()));
 }
 
 #[tokio::test]
-async fn twenty_concurrent_refreshes_with_one_token_yield_exactly_one_success() {
+async fn logout_with_an_already_rotated_token_still_ends_the_session() {
     let app = spawn_app().await;
-    let session = app.logged_in_user().await;
-    let attempts = (0..20).map(|_| app.refresh_with(&session.refresh_token));
-    let responses = futures_util::future::join_all(attempts).await;
-    let mut successes = 0;
-    for response in responses {
-        match response.status() {
-            StatusCode::OK => successes += 1,
-            StatusCode::UNAUTHORIZED => {
-                let body: serde_json::Value = response.json().await.expect("json");
-                assert_eq!(body["code"], "refresh_token_revoked");
-            }
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    assert_eq!(successes, 1);
+    let first = app.logged_in_user().await;
+    let second = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
+    assert_eq!(
+        app.logout_with(Some(&first.refresh_token)).await.status(),
+        StatusCode::OK
+    );
+    assert_error(
+        app.refresh_with(&second.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_revoked",
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -62,7 +199,7 @@ async fn the_refresh_token_is_stored_only_as_its_blake3_digest_with_its_metadata
         .expect("stored");
     assert!(record.revoked_at.is_none() && record.replaced_by.is_none());
     assert_eq!(record.expires_at, record.created_at + 7 * 86_400);
-    assert_eq!(record.client.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(record.client.ip, Some([127, 0, 0, 1].into()));
     assert_eq!(
         record.client.user_agent.as_deref(),
         Some("latchkey-test/1.0")

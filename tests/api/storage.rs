@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use latchkey::model::Clock;
+use latchkey::service::Swept;
 use latchkey::{Config, Error, Latchkey};
 use reqwest::StatusCode;
 
@@ -93,11 +94,14 @@ async fn a_sweep_deletes_only_what_has_expired() {
     let first = app.logged_in_user().await;
     // Rotating leaves the old (revoked) record until it expires.
     let second = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
-    assert_eq!(app.core.sweep_expired().expect("sweep"), 0);
+    assert_eq!(app.core.sweep_expired().expect("sweep"), Swept::default());
     assert_eq!(app.core.refresh_record_count(), 2);
+    assert_eq!(app.core.session_count(), 1);
     app.clock.advance(Duration::from_secs(60));
-    assert_eq!(app.core.sweep_expired().expect("sweep"), 2);
+    let swept = app.core.sweep_expired().expect("sweep");
+    assert_eq!((swept.refresh_tokens, swept.sessions), (2, 1));
     assert_eq!(app.core.refresh_record_count(), 0);
+    assert_eq!(app.core.session_count(), 0);
     assert_error(
         app.refresh_with(&second.refresh_token).await,
         StatusCode::UNAUTHORIZED,
