@@ -71,6 +71,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI spec (the checked-in openapi.json is exactly this output).
     Openapi,
+    /// Print security events from the audit log (run it while the server is stopped).
+    Audit(AuditArgs),
+}
+
+/// Flags of `latchkey audit`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Directory of the database.
+    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Only events of this user id.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events newer than this (humantime: 1h, 7d); default: all kept.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// At most this many events (the oldest first).
+    #[arg(long, default_value_t = 10_000)]
+    pub limit: usize,
+    /// One JSON object per line instead of aligned text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `latchkey serve`.

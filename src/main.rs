@@ -19,6 +19,9 @@ fn main() -> ExitCode {
             println!("{}", http::spec());
             ExitCode::SUCCESS
         }
+        Command::Audit(args) => {
+            exit_with(latchkey::cli::audit(&args, &mut std::io::stdout().lock()))
+        }
         Command::Serve(args) => {
             init_logging();
             match serve(args) {
@@ -28,6 +31,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn exit_with(outcome: latchkey::Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("latchkey: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The real `latchkey` binary as a self-hoster runs it: zero configuration,
-//! `.env`, signals, a locked data dir, `latchkey openapi`.
+//! `.env`, signals, a locked data dir, TLS, `latchkey openapi` and
+//! `latchkey audit`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -47,12 +48,15 @@ fn start(cwd: &Path, args: &[&str]) -> Server {
     let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let address = line
-                .split("address=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next());
-            if let Some(address) = address {
-                let _ = address_tx.send(address.to_owned());
+            let field = |name: &str| {
+                line.split(&format!("{name}="))
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(|value| value.trim_matches('"').to_owned())
+            };
+            if let Some(address) = field("address") {
+                let scheme = field("scheme").unwrap_or_else(|| "http".into());
+                let _ = address_tx.send(format!("{scheme}://{address}"));
             }
             lines.lock().expect("log").push(line);
         }
@@ -62,7 +66,7 @@ fn start(cwd: &Path, args: &[&str]) -> Server {
         .unwrap_or_else(|_| panic!("latchkey did not start: {:?}", log.lock().expect("log")));
     Server {
         child,
-        base: format!("http://{address}"),
+        base: address,
         log,
     }
 }
@@ -255,5 +259,229 @@ fn the_openapi_subcommand_prints_the_checked_in_spec() {
     assert!(
         !cwd.path().join("data").exists(),
         "printing the spec touches no data dir"
+    );
+}
+
+/// Runs `latchkey <args>` to completion in `cwd`.
+fn run(cwd: &Path, args: &[&str]) -> std::process::Output {
+    command(cwd).args(args).output().expect("run")
+}
+
+#[tokio::test]
+async fn a_full_flow_with_an_attack_logs_no_secret_and_the_audit_command_shows_it() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let server = start(cwd.path(), &["--reuse-grace", "0s"]);
+    let base = server.base.clone();
+    let (access, stolen) = register_and_login(&base).await;
+    let wrong_password = "not-alices-password-4711";
+    let failed = client()
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"email": "alice@example.com", "password": wrong_password}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+    let refresh = |token: String| {
+        let base = base.clone();
+        async move {
+            client()
+                .post(format!("{base}/api/auth/refresh"))
+                .header("Cookie", format!("refresh_token={token}"))
+                .send()
+                .await
+                .expect("refresh")
+        }
+    };
+    let rotated = refresh(stolen.clone()).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let cookie = rotated.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let successor = cookie_value(&cookie, "refresh_token").expect("cookie");
+    let rotated_access = rotated.json::<Value>().await.expect("json")["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let reused = refresh(stolen.clone()).await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reused.json::<Value>().await.expect("json")["code"],
+        "refresh_token_reused"
+    );
+
+    let running = run(cwd.path(), &["audit"]);
+    assert!(!running.status.success());
+    let stderr = String::from_utf8_lossy(&running.stderr);
+    assert!(stderr.contains("stop it first"), "{stderr}");
+
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    let log = log.join("\n");
+    assert!(log.contains("refresh token reuse detected"), "{log}");
+    let secrets = ["jwt_secret", "refresh_token_secret"]
+        .map(|name| std::fs::read_to_string(cwd.path().join("data").join(name)).expect("secret"));
+    let needles = [
+        PASSWORD,
+        wrong_password,
+        &access,
+        &rotated_access,
+        &stolen,
+        &successor,
+        secrets[0].trim(),
+        secrets[1].trim(),
+    ];
+    for needle in needles {
+        assert!(!log.contains(needle), "the log leaks a credential");
+    }
+
+    let json = run(cwd.path(), &["audit", "--json"]);
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(json.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "register",
+            "login_succeeded",
+            "login_failed",
+            "refresh",
+            "reuse_detected"
+        ]
+    );
+    assert_eq!(events[4]["ip"], "127.0.0.1");
+    assert!(
+        events[4]["time"]
+            .as_str()
+            .is_some_and(|time| time.ends_with('Z'))
+    );
+    let user_id = events[0]["user_id"].as_str().expect("user id");
+    let whole = serde_json::to_string(&events).expect("json");
+    for needle in needles {
+        assert!(!whole.contains(needle), "the audit log holds a credential");
+    }
+
+    let text = run(cwd.path(), &["audit", "--user", user_id, "--since", "1h"]);
+    let text = String::from_utf8(text.stdout).expect("utf-8");
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(
+        text.contains("reuse_detected") && text.contains(&format!("user={user_id}")),
+        "{text}"
+    );
+    let nobody = run(cwd.path(), &["audit", "--user", "nobody"]);
+    assert!(nobody.status.success() && nobody.stdout.is_empty());
+}
+
+#[test]
+fn audit_on_a_directory_without_a_database_says_so() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let output = run(cwd.path(), &["audit"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("holds no latchkey database"), "{stderr}");
+    assert!(!cwd.path().join("data").exists(), "nothing was created");
+}
+
+fn self_signed(dir: &Path) -> (reqwest::Certificate, String, String) {
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write key");
+    let trusted = reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).expect("pem");
+    (
+        trusted,
+        cert.display().to_string(),
+        key.display().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn with_a_certificate_it_serves_https_with_hsts_and_secure_cookies() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let (trusted, cert, key) = self_signed(cwd.path());
+    let server = start(cwd.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let tls_client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([trusted])
+        .build()
+        .expect("client");
+    let index = tls_client.get(&server.base).send().await.expect("https");
+    assert_eq!(index.status(), StatusCode::OK);
+    assert_eq!(
+        index.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    tls_client
+        .post(format!("{}/api/auth/register", server.base))
+        .json(&json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("register");
+    let login = tls_client
+        .post(format!("{}/api/auth/login", server.base))
+        .json(&json!({"email": "alice@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login.headers()["set-cookie"].to_str().expect("ascii");
+    assert!(cookie.contains("Secure"), "{cookie}");
+    // Plain HTTP on the TLS port gets no API answer.
+    let plain = server.base.replacen("https://", "http://", 1);
+    let answered = client()
+        .get(&plain)
+        .send()
+        .await
+        .is_ok_and(|response| response.status().is_success());
+    assert!(!answered);
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_stops_startup_with_one_line() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let (_, cert, _) = self_signed(cwd.path());
+    let other = cwd.path().join("other");
+    std::fs::create_dir(&other).expect("dir");
+    let (_, _, wrong_key) = self_signed(&other);
+    let output = run(
+        cwd.path(),
+        &["--port", "0", "--tls-cert", &cert, "--tls-key", &wrong_key],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("latchkey:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("TLS certificate"), "{stderr}");
+    let missing = run(
+        cwd.path(),
+        &[
+            "--port",
+            "0",
+            "--tls-cert",
+            "nowhere.pem",
+            "--tls-key",
+            &wrong_key,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && stderr.contains("cannot read --tls-cert nowhere.pem"),
+        "{stderr}"
     );
 }

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Session, TestApp, assert_error, spawn_app};
+use crate::helpers::{Options, Session, TestApp, assert_error, spawn_app, spawn_app_with};
 
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
@@ -155,6 +155,74 @@ async fn an_oversized_token_is_refused_without_a_server_error() {
     let app = spawn_app().await;
     let token = format!("{}.{}.sig", "a".repeat(6000), "b".repeat(6000));
     assert_invalid(&app, &token, "oversized").await;
+}
+
+#[tokio::test]
+async fn a_64_kib_token_is_refused_in_header_or_cookie() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let huge = format!("{}.{}.sig", "a".repeat(32 * 1024), "b".repeat(32 * 1024));
+    assert_invalid(&app, &huge, "64 KiB bearer").await;
+    assert_error(
+        app.refresh_with(&huge).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+        None,
+    )
+    .await;
+    // The server is unharmed.
+    assert_eq!(app.me(&session.access_token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_not_an_access_token_even_when_both_secrets_are_equal() {
+    let app = spawn_app_with(Options {
+        tweak: |config| {
+            let shared =
+                latchkey::model::Secret::new("one-secret-for-both-kinds-of-token-0123456789");
+            config.jwt_secret = Some(shared.clone());
+            config.refresh_secret = Some(shared);
+        },
+        ..Options::default()
+    })
+    .await;
+    let session = app.logged_in_user().await;
+    assert_eq!(app.me(&session.access_token).await.status(), StatusCode::OK);
+    assert_invalid(&app, &session.refresh_token, "refresh token, equal secrets").await;
+    // And the other way round: an access token is no refresh token.
+    assert_error(
+        app.refresh_with(&session.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn with_an_audience_a_token_for_another_audience_or_none_is_refused() {
+    let app = spawn_app_with(Options {
+        tweak: |config| config.audience = Some("https://api.example".into()),
+        ..Options::default()
+    })
+    .await;
+    let session = app.logged_in_user().await;
+    assert_eq!(session.access_claims()["aud"], "https://api.example");
+    assert_eq!(app.me(&session.access_token).await.status(), StatusCode::OK);
+    let mut other = claims(&app, &session);
+    other["aud"] = json!("https://other.example");
+    assert_invalid(&app, &app.mint_access(access_header(), &other), "other aud").await;
+    let missing = claims(&app, &session);
+    assert_invalid(&app, &app.mint_access(access_header(), &missing), "no aud").await;
+    let mut listed = claims(&app, &session);
+    listed["aud"] = json!(["https://other.example", "https://api.example"]);
+    assert_eq!(
+        app.me(&app.mint_access(access_header(), &listed))
+            .await
+            .status(),
+        StatusCode::OK,
+        "an audience list that names us is accepted"
+    );
 }
 
 #[tokio::test]

@@ -9,4 +9,5 @@ mod helpers;
 mod hostile_input;
 mod openapi;
 mod refresh;
+mod security;
 mod storage;
