@@ -148,7 +148,7 @@ struct GuardSettings {
 }
 
 /// Whether a request that carries cookies and changes state comes from an
-/// origin we do not trust (CSRF, OWASP ASVS 4.0 §13.2.3 / 50.4): its `Origin`
+/// origin we do not trust (CSRF, OWASP ASVS 4.0 §13.2.3): its `Origin`
 /// (or, without one, its `Referer`) is present and is neither this server
 /// nor an allowed `--cors-origins` entry. Requests without either header
 /// (curl, server-to-server) are not browsers acting for someone else.
