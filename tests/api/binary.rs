@@ -232,18 +232,7 @@ async fn a_second_instance_on_the_same_data_dir_exits_with_one_line() {
         .args(["--port", "0"])
         .output()
         .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.starts_with("latchkey:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains("in use by another latchkey process"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_fails_with_one_line(&output, "in use by another latchkey process");
     drop(first);
 }
 
@@ -260,6 +249,20 @@ fn the_openapi_subcommand_prints_the_checked_in_spec() {
         !cwd.path().join("data").exists(),
         "printing the spec touches no data dir"
     );
+}
+
+/// Asserts that a run failed with exactly one `latchkey: …` line on stderr,
+/// containing `needle`, and no panic.
+fn assert_fails_with_one_line(output: &std::process::Output, needle: &str) {
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("latchkey:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(needle), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// Runs `latchkey <args>` to completion in `cwd`.
@@ -460,14 +463,7 @@ fn a_key_that_does_not_match_the_certificate_stops_startup_with_one_line() {
         cwd.path(),
         &["--port", "0", "--tls-cert", &cert, "--tls-key", &wrong_key],
     );
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.starts_with("latchkey:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("TLS certificate"), "{stderr}");
+    assert_fails_with_one_line(&output, "TLS certificate");
     let missing = run(
         cwd.path(),
         &[
