@@ -128,7 +128,9 @@ pub async fn serve(
     let endpoint = app(core);
     match tls {
         Some(tls) => {
-            Server::new_with_acceptor(acceptor.rustls(futures_util::stream::iter([tls])))
+            let acceptor =
+                tls::ConfigFirst::new(acceptor).rustls(futures_util::stream::iter([tls]));
+            Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(endpoint, shutdown, Some(GRACEFUL_SHUTDOWN))
                 .await
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, cookie_value};
+use crate::helpers::{PASSWORD, cookie_value, self_signed};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_latchkey");
 
@@ -394,20 +394,6 @@ fn audit_on_a_directory_without_a_database_says_so() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("holds no latchkey database"), "{stderr}");
     assert!(!cwd.path().join("data").exists(), "nothing was created");
-}
-
-fn self_signed(dir: &Path) -> (reqwest::Certificate, String, String) {
-    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, generated.cert.pem()).expect("write cert");
-    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write key");
-    let trusted = reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).expect("pem");
-    (
-        trusted,
-        cert.display().to_string(),
-        key.display().to_string(),
-    )
 }
 
 #[tokio::test]

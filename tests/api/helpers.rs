@@ -334,3 +334,19 @@ pub fn header(response: &Response, name: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A self-signed certificate for 127.0.0.1 written to `dir` as `cert.pem` and
+/// `key.pem`: (the certificate for a client to trust, cert path, key path).
+pub fn self_signed(dir: &Path) -> (reqwest::Certificate, String, String) {
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write key");
+    let trusted = reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).expect("pem");
+    (
+        trusted,
+        cert.display().to_string(),
+        key.display().to_string(),
+    )
+}
