@@ -1,15 +1,20 @@
-//! The offline subcommands (`latchkey audit`): they open the data directory
-//! themselves, so they run while the server is stopped (sled's lock makes a
-//! running server a clear error), and print for a terminal or, with
-//! `--json`, one JSON object per line. Depends on `service` and `config`.
+//! The offline subcommands (`latchkey audit`, `latchkey user …`): they open
+//! the data directory themselves, so they run while the server is stopped
+//! (sled's lock makes a running server a clear error), and print for a
+//! terminal or, with `--json`, one JSON object per line. The only importer
+//! of `rpassword`. Depends on `service` and `config`.
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{AuditArgs, Config};
+use crate::config::{AuditArgs, Config, UserCommand};
 use crate::error::{Error, Result};
-use crate::model::{AuditEvent, format_time};
-use crate::service::Latchkey;
+use crate::model::{AuditEvent, ClientInfo, DEFAULT_ROLE, User, format_time};
+use crate::service::{Latchkey, MAX_PAGE, UserChange};
+
+/// Who the audit log names as the actor of command-line changes.
+const CLI_ACTOR: &str = "command-line";
 
 /// Opens an existing data directory for an offline command.
 ///
@@ -84,4 +89,157 @@ fn text_line(event: &AuditEvent) -> String {
         line.push_str(&format!("  agent={agent:?}"));
     }
     line
+}
+
+/// `latchkey user …`. `create` reads the password from `input` when
+/// `--password-stdin` is given, else from the terminal.
+///
+/// # Errors
+/// What the core returns (a weak password, a taken email…), or
+/// [`Error::Config`] when the data directory cannot be used.
+pub async fn user(
+    command: UserCommand,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<()> {
+    let write_error = |err: std::io::Error| Error::Internal(format!("cannot write: {err}"));
+    match command {
+        UserCommand::Create {
+            email,
+            username,
+            roles,
+            password_stdin,
+            data_dir,
+        } => {
+            let password = read_password(password_stdin, input)?;
+            let core = open(&data_dir, true)?;
+            let mut all = vec![DEFAULT_ROLE.to_owned()];
+            all.extend(roles);
+            let user = core
+                .create_user(&username, &email, &password, &all, ClientInfo::default())
+                .await?;
+            writeln!(out, "created {}", describe(&core, &user)?).map_err(write_error)?;
+        }
+        UserCommand::List {
+            query,
+            json,
+            data_dir,
+        } => {
+            let core = open(&data_dir, false)?;
+            let mut cursor = None;
+            loop {
+                let page = core.list_users(query.as_deref(), MAX_PAGE, cursor.as_deref())?;
+                for user in &page.users {
+                    let line = if json {
+                        serde_json::json!({
+                            "id": user.id, "email": user.email, "username": user.username,
+                            "roles": user.roles, "disabled": user.disabled,
+                            "createdAt": format_time(user.created_at),
+                        })
+                        .to_string()
+                    } else {
+                        describe(&core, user)?
+                    };
+                    writeln!(out, "{line}").map_err(write_error)?;
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        UserCommand::SetRoles {
+            user,
+            roles,
+            data_dir,
+        } => {
+            let core = open(&data_dir, false)?;
+            let change = UserChange {
+                roles: Some(roles),
+                disabled: None,
+            };
+            let user = change_user(&core, &user, change).await?;
+            writeln!(out, "updated {}", describe(&core, &user)?).map_err(write_error)?;
+        }
+        UserCommand::Disable { user, data_dir } => {
+            let core = open(&data_dir, false)?;
+            let user = set_disabled(&core, &user, true).await?;
+            writeln!(out, "disabled {}", describe(&core, &user)?).map_err(write_error)?;
+        }
+        UserCommand::Enable { user, data_dir } => {
+            let core = open(&data_dir, false)?;
+            let user = set_disabled(&core, &user, false).await?;
+            writeln!(out, "enabled {}", describe(&core, &user)?).map_err(write_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the data directory: a new one only when `create` (bootstrapping
+/// the first admin before the first start is allowed).
+fn open(data_dir: &Path, create: bool) -> Result<Latchkey> {
+    let config = Config::with_data_dir(data_dir);
+    if create && !data_dir.join("db").exists() {
+        return Latchkey::open(config);
+    }
+    open_existing(config)
+}
+
+async fn set_disabled(core: &Latchkey, user: &str, disabled: bool) -> Result<User> {
+    let change = UserChange {
+        roles: None,
+        disabled: Some(disabled),
+    };
+    change_user(core, user, change).await
+}
+
+async fn change_user(core: &Latchkey, user: &str, change: UserChange) -> Result<User> {
+    let id = if user.contains('@') {
+        core.user_by_email(user)?.id
+    } else {
+        user.to_owned()
+    };
+    core.change_user(CLI_ACTOR, &id, change, ClientInfo::default())
+        .await
+}
+
+/// One line about a user.
+fn describe(core: &Latchkey, user: &User) -> Result<String> {
+    let state = if user.disabled { "disabled" } else { "active" };
+    Ok(format!(
+        "{}  {}  {}  roles={}  {state}  sessions={}",
+        user.id,
+        user.email,
+        user.username,
+        user.roles.join(","),
+        core.live_session_count(&user.id)?
+    ))
+}
+
+/// The new account's password: the first line of `input` with
+/// `--password-stdin`, else asked twice on the terminal.
+fn read_password(from_stdin: bool, input: &mut impl BufRead) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        input.read_line(&mut line).map_err(|err| {
+            Error::Config(format!(
+                "cannot read the password from standard input: {err}"
+            ))
+        })?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Config(
+            "no terminal to ask for the password on; pass --password-stdin".into(),
+        ));
+    }
+    let ask = |prompt: &str| {
+        rpassword::prompt_password(prompt)
+            .map_err(|err| Error::Config(format!("cannot read the password: {err}")))
+    };
+    let first = ask("Password: ")?;
+    if ask("Password again: ")? != first {
+        return Err(Error::InvalidInput("the two passwords differ".into()));
+    }
+    Ok(first)
 }

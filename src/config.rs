@@ -73,6 +73,73 @@ pub enum Command {
     Openapi,
     /// Print security events from the audit log (run it while the server is stopped).
     Audit(AuditArgs),
+    /// Manage users from the command line (run it while the server is stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `latchkey user …`: bootstrap and manage accounts offline.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Create an account (with `--role admin`, the first administrator). The
+    /// password is asked on the terminal, or read from standard input with
+    /// `--password-stdin`.
+    Create {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// The account's username.
+        #[arg(long)]
+        username: String,
+        /// A role besides `user` (repeat for several).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Directory of the database.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// List accounts (id, email, username, roles, state).
+    List {
+        /// Only accounts whose email or username contains this.
+        #[arg(long)]
+        query: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Directory of the database.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Replace an account's roles (comma-separated, e.g. `admin,user`).
+    SetRoles {
+        /// The user id or email.
+        user: String,
+        /// The roles, comma-separated.
+        #[arg(value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Directory of the database.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Disable an account and revoke its sessions.
+    Disable {
+        /// The user id or email.
+        user: String,
+        /// Directory of the database.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The user id or email.
+        user: String,
+        /// Directory of the database.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
 }
 
 /// Flags of `latchkey audit`.

@@ -68,6 +68,15 @@ pub enum Error {
     /// A cookie-authenticated state-changing request from a foreign origin.
     #[error("Cross-site request rejected")]
     CsrfRejected,
+    /// The caller lacks the role an operation requires.
+    #[error("Insufficient role")]
+    Forbidden,
+    /// The account is disabled by an administrator.
+    #[error("Account disabled")]
+    AccountDisabled,
+    /// No session with this id belongs to the caller.
+    #[error("Session not found")]
+    SessionNotFound,
     /// Another process holds the data directory's lock.
     #[error("data directory {0} is in use by another latchkey process")]
     DataDirLocked(String),
@@ -104,6 +113,9 @@ impl Error {
             Error::WeakPassword(_) => "weak_password",
             Error::RateLimited { .. } => "rate_limited",
             Error::CsrfRejected => "csrf_rejected",
+            Error::Forbidden => "forbidden",
+            Error::AccountDisabled => "account_disabled",
+            Error::SessionNotFound => "session_not_found",
             Error::DataDirLocked(_) => "data_dir_locked",
             Error::Config(_) => "config_error",
             Error::Storage(_) => "storage_error",

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => {
             exit_with(latchkey::cli::audit(&args, &mut std::io::stdout().lock()))
         }
+        Command::User(command) => exit_with(user(command)),
         Command::Serve(args) => {
             init_logging();
             match serve(args) {
@@ -33,6 +34,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+#[tokio::main]
+async fn user(command: latchkey::config::UserCommand) -> latchkey::Result<()> {
+    let stdin = std::io::stdin();
+    latchkey::cli::user(command, &mut stdin.lock(), &mut std::io::stdout().lock()).await
 }
 
 fn exit_with(outcome: latchkey::Result<()>) -> ExitCode {

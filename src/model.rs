@@ -225,6 +225,54 @@ pub struct User {
     pub password_hash: String,
     /// When the account was created.
     pub created_at: UnixTime,
+    /// The user's roles (carried in access tokens as `roles`).
+    #[serde(default = "default_roles")]
+    pub roles: Vec<String>,
+    /// A disabled user cannot log in or refresh.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl User {
+    /// Whether the user holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|held| held == role)
+    }
+}
+
+/// The role every new account gets.
+pub const DEFAULT_ROLE: &str = "user";
+/// The role of the admin API.
+pub const ADMIN_ROLE: &str = "admin";
+
+fn default_roles() -> Vec<String> {
+    vec![DEFAULT_ROLE.to_owned()]
+}
+
+/// Validates a list of role names: 1 to 16 roles of 1 to 32 characters of
+/// `[a-z0-9_.-]`; duplicates are dropped, order kept.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the `roles` field.
+pub fn parse_roles<S: AsRef<str>>(raw: &[S]) -> Result<Vec<String>> {
+    let mut roles: Vec<String> = Vec::new();
+    for role in raw {
+        let role = role.as_ref().trim();
+        let allowed =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
+        if role.is_empty() || role.len() > 32 || !role.chars().all(allowed) {
+            return Err(invalid(
+                "roles must be 1 to 32 characters of lower-case letters, digits, '_', '.' and '-'",
+            ));
+        }
+        if !roles.iter().any(|held| held == role) {
+            roles.push(role.to_owned());
+        }
+    }
+    if roles.is_empty() || roles.len() > 16 {
+        return Err(invalid("roles must list 1 to 16 roles"));
+    }
+    Ok(roles)
 }
 
 impl fmt::Debug for User {
@@ -234,6 +282,8 @@ impl fmt::Debug for User {
             .field("username", &self.username)
             .field("email", &self.email)
             .field("created_at", &self.created_at)
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -379,6 +429,8 @@ pub enum AuditKind {
     AccountDeleted,
     /// An administrator changed an account (roles, disabled).
     AccountChanged,
+    /// A disabled account presented the right password.
+    LoginRefused,
 }
 
 impl AuditKind {
@@ -397,6 +449,7 @@ impl AuditKind {
             AuditKind::PasswordChanged => "password_changed",
             AuditKind::AccountDeleted => "account_deleted",
             AuditKind::AccountChanged => "account_changed",
+            AuditKind::LoginRefused => "login_refused",
         }
     }
 }
@@ -478,6 +531,23 @@ mod tests {
         let secret = Secret::new("hunter2hunter2");
         let password = Password::parse("hunter2hunter2").expect("valid");
         assert!(!format!("{secret:?}{password:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn roles_are_validated_and_deduplicated() {
+        assert_eq!(
+            parse_roles(&["admin", "user", "admin"]).expect("valid"),
+            ["admin", "user"]
+        );
+        for bad in [vec![], vec!["Admin"], vec!["a b"], vec![""]] {
+            assert!(parse_roles(&bad).is_err(), "{bad:?}");
+        }
+        let old: User = serde_json::from_str(
+            r#"{"id":"i","username":"u","email":"e@x.io","password_hash":"h","created_at":1}"#,
+        )
+        .expect("a record from before roles");
+        assert_eq!(old.roles, ["user"]);
+        assert!(!old.disabled);
     }
 
     #[test]

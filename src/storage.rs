@@ -19,6 +19,7 @@
 //! Note what sled's flush is: it writes the log with `sync_file_range`, which
 //! survives a killed process but is weaker than `fdatasync` against power loss.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -30,7 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::model::{AuditEvent, RefreshRecord, Session, UnixTime, User};
+use crate::model::{AuditEvent, RefreshRecord, RevokeReason, Session, UnixTime, User};
 use crate::tokens::TokenDigest;
 
 /// A cheap-to-clone handle on latchkey's database.
@@ -235,7 +236,7 @@ impl Store {
         digest: &TokenDigest,
         record: &RefreshRecord,
     ) -> Result<()> {
-        self.refresh_transaction(|trees| {
+        self.transaction(|trees| {
             trees.put_session(None, session)?;
             trees.put_new_refresh(digest, record)?;
             Ok(())
@@ -299,7 +300,7 @@ impl Store {
     where
         F: Fn(Option<RefreshRecord>, Option<Session>) -> Result<(Exchange, T)>,
     {
-        self.refresh_transaction(|trees| {
+        self.transaction(|trees| {
             let record = tx_get::<RefreshRecord>(trees.refresh_tokens, &digest.0)?;
             let session = tx_get::<Session>(trees.sessions, session_id.as_bytes())?;
             let (exchange, outcome) =
@@ -329,7 +330,7 @@ impl Store {
     where
         F: Fn(Session) -> Option<Session>,
     {
-        self.refresh_transaction(|trees| {
+        self.transaction(|trees| {
             let mut changed = 0;
             for id in ids {
                 let Some(current) = tx_get::<Session>(trees.sessions, id.as_bytes())? else {
@@ -347,11 +348,16 @@ impl Store {
         })
     }
 
-    fn refresh_transaction<T>(
+    /// Runs `body` as one sled transaction over every tree that holds
+    /// users, sessions and refresh tokens.
+    fn transaction<T>(
         &self,
-        body: impl Fn(&RefreshTrees<'_>) -> Result<T, ConflictableTransactionError<Error>>,
+        body: impl Fn(&Trees<'_>) -> Result<T, ConflictableTransactionError<Error>>,
     ) -> Result<T> {
         let StoreInner {
+            users,
+            users_by_email,
+            users_by_username,
             refresh_tokens,
             refresh_expiry,
             sessions,
@@ -360,6 +366,9 @@ impl Store {
             ..
         } = &*self.inner;
         (
+            users,
+            users_by_email,
+            users_by_username,
             refresh_tokens,
             refresh_expiry,
             sessions,
@@ -367,8 +376,20 @@ impl Store {
             user_sessions,
         )
             .transaction(
-                |(refresh_tokens, refresh_expiry, sessions, session_expiry, user_sessions)| {
-                    body(&RefreshTrees {
+                |(
+                    users,
+                    users_by_email,
+                    users_by_username,
+                    refresh_tokens,
+                    refresh_expiry,
+                    sessions,
+                    session_expiry,
+                    user_sessions,
+                )| {
+                    body(&Trees {
+                        users,
+                        users_by_email,
+                        users_by_username,
                         refresh_tokens,
                         refresh_expiry,
                         sessions,
@@ -378,6 +399,144 @@ impl Store {
                 },
             )
             .map_err(transaction_error)
+    }
+
+    /// Stores a changed user and, when `revoke` is given, revokes every live
+    /// session of theirs except `keep`, in one transaction. Returns how many
+    /// sessions were revoked.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`] if the user is gone, [`Error::Storage`].
+    pub fn update_user_revoking(
+        &self,
+        user: &User,
+        keep: Option<&str>,
+        revoke: Option<(UnixTime, RevokeReason)>,
+    ) -> Result<usize> {
+        let value = encode(user)?;
+        let session_ids = self.session_ids_of(&user.id)?;
+        self.transaction(|trees| {
+            if trees.users.get(user.id.as_bytes())?.is_none() {
+                return Err(abort(Error::UserNotFound));
+            }
+            trees.users.insert(user.id.as_bytes(), value.as_slice())?;
+            let Some((now, reason)) = revoke else {
+                return Ok(0);
+            };
+            let mut revoked = 0;
+            for id in session_ids.iter().filter(|id| Some(id.as_str()) != keep) {
+                let Some(current) = tx_get::<Session>(trees.sessions, id.as_bytes())? else {
+                    continue;
+                };
+                if current.revoked_at.is_none() {
+                    let mut updated = current.clone();
+                    updated.revoke(now, reason);
+                    trees.put_session(Some(&current), &updated)?;
+                    revoked += 1;
+                }
+            }
+            Ok(revoked)
+        })
+    }
+
+    /// Deletes a user with their email and username index entries, their
+    /// sessions and their refresh-token records, in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`] if the user is gone, [`Error::Storage`].
+    pub fn delete_user(&self, user: &User, username_key: &str) -> Result<()> {
+        let session_ids = self.session_ids_of(&user.id)?;
+        // Records are keyed by token digest; finding a user's means a scan,
+        // which is fine for a rare operation and keeps rotation cheap.
+        let mut records = Vec::new();
+        for entry in self.inner.refresh_tokens.iter() {
+            let (digest, value) = entry.map_err(storage_error)?;
+            let record: RefreshRecord = decode(&value)?;
+            if record.user_id == user.id {
+                records.push((digest, record.expires_at));
+            }
+        }
+        self.transaction(|trees| {
+            if trees.users.remove(user.id.as_bytes())?.is_none() {
+                return Err(abort(Error::UserNotFound));
+            }
+            trees.users_by_email.remove(user.email.as_bytes())?;
+            trees.users_by_username.remove(username_key.as_bytes())?;
+            for id in &session_ids {
+                if let Some(session) = tx_get::<Session>(trees.sessions, id.as_bytes())? {
+                    trees
+                        .session_expiry
+                        .remove(expiry_key(session.expires_at, id.as_bytes()))?;
+                }
+                trees.sessions.remove(id.as_bytes())?;
+                trees.user_sessions.remove(user_session_key(&user.id, id))?;
+            }
+            for (digest, expires_at) in &records {
+                trees.refresh_tokens.remove(digest)?;
+                trees
+                    .refresh_expiry
+                    .remove(expiry_key(*expires_at, digest))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A page of users in email order: up to `limit` users after the email
+    /// `after` whose email or username contains `query` (case-insensitive).
+    /// Reads at most `budget` index entries, so a rare query cannot make one
+    /// request walk every user; returns the users and the cursor to continue
+    /// from (`None` at the end).
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn users_page(
+        &self,
+        after: Option<&str>,
+        query: Option<&str>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<(Vec<User>, Option<String>)> {
+        let start = match after {
+            Some(email) => Bound::Excluded(email.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let query = query.map(str::to_lowercase);
+        let mut users = Vec::new();
+        let mut last = None;
+        let entries = self
+            .inner
+            .users_by_email
+            .range::<Vec<u8>, _>((start, Bound::Unbounded));
+        for (read, entry) in entries.enumerate() {
+            if users.len() >= limit || read >= budget {
+                return Ok((users, last));
+            }
+            let (email, id) = entry.map_err(storage_error)?;
+            last = Some(String::from_utf8_lossy(&email).into_owned());
+            let Some(user) = get::<User>(&self.inner.users, &id)? else {
+                continue;
+            };
+            let matches = query.as_deref().is_none_or(|query| {
+                user.email.contains(query) || user.username.to_lowercase().contains(query)
+            });
+            if matches {
+                users.push(user);
+            }
+        }
+        Ok((users, None))
+    }
+
+    fn session_ids_of(&self, user_id: &str) -> Result<Vec<String>> {
+        let prefix = user_prefix(user_id);
+        self.inner
+            .user_sessions
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|key| {
+                key.map(|key| String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
+                    .map_err(storage_error)
+            })
+            .collect()
     }
 
     /// Deletes up to `limit` refresh records whose expiry is at or before
@@ -391,7 +550,7 @@ impl Store {
         if expired.is_empty() {
             return Ok(0);
         }
-        self.refresh_transaction(|trees| {
+        self.transaction(|trees| {
             for key in &expired {
                 trees.refresh_tokens.remove(&key[8..])?;
                 trees.refresh_expiry.remove(key.as_ref())?;
@@ -411,7 +570,7 @@ impl Store {
         if expired.is_empty() {
             return Ok(0);
         }
-        self.refresh_transaction(|trees| {
+        self.transaction(|trees| {
             for key in &expired {
                 let id = &key[8..];
                 trees.session_expiry.remove(key.as_ref())?;
@@ -496,8 +655,11 @@ impl Store {
     }
 }
 
-/// The trees of one refresh/session transaction.
-struct RefreshTrees<'a> {
+/// The trees of one transaction.
+struct Trees<'a> {
+    users: &'a TransactionalTree,
+    users_by_email: &'a TransactionalTree,
+    users_by_username: &'a TransactionalTree,
     refresh_tokens: &'a TransactionalTree,
     refresh_expiry: &'a TransactionalTree,
     sessions: &'a TransactionalTree,
@@ -507,7 +669,7 @@ struct RefreshTrees<'a> {
 
 type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
 
-impl RefreshTrees<'_> {
+impl Trees<'_> {
     fn put_new_refresh(&self, digest: &TokenDigest, record: &RefreshRecord) -> TxResult<()> {
         self.refresh_tokens
             .insert(&digest.0, encode(record).map_err(abort)?)?;

@@ -59,6 +59,9 @@ pub struct AccessClaims {
     pub email: String,
     /// The session (refresh-token family) the token was issued in.
     pub sid: String,
+    /// The user's roles at issue time.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// Issued at (seconds since the epoch).
     pub iat: UnixTime,
     /// Expires at (seconds since the epoch).
@@ -197,6 +200,7 @@ impl Tokens {
             sub: user.id.clone(),
             email: user.email.clone(),
             sid: session_id.to_owned(),
+            roles: user.roles.clone(),
             iat: now,
             exp: now + self.access_ttl,
             jti: new_id(),
@@ -352,6 +356,8 @@ mod tests {
             email: "alice@example.com".into(),
             password_hash: String::new(),
             created_at: NOW,
+            roles: vec!["user".into()],
+            disabled: false,
         }
     }
 

@@ -216,6 +216,79 @@ impl<'a> ApiExtractor<'a> for AuthUser {
     }
 }
 
+/// A role an operation requires, as a type: implement it on a marker type
+/// and take a [`RequireRole`] of it as an operation parameter.
+pub trait RoleName: Send + Sync + 'static {
+    /// The role's name as stored on users (`admin`).
+    const NAME: &'static str;
+}
+
+/// The `admin` role (the admin API's guard).
+pub struct Admin;
+
+impl RoleName for Admin {
+    const NAME: &'static str = crate::model::ADMIN_ROLE;
+}
+
+/// The caller of an operation that requires role `R`: a valid access token
+/// of a live session whose user (as stored now, so a role taken away counts
+/// at once) holds `R` and is not disabled. Missing or bad token: 401 as for
+/// [`AuthUser`]; no such role: 403 `forbidden` "Insufficient role".
+///
+/// ```
+/// use latchkey::http::{Admin, RequireRole};
+/// use poem_openapi::{OpenApi, payload::PlainText};
+///
+/// struct Reports;
+///
+/// #[OpenApi]
+/// impl Reports {
+///     /// Only administrators get here.
+///     #[oai(path = "/reports", method = "get")]
+///     async fn reports(&self, admin: RequireRole<Admin>) -> PlainText<String> {
+///         PlainText(format!("hello, {}", admin.user.username))
+///     }
+/// }
+/// ```
+pub struct RequireRole<R: RoleName> {
+    /// The authenticated caller.
+    pub auth: AuthUser,
+    /// The stored user, who holds the role.
+    pub user: crate::model::User,
+    role: std::marker::PhantomData<R>,
+}
+
+impl<'a, R: RoleName> ApiExtractor<'a> for RequireRole<R> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        AuthUser::register(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        AuthUser::security_schemes()
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut poem::RequestBody,
+        param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let auth = AuthUser::from_request(req, body, param_opts).await?;
+        let user = core_of(req)?
+            .require_role(&auth.claims, R::NAME)
+            .map_err(|err| error_response(&err))?;
+        Ok(RequireRole {
+            auth,
+            user,
+            role: std::marker::PhantomData,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use poem::http::HeaderValue;

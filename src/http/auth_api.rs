@@ -37,7 +37,7 @@ struct RegisterRequest {
     #[oai(deserialize_with = "email_field")]
     email: String,
     /// 8 to 128 characters.
-    #[oai(deserialize_with = "password_field")]
+    #[oai(deserialize_with = "login_password_field")]
     password: String,
 }
 
@@ -59,7 +59,7 @@ struct LoginRequest {
     #[oai(deserialize_with = "email_field")]
     email: String,
     /// The account's password.
-    #[oai(deserialize_with = "password_field")]
+    #[oai(deserialize_with = "login_password_field")]
     password: String,
 }
 
@@ -81,8 +81,16 @@ fn email_field(value: Option<Value>) -> Result<String, ParseError<String>> {
     string_field(value, "email")
 }
 
-fn password_field(value: Option<Value>) -> Result<String, ParseError<String>> {
+fn login_password_field(value: Option<Value>) -> Result<String, ParseError<String>> {
     string_field(value, "password")
+}
+
+/// A required JSON string field holding a password, named `field` in errors.
+pub(crate) fn password_field(
+    value: Option<Value>,
+    field: &str,
+) -> Result<String, ParseError<String>> {
+    string_field(value, field)
 }
 
 impl Example for LoginRequest {
@@ -129,9 +137,9 @@ impl Example for TokenBody {
 
 /// A confirmation.
 #[derive(Object)]
-struct MessageBody {
+pub(crate) struct MessageBody {
     /// What happened.
-    message: String,
+    pub(crate) message: String,
 }
 
 #[derive(ApiResponse)]
@@ -328,6 +336,7 @@ fn refresh_cookie(token: &str, max_age: u64, secure: bool) -> String {
     cookie.to_string()
 }
 
-fn clear_refresh_cookie(secure: bool) -> String {
+/// A `Set-Cookie` value that deletes the refresh cookie.
+pub(crate) fn clear_refresh_cookie(secure: bool) -> String {
     refresh_cookie("", 0, secure)
 }

@@ -87,7 +87,7 @@ pub fn error_json(status: StatusCode, body: ErrorBody) -> Response {
 pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
     let status = match err {
         Error::InvalidInput(_) | Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
-        Error::CsrfRejected => StatusCode::FORBIDDEN,
+        Error::CsrfRejected | Error::Forbidden | Error::AccountDisabled => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::UserExists | Error::UsernameTaken => StatusCode::CONFLICT,
         Error::InvalidCredentials
@@ -101,7 +101,7 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
         | Error::RefreshTokenExpired
         | Error::RefreshTokenReused
         | Error::SessionRevoked => StatusCode::UNAUTHORIZED,
-        Error::UserNotFound => StatusCode::NOT_FOUND,
+        Error::UserNotFound | Error::SessionNotFound => StatusCode::NOT_FOUND,
         Error::DataDirLocked(_) | Error::Config(_) | Error::Storage(_) | Error::Internal(_) => {
             tracing::error!(error = %err, "request failed");
             return (StatusCode::INTERNAL_SERVER_ERROR, internal_body());

@@ -7,10 +7,12 @@
 //!   future completes, then finishes in-flight requests.
 //! - [`spec`] is the OpenAPI document (`latchkey openapi` prints it).
 
+mod admin_api;
 mod auth;
 mod auth_api;
 mod error;
 mod profile_api;
+mod sessions_api;
 mod tls;
 
 use std::future::Future;
@@ -28,7 +30,7 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::error::Error as CoreError;
 use crate::service::Latchkey;
 
-pub use auth::{ACCESS_TOKEN_COOKIE, AuthUser};
+pub use auth::{ACCESS_TOKEN_COOKIE, Admin, AuthUser, RequireRole, RoleName};
 pub use auth_api::REFRESH_TOKEN_COOKIE;
 pub use error::ErrorBody;
 
@@ -42,22 +44,35 @@ const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(30);
 enum ApiTags {
     /// Register, log in, refresh and log out.
     Auth,
+    /// The caller's sessions (devices): list, revoke one, revoke all.
+    Sessions,
+    /// The caller's account: password and deletion.
+    Account,
     /// The authenticated user.
     Profile,
+    /// User management and the audit log (role `admin`).
+    Admin,
     /// Service status.
     Meta,
 }
 
-fn api_service() -> OpenApiService<
-    (
-        auth_api::AuthApi,
-        profile_api::ProfileApi,
-        profile_api::MetaApi,
-    ),
-    (),
-> {
+type Apis = (
+    auth_api::AuthApi,
+    sessions_api::SessionsApi,
+    profile_api::ProfileApi,
+    admin_api::AdminApi,
+    profile_api::MetaApi,
+);
+
+fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (auth_api::AuthApi, profile_api::ProfileApi, profile_api::MetaApi),
+        (
+            auth_api::AuthApi,
+            sessions_api::SessionsApi,
+            profile_api::ProfileApi,
+            admin_api::AdminApi,
+            profile_api::MetaApi,
+        ),
         "latchkey",
         env!("CARGO_PKG_VERSION"),
     )

@@ -36,12 +36,54 @@ fn the_spec_documents_every_operation_its_errors_and_the_bearer_scheme() {
         (
             "/api/auth/register",
             "post",
-            vec!["201", "400", "409", "500"],
+            vec!["201", "400", "409", "429", "500"],
         ),
-        ("/api/auth/login", "post", vec!["200", "400", "401", "500"]),
-        ("/api/auth/refresh", "post", vec!["200", "401", "500"]),
-        ("/api/auth/logout", "post", vec!["200", "500"]),
+        (
+            "/api/auth/login",
+            "post",
+            vec!["200", "400", "401", "429", "500"],
+        ),
+        (
+            "/api/auth/refresh",
+            "post",
+            vec!["200", "401", "403", "429", "500"],
+        ),
+        ("/api/auth/logout", "post", vec!["200", "403", "500"]),
         ("/api/profile/me", "get", vec!["200", "401", "404", "500"]),
+        (
+            "/api/profile/me",
+            "delete",
+            vec!["204", "400", "401", "403", "429"],
+        ),
+        ("/api/auth/sessions", "get", vec!["200", "401"]),
+        (
+            "/api/auth/sessions/{id}",
+            "delete",
+            vec!["204", "401", "404"],
+        ),
+        ("/api/auth/logout-all", "post", vec!["200", "401"]),
+        (
+            "/api/auth/password",
+            "post",
+            vec!["200", "400", "401", "429"],
+        ),
+        ("/api/admin/users", "get", vec!["200", "401", "403"]),
+        (
+            "/api/admin/users/{id}",
+            "get",
+            vec!["200", "401", "403", "404"],
+        ),
+        (
+            "/api/admin/users/{id}",
+            "patch",
+            vec!["200", "400", "401", "403", "404"],
+        ),
+        (
+            "/api/admin/users/{id}/revoke-sessions",
+            "post",
+            vec!["200", "401", "403", "404"],
+        ),
+        ("/api/admin/audit", "get", vec!["200", "401", "403"]),
     ];
     for (path, method, statuses) in expected {
         let operation = &spec["paths"][path][method];
@@ -60,7 +102,18 @@ fn the_spec_documents_every_operation_its_errors_and_the_bearer_scheme() {
         spec["components"]["securitySchemes"]["BearerAuth"]["scheme"],
         "bearer"
     );
-    assert!(spec["paths"]["/api/profile/me"]["get"]["security"].is_array());
+    for (path, method) in [
+        ("/api/profile/me", "get"),
+        ("/api/auth/sessions", "get"),
+        ("/api/auth/password", "post"),
+        ("/api/admin/users", "get"),
+    ] {
+        let security = spec["paths"][path][method]["security"].to_string();
+        assert!(
+            security.contains("BearerAuth"),
+            "{method} {path}: {security}"
+        );
+    }
     let refresh_params = spec["paths"]["/api/auth/refresh"]["post"]["parameters"].to_string();
     assert!(refresh_params.contains("refresh_token") && refresh_params.contains("cookie"));
 }

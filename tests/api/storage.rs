@@ -176,6 +176,8 @@ fn a_corrupt_database_is_refused_with_an_error_not_a_panic() {
             email: "alice@example.com".into(),
             password_hash: "$argon2id$…".into(),
             created_at: START,
+            roles: vec!["user".into()],
+            disabled: false,
         };
         store.insert_user(&user, "alice").expect("insert");
         store.flush_blocking().expect("flush");

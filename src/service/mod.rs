@@ -1,9 +1,12 @@
-//! The latchkey core: register, log in, refresh, log out, authenticate. This
-//! is the library API under the HTTP layer; it never touches poem.
+//! The latchkey core: register, log in, refresh, log out, authenticate
+//! (here), and sessions, accounts and administration (`accounts`). This is
+//! the library API under the HTTP layer; it never touches poem.
 //!
 //! [`Latchkey`] is a cheap-clone handle (an `Arc` inside) over the store, the
-//! token signer and the password hasher. Every method that changes state
-//! returns only after the change is on disk.
+//! token signer, the password hasher and the rate limits. Every method that
+//! changes state returns only after the change is on disk.
+
+mod accounts;
 
 use std::sync::Arc;
 
@@ -11,8 +14,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::limits::{self, Limited, Limits};
 use crate::model::{
-    AuditEvent, AuditKind, ClientInfo, Clock, Email, Password, RefreshRecord, RevokeReason, Secret,
-    Session, UnixTime, User, Username,
+    AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Email, Password, RefreshRecord,
+    RevokeReason, Secret, Session, UnixTime, User, Username, parse_roles,
 };
 use crate::password::{self, Passwords};
 use crate::secrets;
@@ -39,6 +42,8 @@ pub struct TokenPair {
     /// The session (refresh-token family) the pair belongs to.
     pub session_id: String,
 }
+
+pub use accounts::{MAX_PAGE, UserChange, UsersPage};
 
 /// What one sweep deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -176,9 +181,9 @@ impl Latchkey {
         self.inner.clock.now()
     }
 
-    /// Creates an account. The email is trimmed and lower-cased; email and
-    /// username (case-insensitively) must be unused; the password must pass
-    /// the policy (see [`password::check_policy`]).
+    /// Creates an account with the default role. The email is trimmed and
+    /// lower-cased; email and username (case-insensitively) must be unused;
+    /// the password must pass the policy (see [`password::check_policy`]).
     ///
     /// # Errors
     /// [`Error::RateLimited`], [`Error::InvalidInput`] naming the bad field,
@@ -193,9 +198,28 @@ impl Latchkey {
         client: ClientInfo,
     ) -> Result<User> {
         self.limited(self.inner.limits.register(client.ip), None, &client)?;
+        self.create_user(username, email, password, &[DEFAULT_ROLE], client)
+            .await
+    }
+
+    /// Creates an account with these roles (the command line's way to make
+    /// the first admin). Same rules as [`Latchkey::register`], no rate limit.
+    ///
+    /// # Errors
+    /// As [`Latchkey::register`], and [`Error::InvalidInput`] for bad roles.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_user<S: AsRef<str>>(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+        roles: &[S],
+        client: ClientInfo,
+    ) -> Result<User> {
         let username = Username::parse(username)?;
         let email = Email::parse(email)?;
         let password = Password::parse(password)?;
+        let roles = parse_roles(roles)?;
         password::check_policy(&password, username.as_str(), email.as_str())?;
         let store = &self.inner.store;
         // Cheap checks before the expensive hash; the transaction re-checks.
@@ -212,6 +236,8 @@ impl Latchkey {
             email: email.as_str().to_owned(),
             password_hash,
             created_at: self.now(),
+            roles,
+            disabled: false,
         };
         store.insert_user(&user, &username.key())?;
         self.audit(AuditKind::Register, Some(&user.id), None, &client, None)?;
@@ -227,7 +253,8 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::InvalidInput`], [`Error::RateLimited`],
-    /// [`Error::InvalidCredentials`], [`Error::Storage`].
+    /// [`Error::InvalidCredentials`], [`Error::AccountDisabled`] (only
+    /// after the right password), [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
@@ -265,6 +292,16 @@ impl Latchkey {
                 return Err(Error::InvalidCredentials);
             }
         };
+        if user.disabled {
+            self.audit(
+                AuditKind::LoginRefused,
+                Some(&user.id),
+                None,
+                &client,
+                Some("account_disabled".into()),
+            )?;
+            return Err(Error::AccountDisabled);
+        }
         if password::needs_rehash(&user.password_hash) {
             user.password_hash = self.inner.passwords.hash(&password).await?;
             self.inner.store.update_user(&user)?;
@@ -321,7 +358,7 @@ impl Latchkey {
     /// [`Error::MissingRefreshToken`], [`Error::RateLimited`],
     /// [`Error::InvalidRefreshToken`], [`Error::RefreshTokenNotRecognized`],
     /// [`Error::RefreshTokenRevoked`], [`Error::RefreshTokenExpired`],
-    /// [`Error::RefreshTokenReused`], [`Error::Storage`].
+    /// [`Error::RefreshTokenReused`], [`Error::AccountDisabled`], [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn refresh(
         &self,
@@ -339,6 +376,9 @@ impl Latchkey {
             .store
             .user(&claims.sub)?
             .ok_or(Error::RefreshTokenNotRecognized)?;
+        if user.disabled {
+            return Err(Error::AccountDisabled);
+        }
         let next = self
             .inner
             .tokens

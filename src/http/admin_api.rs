@@ -1,0 +1,328 @@
+//! `/api/admin/*`: user management and the audit log, for callers with the
+//! `admin` role (every operation takes a [`RequireRole<Admin>`]).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::ApiTags;
+use super::auth::{Admin, RequireRole, client_of};
+use super::error::error_responses;
+use crate::error::Error;
+use crate::model::{AuditEvent, User, format_time};
+use crate::service::{Latchkey, MAX_PAGE, UserChange};
+
+/// The admin operations.
+pub struct AdminApi;
+
+/// A user as an administrator sees them.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+struct AdminUserView {
+    /// The user id.
+    id: String,
+    /// The username as registered.
+    username: String,
+    /// The normalized email.
+    email: String,
+    /// When the account was created (RFC 3339, UTC).
+    created_at: String,
+    /// The user's roles.
+    roles: Vec<String>,
+    /// Whether the account is disabled (no login, no refresh).
+    disabled: bool,
+    /// How many live sessions the user has.
+    live_sessions: u64,
+}
+
+impl AdminUserView {
+    fn of(core: &Latchkey, user: &User) -> Result<Self, Error> {
+        Ok(AdminUserView {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+            created_at: format_time(user.created_at),
+            roles: user.roles.clone(),
+            disabled: user.disabled,
+            live_sessions: core.live_session_count(&user.id)? as u64,
+        })
+    }
+}
+
+impl Example for AdminUserView {
+    fn example() -> Self {
+        AdminUserView {
+            id: "5f0c6f3e-3c55-4a43-9d1e-0f6c2b7d9a11".into(),
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            created_at: "2026-11-27T08:00:00Z".into(),
+            roles: vec!["user".into()],
+            disabled: false,
+            live_sessions: 2,
+        }
+    }
+}
+
+/// One page of users.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct UsersBody {
+    /// Users in email order.
+    users: Vec<AdminUserView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// What to change about a user; absent fields stay as they are.
+#[derive(Object)]
+#[oai(example)]
+struct UserPatch {
+    /// The new roles (1 to 16 of `[a-z0-9_.-]`, e.g. `["user","admin"]`).
+    roles: Option<Vec<String>>,
+    /// `true` disables the account and revokes every session at once;
+    /// `false` enables it again.
+    disabled: Option<bool>,
+}
+
+impl Example for UserPatch {
+    fn example() -> Self {
+        UserPatch {
+            roles: Some(vec!["user".into(), "admin".into()]),
+            disabled: None,
+        }
+    }
+}
+
+/// How many sessions were revoked.
+#[derive(Object)]
+struct RevokedBody {
+    /// The number of live sessions revoked.
+    revoked: u64,
+}
+
+/// A security event.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct AuditView {
+    /// When it happened (RFC 3339, UTC).
+    time: String,
+    /// What happened: `register`, `login_succeeded`, `login_failed`,
+    /// `login_refused`, `refresh`, `refresh_raced`, `reuse_detected`,
+    /// `logout`, `sessions_revoked`, `rate_limited`, `password_changed`,
+    /// `account_deleted`, `account_changed`.
+    kind: String,
+    /// The user concerned.
+    user_id: Option<String>,
+    /// The session concerned.
+    session_id: Option<String>,
+    /// The client's IP address.
+    ip: Option<String>,
+    /// The client's user agent.
+    user_agent: Option<String>,
+    /// Why, or what changed.
+    detail: Option<String>,
+}
+
+impl From<AuditEvent> for AuditView {
+    fn from(event: AuditEvent) -> Self {
+        AuditView {
+            time: format_time(event.at),
+            kind: event.kind.as_str().to_owned(),
+            user_id: event.user_id,
+            session_id: event.session_id,
+            ip: event.ip,
+            user_agent: event.user_agent,
+            detail: event.detail,
+        }
+    }
+}
+
+/// Audit events, oldest first.
+#[derive(Object)]
+struct AuditBody {
+    /// The events.
+    events: Vec<AuditView>,
+}
+
+#[derive(ApiResponse)]
+enum UsersResponse {
+    /// A page of users.
+    #[oai(status = 200)]
+    Ok(Json<UsersBody>),
+}
+
+#[derive(ApiResponse)]
+enum UserResponse {
+    /// The user.
+    #[oai(status = 200)]
+    Ok(Json<AdminUserView>),
+}
+
+#[derive(ApiResponse)]
+enum RevokedResponse {
+    /// The user's sessions are revoked.
+    #[oai(status = 200)]
+    Ok(Json<RevokedBody>),
+}
+
+#[derive(ApiResponse)]
+enum AuditResponse {
+    /// Matching events.
+    #[oai(status = 200)]
+    Ok(Json<AuditBody>),
+}
+
+error_responses!(AdminError {
+    /// `invalid_input`: a parameter or field is invalid (the message names it).
+    400 => BadRequest,
+    /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
+    401 => Unauthorized,
+    /// `forbidden` ("Insufficient role"): the caller is not an admin; or
+    /// `csrf_rejected` for a cookie-carrying request from a foreign origin.
+    403 => Forbidden,
+    /// `user_not_found`.
+    404 => NotFound,
+});
+
+/// Default page size of the user list.
+const DEFAULT_LIMIT: u32 = 50;
+
+/// `since` as a duration back from now (`24h`) or an RFC 3339 time.
+fn parse_since(text: &str, now: u64) -> Result<u64, Error> {
+    if let Ok(window) = humantime::parse_duration(text) {
+        return Ok(now.saturating_sub(window.as_secs()));
+    }
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .as_ref()
+        .map(Duration::as_secs)
+        .ok_or_else(|| {
+            Error::InvalidInput("since must be a duration (24h, 7d) or an RFC 3339 time".into())
+        })
+}
+
+#[OpenApi(prefix_path = "/api/admin", tag = "ApiTags::Admin")]
+impl AdminApi {
+    /// List users
+    ///
+    /// Users in email order, one page at a time: pass the `nextCursor` of a
+    /// page as `cursor` to get the next. `query` keeps users whose email or
+    /// username contains it (case-insensitive); a page may come back short
+    /// while more match further on, so follow `nextCursor` until it is absent.
+    #[oai(path = "/users", method = "get")]
+    async fn users(
+        &self,
+        core: Data<&Latchkey>,
+        _admin: RequireRole<Admin>,
+        /// Part of an email or username to look for.
+        query: Query<Option<String>>,
+        /// Users per page, 1 to 100 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+        /// The `nextCursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> Result<UsersResponse, AdminError> {
+        let limit = limit.0.unwrap_or(DEFAULT_LIMIT) as usize;
+        let page = core.list_users(query.0.as_deref(), limit.min(MAX_PAGE), cursor.0.as_deref())?;
+        let users = page
+            .users
+            .iter()
+            .map(|user| AdminUserView::of(&core, user))
+            .collect::<Result<_, _>>()?;
+        Ok(UsersResponse::Ok(Json(UsersBody {
+            users,
+            next_cursor: page.next_cursor,
+        })))
+    }
+
+    /// Get a user
+    #[oai(path = "/users/:id", method = "get")]
+    async fn user(
+        &self,
+        core: Data<&Latchkey>,
+        _admin: RequireRole<Admin>,
+        /// The user id.
+        id: Path<String>,
+    ) -> Result<UserResponse, AdminError> {
+        let user = core.user(&id)?;
+        Ok(UserResponse::Ok(Json(AdminUserView::of(&core, &user)?)))
+    }
+
+    /// Change a user's roles or disable them
+    ///
+    /// Disabling revokes every session of the user at once; a disabled user
+    /// cannot log in (403 `account_disabled`) or refresh. Administrators
+    /// cannot disable themselves or drop their own `admin` role.
+    #[oai(path = "/users/:id", method = "patch")]
+    async fn change_user(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        admin: RequireRole<Admin>,
+        /// The user id.
+        id: Path<String>,
+        body: Json<UserPatch>,
+    ) -> Result<UserResponse, AdminError> {
+        let change = UserChange {
+            roles: body.0.roles,
+            disabled: body.0.disabled,
+        };
+        let user = core
+            .change_user(&admin.user.id, &id, change, client_of(request, &core))
+            .await?;
+        Ok(UserResponse::Ok(Json(AdminUserView::of(&core, &user)?)))
+    }
+
+    /// Revoke all of a user's sessions
+    #[oai(path = "/users/:id/revoke-sessions", method = "post")]
+    async fn revoke_sessions(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        _admin: RequireRole<Admin>,
+        /// The user id.
+        id: Path<String>,
+    ) -> Result<RevokedResponse, AdminError> {
+        let revoked = core
+            .admin_revoke_sessions(&id, client_of(request, &core))
+            .await?;
+        Ok(RevokedResponse::Ok(Json(RevokedBody {
+            revoked: revoked as u64,
+        })))
+    }
+
+    /// Read the audit log
+    ///
+    /// Security events, oldest first: registrations, logins (with the
+    /// reason of failures), refreshes, reuse detections, logouts, revocations,
+    /// rate limiting, account changes.
+    #[oai(path = "/audit", method = "get")]
+    async fn audit(
+        &self,
+        core: Data<&Latchkey>,
+        _admin: RequireRole<Admin>,
+        /// Only events of this user id.
+        user: Query<Option<String>>,
+        /// Only events newer than this: a duration back from now (`24h`) or an RFC 3339 time.
+        since: Query<Option<String>>,
+        /// At most this many events, 1 to 1000 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<AuditResponse, AdminError> {
+        let since = match since.0.as_deref() {
+            Some(text) => parse_since(text, core.clock().now())?,
+            None => 0,
+        };
+        let limit = limit.0.unwrap_or(100) as usize;
+        let events = core.audit_events(since, user.0.as_deref(), limit)?;
+        Ok(AuditResponse::Ok(Json(AuditBody {
+            events: events.into_iter().map(AuditView::from).collect(),
+        })))
+    }
+}

@@ -1,0 +1,274 @@
+//! `/api/auth/sessions`, `/api/auth/logout-all` and `/api/auth/password`:
+//! the signed-in user's devices and password.
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::ApiTags;
+use super::auth::{AuthUser, client_of};
+use super::auth_api::{MessageBody, clear_refresh_cookie, password_field};
+use super::error::error_responses;
+use crate::model::{Session, format_time};
+use crate::service::Latchkey;
+
+/// The session and account operations under `/api/auth`.
+pub struct SessionsApi;
+
+/// A live session: one login on one device, continued by its refreshes.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+struct SessionView {
+    /// The session id (the `sid` claim of its access tokens).
+    id: String,
+    /// When the login happened (RFC 3339, UTC).
+    created_at: String,
+    /// When its refresh token was last used.
+    last_used_at: String,
+    /// When it ends unless refreshed again.
+    expires_at: String,
+    /// The client's IP address at the last login or refresh.
+    ip: Option<String>,
+    /// The client's user agent at the last login or refresh.
+    user_agent: Option<String>,
+    /// Whether this is the session of the access token making the request.
+    current: bool,
+}
+
+impl SessionView {
+    fn of(session: &Session, current_id: &str) -> Self {
+        SessionView {
+            id: session.id.clone(),
+            created_at: format_time(session.created_at),
+            last_used_at: format_time(session.last_used_at),
+            expires_at: format_time(session.expires_at),
+            ip: session.client.ip.map(|ip| ip.to_string()),
+            user_agent: session.client.user_agent.clone(),
+            current: session.id == current_id,
+        }
+    }
+}
+
+impl Example for SessionView {
+    fn example() -> Self {
+        SessionView {
+            id: "0b6d9f5e-8f2a-4c1e-9a57-3c1f0d2e4b6a".into(),
+            created_at: "2026-11-27T08:00:00Z".into(),
+            last_used_at: "2026-11-27T09:30:00Z".into(),
+            expires_at: "2026-12-04T09:30:00Z".into(),
+            ip: Some("203.0.113.7".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
+            current: true,
+        }
+    }
+}
+
+/// The caller's live sessions.
+#[derive(Object)]
+struct SessionsBody {
+    /// Newest first.
+    sessions: Vec<SessionView>,
+}
+
+/// How many sessions ended.
+#[derive(Object)]
+struct LogoutAllBody {
+    /// Always "Logged out from all sessions".
+    message: String,
+    /// How many live sessions were revoked.
+    revoked: u64,
+}
+
+/// A password change.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+struct PasswordChange {
+    /// The password in use now.
+    #[oai(deserialize_with = "current_password_field")]
+    current_password: String,
+    /// The new password: 8 to 128 characters, not common, not containing
+    /// the username or email.
+    #[oai(deserialize_with = "new_password_field")]
+    new_password: String,
+}
+
+impl Example for PasswordChange {
+    fn example() -> Self {
+        PasswordChange {
+            current_password: "correct horse battery staple".into(),
+            new_password: "a new and longer passphrase".into(),
+        }
+    }
+}
+
+fn current_password_field(
+    value: Option<serde_json::Value>,
+) -> Result<String, poem_openapi::types::ParseError<String>> {
+    password_field(value, "currentPassword")
+}
+
+fn new_password_field(
+    value: Option<serde_json::Value>,
+) -> Result<String, poem_openapi::types::ParseError<String>> {
+    password_field(value, "newPassword")
+}
+
+#[derive(ApiResponse)]
+enum SessionsResponse {
+    /// The caller's live sessions.
+    #[oai(status = 200)]
+    Ok(Json<SessionsBody>),
+}
+
+error_responses!(SessionsError {
+    /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
+    401 => Unauthorized,
+});
+
+#[derive(ApiResponse)]
+enum RevokeResponse {
+    /// The session is revoked: its refresh token no longer works, nor do its
+    /// access tokens on latchkey's routes.
+    #[oai(status = 204)]
+    Revoked,
+}
+
+error_responses!(RevokeError {
+    /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
+    401 => Unauthorized,
+    /// `csrf_rejected`: a cookie-carrying request from a foreign origin.
+    403 => Forbidden,
+    /// `session_not_found`: no session with this id belongs to the caller.
+    404 => NotFound,
+});
+
+#[derive(ApiResponse)]
+enum LogoutAllResponse {
+    /// Every session of the caller is revoked, this one included; the
+    /// refresh cookie is cleared.
+    #[oai(status = 200)]
+    Ok(
+        Json<LogoutAllBody>,
+        /// Clears the refresh cookie.
+        #[oai(header = "Set-Cookie")]
+        String,
+    ),
+}
+
+error_responses!(LogoutAllError {
+    /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
+    401 => Unauthorized,
+    /// `csrf_rejected`: a cookie-carrying request from a foreign origin.
+    403 => Forbidden,
+});
+
+#[derive(ApiResponse)]
+enum PasswordResponse {
+    /// The password is changed; every other session is revoked, this one stays.
+    #[oai(status = 200)]
+    Ok(Json<MessageBody>),
+}
+
+error_responses!(PasswordError {
+    /// `invalid_input` or `weak_password` (the message says why).
+    400 => BadRequest,
+    /// `invalid_credentials` (wrong current password), or the token errors:
+    /// `missing_token`, `token_expired`, `invalid_token`, `session_revoked`.
+    401 => Unauthorized,
+    /// `csrf_rejected`: a cookie-carrying request from a foreign origin.
+    403 => Forbidden,
+    /// `rate_limited`: too many wrong current passwords; see `Retry-After`.
+    429 => TooManyRequests,
+});
+
+#[OpenApi(prefix_path = "/api/auth")]
+impl SessionsApi {
+    /// List my sessions
+    ///
+    /// Every live session (one per login, continued by refreshes) of the
+    /// caller, newest first; `current` marks the one making this request.
+    #[oai(path = "/sessions", method = "get", tag = "ApiTags::Sessions")]
+    async fn sessions(
+        &self,
+        core: Data<&Latchkey>,
+        auth: AuthUser,
+    ) -> Result<SessionsResponse, SessionsError> {
+        let sessions = core.sessions(auth.user_id())?;
+        Ok(SessionsResponse::Ok(Json(SessionsBody {
+            sessions: sessions
+                .iter()
+                .map(|session| SessionView::of(session, &auth.claims.sid))
+                .collect(),
+        })))
+    }
+
+    /// Revoke one of my sessions
+    ///
+    /// Ends a session of the caller (for example a lost phone): its refresh
+    /// token stops working at once, and so do its access tokens on
+    /// latchkey's routes.
+    #[oai(path = "/sessions/:id", method = "delete", tag = "ApiTags::Sessions")]
+    async fn revoke_session(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        auth: AuthUser,
+        /// The session id, from `GET /api/auth/sessions`.
+        id: Path<String>,
+    ) -> Result<RevokeResponse, RevokeError> {
+        core.revoke_session(auth.user_id(), &id, client_of(request, &core))
+            .await?;
+        Ok(RevokeResponse::Revoked)
+    }
+
+    /// Log out everywhere
+    ///
+    /// Revokes every session of the caller, including this one.
+    #[oai(path = "/logout-all", method = "post", tag = "ApiTags::Sessions")]
+    async fn logout_all(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        auth: AuthUser,
+    ) -> Result<LogoutAllResponse, LogoutAllError> {
+        let revoked = core
+            .logout_all(auth.user_id(), client_of(request, &core))
+            .await?;
+        Ok(LogoutAllResponse::Ok(
+            Json(LogoutAllBody {
+                message: "Logged out from all sessions".into(),
+                revoked: revoked as u64,
+            }),
+            clear_refresh_cookie(core.config().cookies_secure()),
+        ))
+    }
+
+    /// Change my password
+    ///
+    /// Checks the current password (attempts count against the login rate
+    /// limits), applies the password policy to the new one, and revokes
+    /// every other session; the session making the request stays logged in.
+    #[oai(path = "/password", method = "post", tag = "ApiTags::Account")]
+    async fn change_password(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        auth: AuthUser,
+        body: Json<PasswordChange>,
+    ) -> Result<PasswordResponse, PasswordError> {
+        let revoked = core
+            .change_password(
+                &auth.claims,
+                &body.current_password,
+                &body.new_password,
+                client_of(request, &core),
+            )
+            .await?;
+        Ok(PasswordResponse::Ok(Json(MessageBody {
+            message: format!("Password changed; {revoked} other sessions revoked"),
+        })))
+    }
+}
