@@ -32,7 +32,7 @@ pub const DEFAULT_AUDIT_RETENTION: &str = "30d";
 pub const DEFAULT_LOGIN_IP_RATE: &str = "30/1m";
 /// Default login attempts per account: a fast tier then a slow one, so
 /// repeated failures slow down progressively instead of locking anyone out.
-pub const DEFAULT_LOGIN_ACCOUNT_RATE: &str = "5/1m,30/1h";
+pub const DEFAULT_LOGIN_ACCOUNT_RATE: &str = "10/1m,100/1h";
 /// Default registrations per client IP.
 pub const DEFAULT_REGISTER_IP_RATE: &str = "20/1h";
 /// Default refreshes per client IP.

@@ -196,6 +196,9 @@ error_responses!(LoginError {
     400 => BadRequest,
     /// `invalid_credentials`: unknown email or wrong password (indistinguishable).
     401 => Unauthorized,
+    /// `account_disabled`: the password is right but an administrator
+    /// disabled the account.
+    403 => Forbidden,
     /// `rate_limited`: too many attempts from this client or for this
     /// account; `Retry-After` (seconds) says when to retry.
     429 => TooManyRequests,
@@ -208,7 +211,8 @@ error_responses!(RefreshError {
     /// grace: the whole session is now revoked).
     401 => Unauthorized,
     /// `csrf_rejected`: the request carries cookies and comes from an origin
-    /// that is neither this server nor one of `--cors-origins`.
+    /// that is neither this server nor one of `--cors-origins`; or
+    /// `account_disabled`: an administrator disabled the account.
     403 => Forbidden,
     /// `rate_limited`: too many refreshes from this client; see `Retry-After`.
     429 => TooManyRequests,

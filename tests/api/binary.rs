@@ -467,3 +467,157 @@ fn a_key_that_does_not_match_the_certificate_stops_startup_with_one_line() {
         "{stderr}"
     );
 }
+
+/// Runs `latchkey <args>` in `cwd` with `stdin` as standard input.
+fn run_with_input(cwd: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command(cwd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("run")
+}
+
+#[tokio::test]
+async fn the_first_admin_is_created_offline_and_users_are_managed_from_the_command_line() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let dir = cwd.path();
+    let created = run_with_input(
+        dir,
+        &[
+            "user",
+            "create",
+            "--email",
+            "Root@Example.com",
+            "--username",
+            "root",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let line = String::from_utf8(created.stdout).expect("utf-8");
+    assert!(
+        line.starts_with("created ")
+            && line.contains("root@example.com")
+            && line.contains("roles=user,admin"),
+        "{line}"
+    );
+    let root_id = line.split_whitespace().nth(1).expect("id").to_owned();
+
+    let weak = run_with_input(
+        dir,
+        &[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--username",
+            "bob",
+            "--password-stdin",
+        ],
+        "password\n",
+    );
+    assert_fails_with_one_line(&weak, "too common");
+    let no_terminal = run(
+        dir,
+        &[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--username",
+            "bob",
+        ],
+    );
+    assert_fails_with_one_line(&no_terminal, "--password-stdin");
+    let bob = run_with_input(
+        dir,
+        &[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--username",
+            "bob",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(bob.status.success());
+
+    let server = start(dir, &[]);
+    let running = run(dir, &["user", "list"]);
+    assert_fails_with_one_line(&running, "stop it first");
+    let login = client()
+        .post(format!("{}/api/auth/login", server.base))
+        .json(&json!({"email": "root@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let token = login.json::<Value>().await.expect("json")["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let users = client()
+        .get(format!("{}/api/admin/users", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("admin list");
+    assert_eq!(
+        users.status(),
+        StatusCode::OK,
+        "the offline admin is an admin"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let listed = String::from_utf8(run(dir, &["user", "list"]).stdout).expect("utf-8");
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed
+            .lines()
+            .next()
+            .is_some_and(|first| first.contains("bob@example.com")),
+        "{listed}"
+    );
+    let json_lines =
+        String::from_utf8(run(dir, &["user", "list", "--json", "--query", "root"]).stdout)
+            .expect("utf-8");
+    let root: Value = serde_json::from_str(json_lines.trim()).expect("one JSON line");
+    assert_eq!(root["roles"], json!(["user", "admin"]));
+
+    let demoted = run(dir, &["user", "set-roles", &root_id, "user,auditor"]);
+    assert!(String::from_utf8_lossy(&demoted.stdout).contains("roles=user,auditor"));
+    let disabled = run(dir, &["user", "disable", "bob@example.com"]);
+    assert!(String::from_utf8_lossy(&disabled.stdout).starts_with("disabled "));
+    let unknown = run(dir, &["user", "disable", "nobody@example.com"]);
+    assert_fails_with_one_line(&unknown, "User not found");
+
+    let server = start(dir, &[]);
+    let login = client()
+        .post(format!("{}/api/auth/login", server.base))
+        .json(&json!({"email": "bob@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        login.json::<Value>().await.expect("json")["code"],
+        "account_disabled"
+    );
+}

@@ -202,6 +202,69 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A request with a bearer token and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        access_token: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(access_token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// `call` and parse a JSON body, asserting the status first.
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        access_token: &str,
+        body: Option<&Value>,
+        status: StatusCode,
+    ) -> Value {
+        let response = self.call(method.clone(), path, access_token, body).await;
+        assert_eq!(response.status(), status, "{method} {path}");
+        response.json().await.expect("json body")
+    }
+
+    /// Creates a user with these roles directly in the core (no rate limit)
+    /// and logs them in.
+    pub async fn logged_in_with_roles(
+        &self,
+        username: &str,
+        email: &str,
+        roles: &[&str],
+    ) -> Session {
+        let user = self
+            .core
+            .create_user(username, email, PASSWORD, roles, Default::default())
+            .await
+            .expect("user created");
+        let mut session = Session::from_token_response(self.login(email, PASSWORD).await).await;
+        session.user_id = user.id;
+        session
+    }
+
+    /// A login of an existing user with a chosen `User-Agent`.
+    pub async fn login_as_device(&self, email: &str, user_agent: &str) -> Session {
+        let response = self
+            .client
+            .post(self.url("/api/auth/login"))
+            .header("User-Agent", user_agent)
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("request");
+        Session::from_token_response(response).await
+    }
+
     /// A secret the server generated in its data dir.
     pub fn stored_secret(&self, name: &str) -> String {
         std::fs::read_to_string(self.data_dir.join(name))
@@ -256,7 +319,7 @@ impl Session {
             .expect("ascii")
             .to_owned();
         let body: Value = response.json().await.expect("json");
-        Session {
+        let mut session = Session {
             user_id: String::new(),
             access_token: body["accessToken"]
                 .as_str()
@@ -265,7 +328,12 @@ impl Session {
             refresh_token: cookie_value(&set_cookie, "refresh_token").expect("refresh cookie"),
             set_cookie,
             body,
-        }
+        };
+        session.user_id = session.access_claims()["sub"]
+            .as_str()
+            .expect("sub")
+            .to_owned();
+        session
     }
 
     /// The access token's claims (read without verifying: latchkey made it).

@@ -1,6 +1,7 @@
 //! latchkey's integration tests: one binary, each test on its own temporary
 //! data directory and ephemeral port, talking real HTTP to a real server.
 
+mod admin;
 mod binary;
 mod errors;
 mod flow;
@@ -10,4 +11,5 @@ mod hostile_input;
 mod openapi;
 mod refresh;
 mod security;
+mod sessions;
 mod storage;
