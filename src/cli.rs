@@ -1,4 +1,5 @@
-//! The offline subcommands (`latchkey audit`, `latchkey user …`): they open
+//! The offline subcommands (`latchkey audit`, `latchkey user …`,
+//! `latchkey keys …`): they open
 //! the data directory themselves, so they run while the server is stopped
 //! (sled's lock makes a running server a clear error), and print for a
 //! terminal or, with `--json`, one JSON object per line. The only importer
@@ -8,10 +9,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{AuditArgs, Config, UserCommand};
+use crate::config::{AuditArgs, Config, KeysCommand, UserCommand};
 use crate::error::{Error, Result};
 use crate::model::{AuditEvent, ClientInfo, DEFAULT_ROLE, User, format_time};
 use crate::service::{Latchkey, MAX_PAGE, UserChange};
+use crate::tokens::keys::KeyRing;
 
 /// Who the audit log names as the actor of command-line changes.
 const CLI_ACTOR: &str = "command-line";
@@ -23,6 +25,10 @@ const CLI_ACTOR: &str = "command-line";
 /// [`Error::DataDirLocked`] when the server is running on it, or what
 /// [`Latchkey::open`] returns.
 pub fn open_existing(config: Config) -> Result<Latchkey> {
+    let config = Config {
+        offline: true,
+        ..config
+    };
     if !config.data_dir.join("db").exists() {
         return Err(Error::Config(format!(
             "{} holds no latchkey database (pass --data-dir)",
@@ -180,7 +186,10 @@ pub async fn user(
 fn open(data_dir: &Path, create: bool) -> Result<Latchkey> {
     let config = Config::with_data_dir(data_dir);
     if create && !data_dir.join("db").exists() {
-        return Latchkey::open(config);
+        return Latchkey::open(Config {
+            offline: true,
+            ..config
+        });
     }
     open_existing(config)
 }
@@ -242,4 +251,63 @@ fn read_password(from_stdin: bool, input: &mut impl BufRead) -> Result<String> {
         return Err(Error::InvalidInput("the two passwords differ".into()));
     }
     Ok(first)
+}
+
+/// `latchkey keys …`: rotate or list the access-token signing keys. Holds
+/// the data directory's lock while it works, so it cannot race a server.
+///
+/// # Errors
+/// [`Error::Config`] when there is no key ring (HS256) or the data
+/// directory cannot be used.
+pub fn keys(command: KeysCommand, out: &mut impl Write) -> Result<()> {
+    let write_error = |err: std::io::Error| Error::Internal(format!("cannot write: {err}"));
+    let data_dir = match &command {
+        KeysCommand::Rotate { data_dir, .. } | KeysCommand::List { data_dir } => data_dir.clone(),
+    };
+    let _locked = open_existing(Config::with_data_dir(&data_dir))?;
+    let mut ring = KeyRing::load(&data_dir)?.ok_or_else(|| {
+        Error::Config(format!(
+            "{} has no signing keys: latchkey signs with HS256 there (JWT_SECRET), which has no key pair to rotate",
+            data_dir.display()
+        ))
+    })?;
+    match command {
+        KeysCommand::Rotate { signing_alg, .. } => {
+            let previous = ring.active().map(|key| (key.kid.clone(), key.alg));
+            let alg = signing_alg
+                .or(previous.as_ref().map(|(_, alg)| *alg))
+                .ok_or_else(|| Error::Config("the key ring has no active key".into()))?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_secs())
+                .unwrap_or(0);
+            let kid = ring.rotate(alg, now)?.kid.clone();
+            ring.save(&data_dir)?;
+            writeln!(out, "active {kid} {}", alg.as_str()).map_err(write_error)?;
+            if let Some((old, _)) = previous {
+                writeln!(
+                    out,
+                    "retired {old}: still published and accepted until the access tokens it signed expire"
+                )
+                .map_err(write_error)?;
+            }
+        }
+        KeysCommand::List { .. } => {
+            for key in ring.keys.iter().rev() {
+                let state = match key.retired_at {
+                    None => "active".to_owned(),
+                    Some(at) => format!("retired {}", format_time(at)),
+                };
+                writeln!(
+                    out,
+                    "{}  {:<5}  created {}  {state}",
+                    key.kid,
+                    key.alg.as_str(),
+                    format_time(key.created_at)
+                )
+                .map_err(write_error)?;
+            }
+        }
+    }
+    Ok(())
 }

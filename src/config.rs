@@ -76,6 +76,30 @@ pub enum Command {
     /// Manage users from the command line (run it while the server is stopped).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the access-token signing keys (run it while the server is stopped).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `latchkey keys …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key active. The previous public keys stay published
+    /// and valid until every token they signed has expired.
+    Rotate {
+        /// Algorithm of the new key (default: that of the current key).
+        #[arg(long, value_enum)]
+        signing_alg: Option<SigningAlg>,
+        /// Directory of the database and keys.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// List the signing keys (kid, algorithm, state).
+    List {
+        /// Directory of the database and keys.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
 }
 
 /// `latchkey user …`: bootstrap and manage accounts offline.
@@ -237,6 +261,17 @@ pub struct Config {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LATCHKEY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Algorithm of access tokens: `EdDSA` (Ed25519) or `ES256` sign with a
+    /// key pair kept in the data dir and published at
+    /// `/.well-known/jwks.json`; `HS256` signs with `JWT_SECRET` (or a
+    /// generated secret). Default: `HS256` when `JWT_SECRET` is set, else `EdDSA`.
+    #[arg(long, env = "LATCHKEY_SIGNING_ALG", value_enum)]
+    pub signing_alg: Option<SigningAlg>,
+    /// Open for an offline command: no signing key or secret is read or
+    /// created (the core manages users and reads the audit log, and issues
+    /// no tokens).
+    #[arg(skip)]
+    pub offline: bool,
     /// HMAC secret of access tokens; from `JWT_SECRET`, else generated and kept in the data dir.
     #[arg(skip)]
     pub jwt_secret: Option<Secret>,
@@ -256,6 +291,16 @@ impl Config {
         self
     }
 
+    /// The access-token algorithm in force: `--signing-alg`, else `HS256`
+    /// when a `JWT_SECRET` is configured, else `EdDSA`.
+    pub fn effective_signing_alg(&self) -> SigningAlg {
+        match (self.signing_alg, &self.jwt_secret) {
+            (Some(alg), _) => alg,
+            (None, Some(_)) => SigningAlg::Hs256,
+            (None, None) => SigningAlg::EdDsa,
+        }
+    }
+
     /// Whether latchkey serves HTTPS itself (`--tls-cert` and `--tls-key`).
     pub fn serves_tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
@@ -271,6 +316,36 @@ impl Config {
         Config {
             data_dir: data_dir.into(),
             ..Config::default()
+        }
+    }
+}
+
+/// How access tokens are signed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum SigningAlg {
+    /// Ed25519 signatures (RFC 8037); the default without `JWT_SECRET`.
+    #[value(name = "EdDSA")]
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    /// ECDSA with P-256 and SHA-256.
+    #[value(name = "ES256")]
+    #[serde(rename = "ES256")]
+    Es256,
+    /// HMAC with SHA-256 and a shared secret; the default with `JWT_SECRET`.
+    #[value(name = "HS256")]
+    #[serde(rename = "HS256")]
+    Hs256,
+}
+
+impl SigningAlg {
+    /// The JOSE name (`EdDSA`, `ES256`, `HS256`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::EdDsa => "EdDSA",
+            SigningAlg::Es256 => "ES256",
+            SigningAlg::Hs256 => "HS256",
         }
     }
 }
@@ -409,6 +484,8 @@ impl Default for Config {
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            signing_alg: None,
+            offline: false,
             jwt_secret: None,
             refresh_secret: None,
         }

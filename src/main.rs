@@ -23,6 +23,9 @@ fn main() -> ExitCode {
             exit_with(latchkey::cli::audit(&args, &mut std::io::stdout().lock()))
         }
         Command::User(command) => exit_with(user(command)),
+        Command::Keys(command) => {
+            exit_with(latchkey::cli::keys(command, &mut std::io::stdout().lock()))
+        }
         Command::Serve(args) => {
             init_logging();
             match serve(args) {

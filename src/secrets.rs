@@ -1,7 +1,8 @@
 //! The signing secrets: taken from the configuration when set, otherwise
 //! generated once with the OS-seeded CSPRNG and kept in the data directory as
 //! owner-only (0600) files, so latchkey starts with zero configuration and its
-//! tokens survive a restart. Depends on `model` and `error` only.
+//! tokens survive a restart. Also the owner-only file handling other private
+//! files (the signing key ring) use. Depends on `model` and `error` only.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -37,7 +38,27 @@ pub fn load_or_create(
         return check_length(secret.clone(), env_name);
     }
     let path = data_dir.join(file_name);
-    match fs::metadata(&path) {
+    match read_private(&path)? {
+        Some(text) => check_length(
+            Secret::new(text.expose().trim()),
+            &path.display().to_string(),
+        ),
+        None => {
+            let secret = generate();
+            write_owner_only(&path, secret.expose())?;
+            tracing::info!(file = %path.display(), "generated a new {env_name} and stored it in the data directory");
+            Ok(secret)
+        }
+    }
+}
+
+/// Reads an owner-only file; `None` if it does not exist.
+///
+/// # Errors
+/// [`Error::Config`] when group or others may read it, [`Error::Storage`]
+/// when it cannot be read.
+pub fn read_private(path: &Path) -> Result<Option<Secret>> {
+    match fs::metadata(path) {
         Ok(metadata) => {
             if metadata.permissions().mode() & 0o077 != 0 {
                 return Err(Error::Config(format!(
@@ -46,21 +67,38 @@ pub fn load_or_create(
                     path.display()
                 )));
             }
-            let text = fs::read_to_string(&path)
-                .map_err(|err| Error::Storage(format!("cannot read {}: {err}", path.display())))?;
-            check_length(Secret::new(text.trim()), &path.display().to_string())
+            fs::read_to_string(path)
+                .map(|text| Some(Secret::new(text)))
+                .map_err(|err| Error::Storage(format!("cannot read {}: {err}", path.display())))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let secret = generate();
-            write_owner_only(&path, secret.expose())?;
-            tracing::info!(file = %path.display(), "generated a new {env_name} and stored it in the data directory");
-            Ok(secret)
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(Error::Storage(format!(
             "cannot inspect {}: {err}",
             path.display()
         ))),
     }
+}
+
+/// Replaces (or creates) an owner-only file atomically: the new contents go
+/// to a temporary file that is synced, then renamed over the old one, so a
+/// crash leaves either the old or the new file, never half of one.
+///
+/// # Errors
+/// [`Error::Storage`] when a step fails.
+pub fn replace_private(path: &Path, contents: &str) -> Result<()> {
+    let temporary = path.with_extension("new");
+    // A leftover from a crash would make `create_new` fail.
+    let _ = fs::remove_file(&temporary);
+    write_owner_only(&temporary, contents)?;
+    fs::rename(&temporary, path)
+        .map_err(|err| Error::Storage(format!("cannot replace {}: {err}", path.display())))?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable.
+        fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|err| Error::Storage(format!("cannot sync {}: {err}", dir.display())))?;
+    }
+    Ok(())
 }
 
 fn check_length(secret: Secret, source: &str) -> Result<Secret> {

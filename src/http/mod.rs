@@ -10,6 +10,7 @@
 mod admin_api;
 mod auth;
 mod auth_api;
+mod discovery_api;
 mod error;
 mod profile_api;
 mod sessions_api;
@@ -52,6 +53,8 @@ enum ApiTags {
     Profile,
     /// User management and the audit log (role `admin`).
     Admin,
+    /// Public keys and discovery, for services that verify access tokens.
+    Discovery,
     /// Service status.
     Meta,
 }
@@ -61,6 +64,7 @@ type Apis = (
     sessions_api::SessionsApi,
     profile_api::ProfileApi,
     admin_api::AdminApi,
+    discovery_api::DiscoveryApi,
     profile_api::MetaApi,
 );
 
@@ -71,6 +75,7 @@ fn api_service() -> OpenApiService<Apis, ()> {
             sessions_api::SessionsApi,
             profile_api::ProfileApi,
             admin_api::AdminApi,
+            discovery_api::DiscoveryApi,
             profile_api::MetaApi,
         ),
         "latchkey",

@@ -20,10 +20,9 @@ use crate::model::{
 use crate::password::{self, Passwords};
 use crate::secrets;
 use crate::storage::{Exchange, Store};
-use crate::tokens::{AccessClaims, TokenDigest, Tokens, new_id};
+use crate::tokens::{AccessClaims, AccessSigner, PublicJwk, TokenDigest, Tokens, new_id};
 
-/// File names of the generated secrets inside the data directory.
-const ACCESS_SECRET_FILE: &str = "jwt_secret";
+/// File name of the generated refresh-token secret inside the data directory.
 const REFRESH_SECRET_FILE: &str = "refresh_token_secret";
 /// Expired records deleted per sweep transaction.
 const SWEEP_BATCH: usize = 1024;
@@ -127,19 +126,21 @@ impl Latchkey {
         // The store first: its lock keeps a second instance from racing us to
         // create the secret files.
         let store = Store::open(&config.data_dir)?;
-        let access_secret = secrets::load_or_create(
-            &config.data_dir,
-            ACCESS_SECRET_FILE,
-            "JWT_SECRET",
-            config.jwt_secret.as_ref(),
-        )?;
-        let refresh_secret = secrets::load_or_create(
-            &config.data_dir,
-            REFRESH_SECRET_FILE,
-            "REFRESH_TOKEN_SECRET",
-            config.refresh_secret.as_ref(),
-        )?;
-        let tokens = Tokens::new(&access_secret, &refresh_secret, &config);
+        let tokens = if config.offline {
+            // Offline commands manage users and read the log; they never
+            // issue tokens, so they neither read nor create key material.
+            let throwaway = || Secret::new(new_id() + &new_id());
+            Tokens::new(&AccessSigner::Secret(throwaway()), &throwaway(), &config)?
+        } else {
+            let access = AccessSigner::load(&config, clock.now())?;
+            let refresh_secret = secrets::load_or_create(
+                &config.data_dir,
+                REFRESH_SECRET_FILE,
+                "REFRESH_TOKEN_SECRET",
+                config.refresh_secret.as_ref(),
+            )?;
+            Tokens::new(&access, &refresh_secret, &config)?
+        };
         let concurrency = config
             .hash_concurrency
             .map_or_else(Passwords::default_concurrency, usize::from);
@@ -165,6 +166,12 @@ impl Latchkey {
     /// The clock this core reads.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
+    }
+
+    /// The public keys that verify access tokens now, for the JWKS (none
+    /// with HS256).
+    pub fn public_keys(&self) -> Vec<PublicJwk> {
+        self.inner.tokens.public_keys(self.now())
     }
 
     /// Access-token lifetime in seconds.

@@ -151,16 +151,23 @@ async fn zero_configuration_start_survives_sigterm_and_restart_without_leaking_s
     let (status, log) = server.terminate();
     assert!(status.success(), "SIGTERM exits 0, got {status}");
 
-    for secret in ["jwt_secret", "refresh_token_secret"] {
+    for secret in ["signing_keys.json", "refresh_token_secret"] {
         let mode = std::fs::metadata(cwd.path().join("data").join(secret))
             .expect("secret file")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{secret} is owner-only");
     }
-    let secret = std::fs::read_to_string(cwd.path().join("data/jwt_secret")).expect("secret");
+    assert!(
+        !cwd.path().join("data/jwt_secret").exists(),
+        "EdDSA by default: no HMAC secret"
+    );
     let log = log.join("\n");
-    for needle in [PASSWORD, access.as_str(), refresh.as_str(), secret.trim()] {
+    let stored = stored_credentials(&cwd.path().join("data"));
+    for needle in [PASSWORD, access.as_str(), refresh.as_str()]
+        .into_iter()
+        .chain(stored.iter().map(String::as_str))
+    {
         assert!(!log.contains(needle), "the log leaks a credential");
     }
 
@@ -265,6 +272,25 @@ fn assert_fails_with_one_line(output: &std::process::Output, needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Every secret latchkey keeps in `data_dir`: the secret files and the
+/// private keys of the key ring.
+fn stored_credentials(data_dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for name in ["jwt_secret", "refresh_token_secret"] {
+        if let Ok(secret) = std::fs::read_to_string(data_dir.join(name)) {
+            found.push(secret.trim().to_owned());
+        }
+    }
+    if let Ok(ring) = std::fs::read_to_string(data_dir.join("signing_keys.json")) {
+        let ring: Value = serde_json::from_str(&ring).expect("ring");
+        for key in ring["keys"].as_array().expect("keys") {
+            found.push(key["pkcs8"].as_str().expect("pkcs8").to_owned());
+        }
+    }
+    assert!(found.len() >= 2, "the secrets are where we look");
+    found
+}
+
 /// Runs `latchkey <args>` to completion in `cwd`.
 fn run(cwd: &Path, args: &[&str]) -> std::process::Output {
     command(cwd).args(args).output().expect("run")
@@ -322,19 +348,17 @@ async fn a_full_flow_with_an_attack_logs_no_secret_and_the_audit_command_shows_i
     assert!(status.success());
     let log = log.join("\n");
     assert!(log.contains("refresh token reuse detected"), "{log}");
-    let secrets = ["jwt_secret", "refresh_token_secret"]
-        .map(|name| std::fs::read_to_string(cwd.path().join("data").join(name)).expect("secret"));
-    let needles = [
+    let stored = stored_credentials(&cwd.path().join("data"));
+    let mut needles = vec![
         PASSWORD,
         wrong_password,
         &access,
         &rotated_access,
         &stolen,
         &successor,
-        secrets[0].trim(),
-        secrets[1].trim(),
     ];
-    for needle in needles {
+    needles.extend(stored.iter().map(String::as_str));
+    for needle in needles.iter().copied() {
         assert!(!log.contains(needle), "the log leaks a credential");
     }
 

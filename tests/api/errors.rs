@@ -177,9 +177,11 @@ async fn me_with_a_garbage_token_is_invalid_token() {
 #[tokio::test]
 async fn me_with_a_signed_token_for_an_unknown_session_is_session_revoked() {
     let app = spawn_app().await;
+    let real = app.logged_in_user().await;
     let now = app.clock.now();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.typ = Some("at+jwt".into());
+    header.kid = Some(real.access_kid());
     let token = app.mint_access(
         header,
         &json!({"iss": "latchkey", "sub": "00000000-0000-4000-8000-000000000000", "email": "ghost@example.com",
@@ -227,7 +229,7 @@ async fn refresh_with_a_well_signed_but_unknown_token_is_not_recognized() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
     let now = app.clock.now();
-    let forged = app.mint_refresh(&json!({"iss": "latchkey", "sub": session.user_id, "fam": "f", "iat": now, "exp": now + 60, "jti": "never-issued"}));
+    let forged = app.mint_refresh(&session.refresh_kid(), &json!({"iss": "latchkey", "sub": session.user_id, "fam": "f", "iat": now, "exp": now + 60, "jti": "never-issued"}));
     assert_error(
         app.refresh_with(&forged).await,
         StatusCode::UNAUTHORIZED,

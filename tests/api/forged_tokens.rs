@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, Session, TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Options, Session, TestApp, assert_error, hs256, spawn_app_with};
 
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
@@ -20,9 +20,11 @@ fn claims(app: &TestApp, session: &Session) -> Value {
            "sid": session.session_id(), "iat": now, "exp": now + 600, "jti": "j"})
 }
 
-fn access_header() -> Header {
+/// The header of a well-formed HS256 access token with the server's kid.
+fn access_header(session: &Session) -> Header {
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());
+    header.kid = Some(session.access_kid());
     header
 }
 
@@ -40,15 +42,15 @@ async fn assert_invalid(app: &TestApp, token: &str, case: &str) {
 
 #[tokio::test]
 async fn a_correctly_minted_token_is_accepted_so_the_forgeries_below_are_meaningful() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
-    let token = app.mint_access(access_header(), &claims(&app, &session));
+    let token = app.mint_access(access_header(&session), &claims(&app, &session));
     assert_eq!(app.me(&token).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn alg_none_in_any_case_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     let payload = b64(&claims(&app, &session));
     for alg in ["none", "None", "NONE", "nOnE"] {
@@ -62,11 +64,11 @@ async fn alg_none_in_any_case_is_refused() {
 
 #[tokio::test]
 async fn another_hmac_algorithm_with_the_right_secret_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     for alg in [Algorithm::HS384, Algorithm::HS512] {
-        let mut header = Header::new(alg);
-        header.typ = Some("at+jwt".into());
+        let mut header = access_header(&session);
+        header.alg = alg;
         let token = app.mint_access(header, &claims(&app, &session));
         assert_invalid(&app, &token, &format!("{alg:?}")).await;
     }
@@ -74,10 +76,10 @@ async fn another_hmac_algorithm_with_the_right_secret_is_refused() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_type_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     for typ in [None, Some("JWT"), Some("refresh+jwt")] {
-        let mut header = Header::new(Algorithm::HS256);
+        let mut header = access_header(&session);
         header.typ = typ.map(str::to_owned);
         let token = app.mint_access(header, &claims(&app, &session));
         assert_invalid(&app, &token, &format!("typ {typ:?}")).await;
@@ -86,14 +88,14 @@ async fn a_wrong_or_missing_type_is_refused() {
 
 #[tokio::test]
 async fn a_refresh_token_is_not_an_access_token() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     assert_invalid(&app, &session.refresh_token, "refresh token").await;
 }
 
 #[tokio::test]
 async fn a_tampered_payload_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     let parts: Vec<&str> = session.access_token.split('.').collect();
     let mut payload: Value =
@@ -105,7 +107,7 @@ async fn a_tampered_payload_is_refused() {
 
 #[tokio::test]
 async fn a_token_dated_in_the_future_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     let now = app.clock.now();
     let mut future_iat = claims(&app, &session);
@@ -113,7 +115,7 @@ async fn a_token_dated_in_the_future_is_refused() {
     future_iat["exp"] = json!(now + 7200);
     assert_invalid(
         &app,
-        &app.mint_access(access_header(), &future_iat),
+        &app.mint_access(access_header(&session), &future_iat),
         "future iat",
     )
     .await;
@@ -121,7 +123,7 @@ async fn a_token_dated_in_the_future_is_refused() {
     future_nbf["nbf"] = json!(now + 3600);
     assert_invalid(
         &app,
-        &app.mint_access(access_header(), &future_nbf),
+        &app.mint_access(access_header(&session), &future_nbf),
         "future nbf",
     )
     .await;
@@ -129,19 +131,22 @@ async fn a_token_dated_in_the_future_is_refused() {
 
 #[tokio::test]
 async fn headers_pointing_at_other_keys_are_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     let body = claims(&app, &session);
-    let mut with_kid = access_header();
+    let mut with_kid = access_header(&session);
     with_kid.kid = Some("../../etc/passwd".into());
-    let mut with_jku = access_header();
+    let mut without_kid = access_header(&session);
+    without_kid.kid = None;
+    let mut with_jku = access_header(&session);
     with_jku.jku = Some("https://attacker.example/jwks.json".into());
-    let mut with_x5u = access_header();
+    let mut with_x5u = access_header(&session);
     with_x5u.x5u = Some("https://attacker.example/cert.pem".into());
-    let mut with_crit = access_header();
+    let mut with_crit = access_header(&session);
     with_crit.crit = Some(vec!["exp".into()]);
     for (case, header) in [
-        ("kid", with_kid),
+        ("unknown kid", with_kid),
+        ("no kid", without_kid),
         ("jku", with_jku),
         ("x5u", with_x5u),
         ("crit", with_crit),
@@ -152,14 +157,14 @@ async fn headers_pointing_at_other_keys_are_refused() {
 
 #[tokio::test]
 async fn an_oversized_token_is_refused_without_a_server_error() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let token = format!("{}.{}.sig", "a".repeat(6000), "b".repeat(6000));
     assert_invalid(&app, &token, "oversized").await;
 }
 
 #[tokio::test]
 async fn a_64_kib_token_is_refused_in_header_or_cookie() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     let huge = format!("{}.{}.sig", "a".repeat(32 * 1024), "b".repeat(32 * 1024));
     assert_invalid(&app, &huge, "64 KiB bearer").await;
@@ -202,7 +207,10 @@ async fn a_refresh_token_is_not_an_access_token_even_when_both_secrets_are_equal
 #[tokio::test]
 async fn with_an_audience_a_token_for_another_audience_or_none_is_refused() {
     let app = spawn_app_with(Options {
-        tweak: |config| config.audience = Some("https://api.example".into()),
+        tweak: |config| {
+            config.audience = Some("https://api.example".into());
+            config.signing_alg = Some(latchkey::config::SigningAlg::Hs256);
+        },
         ..Options::default()
     })
     .await;
@@ -211,13 +219,23 @@ async fn with_an_audience_a_token_for_another_audience_or_none_is_refused() {
     assert_eq!(app.me(&session.access_token).await.status(), StatusCode::OK);
     let mut other = claims(&app, &session);
     other["aud"] = json!("https://other.example");
-    assert_invalid(&app, &app.mint_access(access_header(), &other), "other aud").await;
+    assert_invalid(
+        &app,
+        &app.mint_access(access_header(&session), &other),
+        "other aud",
+    )
+    .await;
     let missing = claims(&app, &session);
-    assert_invalid(&app, &app.mint_access(access_header(), &missing), "no aud").await;
+    assert_invalid(
+        &app,
+        &app.mint_access(access_header(&session), &missing),
+        "no aud",
+    )
+    .await;
     let mut listed = claims(&app, &session);
     listed["aud"] = json!(["https://other.example", "https://api.example"]);
     assert_eq!(
-        app.me(&app.mint_access(access_header(), &listed))
+        app.me(&app.mint_access(access_header(&session), &listed))
             .await
             .status(),
         StatusCode::OK,
@@ -227,12 +245,22 @@ async fn with_an_audience_a_token_for_another_audience_or_none_is_refused() {
 
 #[tokio::test]
 async fn a_token_without_or_with_another_issuer_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
     let mut other = claims(&app, &session);
     other["iss"] = json!("https://elsewhere.example");
-    assert_invalid(&app, &app.mint_access(access_header(), &other), "other iss").await;
+    assert_invalid(
+        &app,
+        &app.mint_access(access_header(&session), &other),
+        "other iss",
+    )
+    .await;
     let mut missing = claims(&app, &session);
     missing.as_object_mut().expect("object").remove("iss");
-    assert_invalid(&app, &app.mint_access(access_header(), &missing), "no iss").await;
+    assert_invalid(
+        &app,
+        &app.mint_access(access_header(&session), &missing),
+        "no iss",
+    )
+    .await;
 }

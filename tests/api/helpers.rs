@@ -273,11 +273,36 @@ impl TestApp {
             .to_owned()
     }
 
-    /// Signs `claims` with the server's access secret, as an attacker who
-    /// stole it (or latchkey itself) could.
+    /// Signs `claims` with the server's own access key for `header.alg`
+    /// (the HS256 secret, or the active EdDSA/ES256 private key), as an
+    /// attacker who stole it (or latchkey itself) could.
     pub fn mint_access(&self, header: Header, claims: &Value) -> String {
-        let key = EncodingKey::from_secret(self.stored_secret("jwt_secret").as_bytes());
+        let key = match header.alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                EncodingKey::from_secret(self.stored_secret("jwt_secret").as_bytes())
+            }
+            Algorithm::EdDSA => EncodingKey::from_ed_der(&self.active_private_key()),
+            Algorithm::ES256 => EncodingKey::from_ec_der(&self.active_private_key()),
+            other => panic!("no server key for {other:?}"),
+        };
         jsonwebtoken::encode(&header, claims, &key).expect("encode")
+    }
+
+    /// The active signing key pair's PKCS#8 DER, from the data dir's key ring.
+    pub fn active_private_key(&self) -> Vec<u8> {
+        use base64::Engine;
+        let ring: Value =
+            serde_json::from_str(&self.stored_secret("signing_keys.json")).expect("ring");
+        let active = ring["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .rev()
+            .find(|key| key["retired_at"].is_null())
+            .expect("an active key");
+        base64::engine::general_purpose::STANDARD
+            .decode(active["pkcs8"].as_str().expect("pkcs8"))
+            .expect("base64")
     }
 
     /// The kinds of every audit event so far, oldest first.
@@ -290,9 +315,11 @@ impl TestApp {
             .collect()
     }
 
-    pub fn mint_refresh(&self, claims: &Value) -> String {
+    /// Signs refresh-token `claims` with the server's refresh secret under `kid`.
+    pub fn mint_refresh(&self, kid: &str, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("refresh+jwt".into());
+        header.kid = Some(kid.to_owned());
         let key = EncodingKey::from_secret(self.stored_secret("refresh_token_secret").as_bytes());
         jsonwebtoken::encode(&header, claims, &key).expect("encode")
     }
@@ -338,12 +365,28 @@ impl Session {
 
     /// The access token's claims (read without verifying: latchkey made it).
     pub fn access_claims(&self) -> Value {
-        use base64::Engine;
-        let payload = self.access_token.split('.').nth(1).expect("payload");
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .expect("base64");
-        serde_json::from_slice(&bytes).expect("claims json")
+        jwt_part(&self.access_token, 1)
+    }
+
+    /// The access token's header.
+    pub fn access_header(&self) -> Value {
+        jwt_part(&self.access_token, 0)
+    }
+
+    /// The `kid` of the access token.
+    pub fn access_kid(&self) -> String {
+        self.access_header()["kid"]
+            .as_str()
+            .expect("kid")
+            .to_owned()
+    }
+
+    /// The `kid` of the refresh token.
+    pub fn refresh_kid(&self) -> String {
+        jwt_part(&self.refresh_token, 0)["kid"]
+            .as_str()
+            .expect("kid")
+            .to_owned()
     }
 
     /// The session (refresh-token family) id, the access token's `sid`.
@@ -352,6 +395,25 @@ impl Session {
             .as_str()
             .expect("sid")
             .to_owned()
+    }
+}
+
+/// Part `index` (0 header, 1 claims) of a compact JWT, decoded.
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(index).expect("part");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+/// Options for a server that signs access tokens with HS256 and a generated
+/// secret (the HMAC attacks need one).
+pub fn hs256() -> Options {
+    Options {
+        tweak: |config| config.signing_alg = Some(latchkey::config::SigningAlg::Hs256),
+        ..Options::default()
     }
 }
 

@@ -1,20 +1,31 @@
-//! Issuing and verifying latchkey's two kinds of JWT, and digesting refresh
-//! tokens for storage. The only importer of `jsonwebtoken` and `blake3`.
+//! Issuing and verifying latchkey's two kinds of JWT, publishing the public
+//! keys (JWKS), and digesting refresh tokens for storage. The only importer
+//! of `jsonwebtoken` and `blake3`; `keys` holds the key pairs.
 //!
-//! Access tokens: header `typ: at+jwt` (RFC 9068), HS256 with the access
-//! secret. Refresh tokens: header `typ: refresh+jwt`, HS256 with the separate
-//! refresh secret. The verifier pins the algorithm and the type, refuses
-//! header parameters that point at other keys (`jku`, `jwk`, `x5u`, `x5c`,
-//! `kid`) or demand extensions (`crit`), and judges time against the injected
-//! clock, not jsonwebtoken's own (RFC 8725 §3.1, §3.11).
+//! Access tokens: header `typ: at+jwt` (RFC 9068), signed with EdDSA or
+//! ES256 (a key from the key ring) or HS256 (the access secret). Refresh
+//! tokens: header `typ: refresh+jwt`, HS256 with the separate refresh secret
+//! (only latchkey reads them). Every token names its key in `kid`. The
+//! verifier looks the `kid` up among its own keys and pins that key's
+//! algorithm (no algorithm confusion), checks the type, refuses header
+//! parameters that point at other keys (`jku`, `jwk`, `x5u`, `x5c`) or demand
+//! extensions (`crit`), and judges time against the injected clock, not
+//! jsonwebtoken's own (RFC 8725 §3.1, §3.11).
 
+pub mod keys;
+
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, SigningAlg};
 use crate::error::{Error, Result};
 use crate::model::{Secret, UnixTime, User};
+use crate::secrets;
+use keys::KeyRing;
 
 /// Header `typ` of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -136,13 +147,91 @@ pub struct IssuedRefresh {
     pub expires_at: UnixTime,
 }
 
+/// What signs access tokens.
+#[derive(Debug)]
+pub enum AccessSigner {
+    /// HS256 with a shared secret.
+    Secret(Secret),
+    /// EdDSA or ES256 with the active key of the ring; retired keys still verify.
+    Keys(KeyRing),
+}
+
+/// File name of the generated HS256 access secret in the data directory.
+pub const ACCESS_SECRET_FILE: &str = "jwt_secret";
+
+impl AccessSigner {
+    /// The signer `config` asks for, loading or creating its key material in
+    /// `config.data_dir`. The algorithm is `--signing-alg`, else `HS256`
+    /// when `JWT_SECRET` is set, else that of the existing key ring, else
+    /// `EdDSA`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] or [`Error::Storage`] from the key files.
+    pub fn load(config: &Config, now: UnixTime) -> Result<AccessSigner> {
+        let existing = || {
+            KeyRing::load(&config.data_dir)
+                .map(|ring| ring.and_then(|ring| ring.active().map(|key| key.alg)))
+        };
+        let alg = match (config.signing_alg, &config.jwt_secret) {
+            (Some(alg), _) => alg,
+            (None, Some(_)) => SigningAlg::Hs256,
+            (None, None) => existing()?.unwrap_or(SigningAlg::EdDsa),
+        };
+        if alg == SigningAlg::Hs256 {
+            let secret = secrets::load_or_create(
+                &config.data_dir,
+                ACCESS_SECRET_FILE,
+                "JWT_SECRET",
+                config.jwt_secret.as_ref(),
+            )?;
+            return Ok(AccessSigner::Secret(secret));
+        }
+        let keep_retired_for = access_ttl(config).saturating_add(CLOCK_LEEWAY_SECONDS);
+        KeyRing::open(&config.data_dir, alg, now, keep_retired_for).map(AccessSigner::Keys)
+    }
+}
+
+/// A public signing key as published in the JWKS (RFC 7517).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicJwk {
+    /// `OKP` (Ed25519) or `EC` (P-256).
+    pub kty: String,
+    /// `Ed25519` or `P-256`.
+    pub crv: String,
+    /// The public key (x coordinate), base64url.
+    pub x: String,
+    /// The y coordinate for `EC` keys, base64url.
+    pub y: Option<String>,
+    /// The key id tokens name in their `kid` header.
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: String,
+}
+
+/// A key that signs.
+struct Signer {
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+}
+
+/// A key that verifies tokens naming its `kid`.
+struct Verifier {
+    alg: Algorithm,
+    key: DecodingKey,
+    validation: Validation,
+    /// For a retired key: when the last token it signed has expired.
+    until: Option<UnixTime>,
+    /// The public JWK, for asymmetric keys.
+    public: Option<PublicJwk>,
+}
+
 /// Signs and verifies latchkey's tokens. Cheap to share behind an `Arc`.
 pub struct Tokens {
-    access_encoding: EncodingKey,
-    access_decoding: DecodingKey,
-    refresh_encoding: EncodingKey,
-    refresh_decoding: DecodingKey,
-    validation: Validation,
+    access_signer: Signer,
+    access_verifiers: HashMap<String, Verifier>,
+    refresh_signer: Signer,
+    refresh_verifiers: HashMap<String, Verifier>,
     access_ttl: u64,
     refresh_ttl: u64,
     issuer: String,
@@ -150,28 +239,65 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Builds the signer/verifier from the two secrets and the lifetimes,
-    /// issuer and audience of `config`.
-    pub fn new(access_secret: &Secret, refresh_secret: &Secret, config: &Config) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        // Time is judged against latchkey's clock in `check_times`; the claim
-        // structs make every claim we need mandatory.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        validation.leeway = 0;
-        Tokens {
-            access_encoding: EncodingKey::from_secret(access_secret.expose().as_bytes()),
-            access_decoding: DecodingKey::from_secret(access_secret.expose().as_bytes()),
-            refresh_encoding: EncodingKey::from_secret(refresh_secret.expose().as_bytes()),
-            refresh_decoding: DecodingKey::from_secret(refresh_secret.expose().as_bytes()),
-            validation,
-            access_ttl: config.access_ttl.as_secs().max(1),
+    /// Builds the signer/verifier from the access signer, the refresh secret
+    /// and the lifetimes, issuer and audience of `config`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a stored key is unusable.
+    pub fn new(access: &AccessSigner, refresh_secret: &Secret, config: &Config) -> Result<Self> {
+        let access_ttl = access_ttl(config);
+        let (access_signer, access_verifiers) = match access {
+            AccessSigner::Secret(secret) => hmac_keys("a", secret),
+            AccessSigner::Keys(ring) => {
+                let active = ring
+                    .active()
+                    .ok_or_else(|| Error::Config("the key ring has no active key".into()))?;
+                let mut verifiers = HashMap::new();
+                for key in &ring.keys {
+                    let until = key
+                        .retired_at
+                        .map(|retired| retired + access_ttl + CLOCK_LEEWAY_SECONDS);
+                    let (kid, verifier) = asymmetric_verifier(key, until)?;
+                    verifiers.insert(kid, verifier);
+                }
+                let signer = Signer {
+                    kid: active.kid.clone(),
+                    alg: jose_alg(active.alg),
+                    key: active.encoding_key()?,
+                };
+                (signer, verifiers)
+            }
+        };
+        let (refresh_signer, refresh_verifiers) = hmac_keys("r", refresh_secret);
+        Ok(Tokens {
+            access_signer,
+            access_verifiers,
+            refresh_signer,
+            refresh_verifiers,
+            access_ttl,
             refresh_ttl: config.refresh_ttl.as_secs().max(1),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
-        }
+        })
+    }
+
+    /// The public keys that verify access tokens now (the active one and
+    /// retired ones whose tokens may still be alive); none for HS256.
+    pub fn public_keys(&self, now: UnixTime) -> Vec<PublicJwk> {
+        let mut keys: Vec<PublicJwk> = self
+            .access_verifiers
+            .values()
+            .filter(|verifier| verifier.until.is_none_or(|until| now < until))
+            .filter_map(|verifier| verifier.public.clone())
+            .collect();
+        // The active key first, then by kid, so the document is stable.
+        keys.sort_by_key(|key| (key.kid != self.access_signer.kid, key.kid.clone()));
+        keys
+    }
+
+    /// The `kid` of the key that signs new access tokens.
+    pub fn active_kid(&self) -> &str {
+        &self.access_signer.kid
     }
 
     /// Lifetime of access tokens in seconds.
@@ -206,7 +332,7 @@ impl Tokens {
             jti: new_id(),
             nbf: None,
         };
-        let token = sign(ACCESS_TOKEN_TYPE, &claims, &self.access_encoding)?;
+        let token = sign(ACCESS_TOKEN_TYPE, &claims, &self.access_signer)?;
         Ok(IssuedAccess {
             token,
             jti: claims.jti,
@@ -219,8 +345,7 @@ impl Tokens {
     /// # Errors
     /// [`Error::TokenExpired`] when only the expiry is wrong, otherwise [`Error::InvalidToken`].
     pub fn verify_access(&self, token: &str, now: UnixTime) -> Result<AccessClaims> {
-        let claims: AccessClaims = self
-            .verify(token, ACCESS_TOKEN_TYPE, &self.access_decoding)
+        let claims: AccessClaims = verify(token, ACCESS_TOKEN_TYPE, &self.access_verifiers, now)
             .ok_or(Error::InvalidToken)?;
         check_times(claims.iat, claims.nbf, now).ok_or(Error::InvalidToken)?;
         let audience_matches = match (&self.audience, &claims.aud) {
@@ -256,7 +381,7 @@ impl Tokens {
             jti: new_id(),
             nbf: None,
         };
-        let token = sign(REFRESH_TOKEN_TYPE, &claims, &self.refresh_encoding)?;
+        let token = sign(REFRESH_TOKEN_TYPE, &claims, &self.refresh_signer)?;
         Ok(IssuedRefresh {
             digest: TokenDigest::of(token.expose()),
             token,
@@ -271,8 +396,7 @@ impl Tokens {
     /// [`Error::RefreshTokenExpired`] when only the expiry is wrong, otherwise
     /// [`Error::InvalidRefreshToken`].
     pub fn verify_refresh(&self, token: &str, now: UnixTime) -> Result<RefreshClaims> {
-        let claims: RefreshClaims = self
-            .verify(token, REFRESH_TOKEN_TYPE, &self.refresh_decoding)
+        let claims: RefreshClaims = verify(token, REFRESH_TOKEN_TYPE, &self.refresh_verifiers, now)
             .ok_or(Error::InvalidRefreshToken)?;
         check_times(claims.iat, claims.nbf, now).ok_or(Error::InvalidRefreshToken)?;
         if claims.iss != self.issuer {
@@ -283,27 +407,145 @@ impl Tokens {
         }
         Ok(claims)
     }
+}
 
-    /// Signature, pinned algorithm, exact type and no key-pointing header.
-    /// `None` for any failure: the caller only says "invalid".
-    fn verify<C: DeserializeOwned>(&self, token: &str, typ: &str, key: &DecodingKey) -> Option<C> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return None;
-        }
-        let data = jsonwebtoken::decode::<C>(token, key, &self.validation).ok()?;
-        let header = &data.header;
-        let typ_matches = header
-            .typ
-            .as_deref()
-            .is_some_and(|found| found.eq_ignore_ascii_case(typ));
-        let points_elsewhere = header.jku.is_some()
-            || header.jwk.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.kid.is_some()
-            || header.crit.is_some();
-        (header.alg == Algorithm::HS256 && typ_matches && !points_elsewhere).then_some(data.claims)
+/// Signature by one of our keys (found by `kid`, with that key's algorithm
+/// pinned), exact type, no key-pointing header. `None` for any failure: the
+/// caller only says "invalid".
+fn verify<C: DeserializeOwned>(
+    token: &str,
+    typ: &str,
+    verifiers: &HashMap<String, Verifier>,
+    now: UnixTime,
+) -> Option<C> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
     }
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let typ_matches = header
+        .typ
+        .as_deref()
+        .is_some_and(|found| found.eq_ignore_ascii_case(typ));
+    let points_elsewhere = header.jku.is_some()
+        || header.jwk.is_some()
+        || header.x5u.is_some()
+        || header.x5c.is_some()
+        || header.crit.is_some();
+    if !typ_matches || points_elsewhere {
+        return None;
+    }
+    let verifier = verifiers.get(header.kid.as_deref()?)?;
+    if header.alg != verifier.alg || verifier.until.is_some_and(|until| now >= until) {
+        return None;
+    }
+    jsonwebtoken::decode::<C>(token, &verifier.key, &verifier.validation)
+        .ok()
+        .map(|data| data.claims)
+}
+
+/// Validation for one algorithm. Time is judged against latchkey's clock in
+/// `check_times`; the claim structs make every claim we need mandatory.
+fn validation(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation.leeway = 0;
+    validation
+}
+
+/// The HS256 signer and verifier of a secret; its kid is derived from the
+/// secret (a keyed hash: it names the secret without revealing it).
+fn hmac_keys(prefix: &str, secret: &Secret) -> (Signer, HashMap<String, Verifier>) {
+    let digest = blake3::derive_key("latchkey 2026 HS256 key id", secret.expose().as_bytes());
+    let hex: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let kid = format!("{prefix}-{hex}");
+    let bytes = secret.expose().as_bytes();
+    let verifier = Verifier {
+        alg: Algorithm::HS256,
+        key: DecodingKey::from_secret(bytes),
+        validation: validation(Algorithm::HS256),
+        until: None,
+        public: None,
+    };
+    let signer = Signer {
+        kid: kid.clone(),
+        alg: Algorithm::HS256,
+        key: EncodingKey::from_secret(bytes),
+    };
+    (signer, HashMap::from([(kid, verifier)]))
+}
+
+/// The verifier of a stored key pair, from its public JWK.
+fn asymmetric_verifier(
+    key: &keys::StoredKey,
+    until: Option<UnixTime>,
+) -> Result<(String, Verifier)> {
+    let alg = jose_alg(key.alg);
+    let unusable = |err: jsonwebtoken::errors::Error| {
+        Error::Config(format!("signing key {} is unusable: {err}", key.kid))
+    };
+    let mut jwk = Jwk::from_encoding_key(&key.encoding_key()?, alg).map_err(unusable)?;
+    jwk.common.key_id = Some(key.kid.clone());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    let public = match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(params) => PublicJwk {
+            kty: "OKP".into(),
+            crv: curve_name(&params.curve).into(),
+            x: params.x.clone(),
+            y: None,
+            kid: key.kid.clone(),
+            alg: key.alg.as_str().into(),
+        },
+        AlgorithmParameters::EllipticCurve(params) => PublicJwk {
+            kty: "EC".into(),
+            crv: curve_name(&params.curve).into(),
+            x: params.x.clone(),
+            y: Some(params.y.clone()),
+            kid: key.kid.clone(),
+            alg: key.alg.as_str().into(),
+        },
+        _ => {
+            return Err(Error::Config(format!(
+                "signing key {} is not EdDSA or ES256",
+                key.kid
+            )));
+        }
+    };
+    let verifier = Verifier {
+        alg,
+        key: DecodingKey::from_jwk(&jwk).map_err(unusable)?,
+        validation: validation(alg),
+        until,
+        public: Some(public),
+    };
+    Ok((key.kid.clone(), verifier))
+}
+
+fn curve_name(curve: &EllipticCurve) -> &'static str {
+    match curve {
+        EllipticCurve::Ed25519 => "Ed25519",
+        EllipticCurve::P256 => "P-256",
+        // latchkey only makes Ed25519 and P-256 keys.
+        _ => "unsupported",
+    }
+}
+
+/// jsonwebtoken's name of a signing algorithm.
+pub(crate) fn jose_alg(alg: SigningAlg) -> Algorithm {
+    match alg {
+        SigningAlg::EdDsa => Algorithm::EdDSA,
+        SigningAlg::Es256 => Algorithm::ES256,
+        SigningAlg::Hs256 => Algorithm::HS256,
+    }
+}
+
+fn access_ttl(config: &Config) -> u64 {
+    config.access_ttl.as_secs().max(1)
 }
 
 /// `Some(())` when neither `iat` nor `nbf` lies in the future.
@@ -312,10 +554,11 @@ fn check_times(iat: UnixTime, nbf: Option<UnixTime>, now: UnixTime) -> Option<()
     (iat <= latest && nbf.is_none_or(|nbf| nbf <= latest)).then_some(())
 }
 
-fn sign<C: Serialize>(typ: &str, claims: &C, key: &EncodingKey) -> Result<Secret> {
-    let mut header = Header::new(Algorithm::HS256);
+fn sign<C: Serialize>(typ: &str, claims: &C, signer: &Signer) -> Result<Secret> {
+    let mut header = Header::new(signer.alg);
     header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(&header, claims, key)
+    header.kid = Some(signer.kid.clone());
+    jsonwebtoken::encode(&header, claims, &signer.key)
         .map(Secret::new)
         .map_err(|err| Error::Internal(format!("cannot sign a token: {err}")))
 }
@@ -341,8 +584,12 @@ mod tests {
         }
     }
 
+    fn hmac(access: &Secret, refresh: &Secret, config: &Config) -> Tokens {
+        Tokens::new(&AccessSigner::Secret(access.clone()), refresh, config).expect("tokens")
+    }
+
     fn tokens() -> Tokens {
-        Tokens::new(
+        hmac(
             &Secret::new("a".repeat(32)),
             &Secret::new("b".repeat(32)),
             &config(),
@@ -390,7 +637,7 @@ mod tests {
     #[test]
     fn a_refresh_token_is_not_an_access_token_even_with_equal_secrets() {
         let secret = Secret::new("same-secret-same-secret-same-secret");
-        let tokens = Tokens::new(&secret, &secret, &config());
+        let tokens = hmac(&secret, &secret, &config());
         let refresh = tokens.issue_refresh("u1", "f1", NOW).expect("issued");
         assert!(matches!(
             tokens.verify_access(refresh.token.expose(), NOW),
@@ -410,8 +657,8 @@ mod tests {
             audience: Some("api".into()),
             ..config()
         };
-        let api = Tokens::new(&secret, &secret, &for_api);
-        let other_issuer = Tokens::new(
+        let api = hmac(&secret, &secret, &for_api);
+        let other_issuer = hmac(
             &secret,
             &secret,
             &Config {
@@ -419,7 +666,7 @@ mod tests {
                 ..for_api.clone()
             },
         );
-        let other_audience = Tokens::new(
+        let other_audience = hmac(
             &secret,
             &secret,
             &Config {
@@ -427,7 +674,7 @@ mod tests {
                 ..for_api.clone()
             },
         );
-        let no_audience = Tokens::new(&secret, &secret, &config());
+        let no_audience = hmac(&secret, &secret, &config());
         let own = api.issue_access(&user(), "s1", NOW).expect("issued");
         let claims = api.verify_access(own.token.expose(), NOW).expect("valid");
         assert_eq!(
