@@ -645,3 +645,58 @@ async fn the_first_admin_is_created_offline_and_users_are_managed_from_the_comma
         "account_disabled"
     );
 }
+
+#[tokio::test]
+async fn keys_rotate_makes_a_new_key_active_and_keeps_the_old_one_published() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let dir = cwd.path();
+    let server = start(dir, &[]);
+    let (old_access, _) = register_and_login(&server.base).await;
+    let running = run(dir, &["keys", "rotate"]);
+    assert_fails_with_one_line(&running, "stop it first");
+    server.terminate();
+
+    let rotated = run(dir, &["keys", "rotate"]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let printed = String::from_utf8(rotated.stdout).expect("utf-8");
+    let new_kid = printed
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .expect("active kid")
+        .to_owned();
+    assert!(printed.contains("retired "), "{printed}");
+    let listed = String::from_utf8(run(dir, &["keys", "list"]).stdout).expect("utf-8");
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed
+            .lines()
+            .next()
+            .is_some_and(|line| line.starts_with(&new_kid) && line.contains("active")),
+        "{listed}"
+    );
+
+    let server = start(dir, &[]);
+    assert_eq!(me_status(&server.base, &old_access).await, StatusCode::OK);
+    let jwks: Value = client()
+        .get(format!("{}/.well-known/jwks.json", server.base))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(jwks["keys"][0]["kid"], new_kid.as_str());
+    assert_eq!(jwks["keys"].as_array().expect("keys").len(), 2);
+    drop(server);
+
+    let hmac = tempfile::tempdir().expect("temp dir");
+    let server = start(hmac.path(), &["--signing-alg", "HS256"]);
+    server.terminate();
+    let refused = run(hmac.path(), &["keys", "rotate"]);
+    assert_fails_with_one_line(&refused, "HS256");
+}

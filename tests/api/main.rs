@@ -8,6 +8,7 @@ mod flow;
 mod forged_tokens;
 mod helpers;
 mod hostile_input;
+mod jwks;
 mod openapi;
 mod refresh;
 mod security;
