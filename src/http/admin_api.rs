@@ -18,6 +18,7 @@ use crate::model::{AuditEvent, User, format_time};
 use crate::service::{Latchkey, MAX_PAGE, UserChange};
 
 /// The admin operations.
+#[derive(Default)]
 pub struct AdminApi;
 
 /// A user as an administrator sees them.

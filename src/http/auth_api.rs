@@ -24,6 +24,7 @@ const REFRESH_COOKIE_PATH: &str = "/api/auth";
 const NO_STORE: &str = "no-store";
 
 /// The `/api/auth` operations.
+#[derive(Default)]
 pub struct AuthApi;
 
 /// A new account.

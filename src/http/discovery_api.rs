@@ -14,6 +14,7 @@ use crate::service::Latchkey;
 use crate::tokens::PublicJwk;
 
 /// The discovery operations.
+#[derive(Default)]
 pub struct DiscoveryApi;
 
 /// A public key (RFC 7517).

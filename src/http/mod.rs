@@ -70,14 +70,7 @@ type Apis = (
 
 fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (
-            auth_api::AuthApi,
-            sessions_api::SessionsApi,
-            profile_api::ProfileApi,
-            admin_api::AdminApi,
-            discovery_api::DiscoveryApi,
-            profile_api::MetaApi,
-        ),
+        Apis::default(),
         "latchkey",
         env!("CARGO_PKG_VERSION"),
     )

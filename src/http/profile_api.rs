@@ -14,9 +14,11 @@ use crate::model::{User, format_time};
 use crate::service::Latchkey;
 
 /// The `/api/profile` operations.
+#[derive(Default)]
 pub struct ProfileApi;
 
 /// The `/` status operation.
+#[derive(Default)]
 pub struct MetaApi;
 
 /// A user as clients see it (never the password hash).

@@ -16,6 +16,7 @@ use crate::model::{Session, format_time};
 use crate::service::Latchkey;
 
 /// The session and account operations under `/api/auth`.
+#[derive(Default)]
 pub struct SessionsApi;
 
 /// A live session: one login on one device, continued by its refreshes.

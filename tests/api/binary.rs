@@ -542,45 +542,20 @@ async fn the_first_admin_is_created_offline_and_users_are_managed_from_the_comma
     );
     let root_id = line.split_whitespace().nth(1).expect("id").to_owned();
 
-    let weak = run_with_input(
-        dir,
-        &[
-            "user",
-            "create",
-            "--email",
-            "bob@example.com",
-            "--username",
-            "bob",
-            "--password-stdin",
-        ],
-        "password\n",
-    );
+    let create_bob = [
+        "user",
+        "create",
+        "--email",
+        "bob@example.com",
+        "--username",
+        "bob",
+    ];
+    let from_stdin = [&create_bob[..], &["--password-stdin"]].concat();
+    let weak = run_with_input(dir, &from_stdin, "password\n");
     assert_fails_with_one_line(&weak, "too common");
-    let no_terminal = run(
-        dir,
-        &[
-            "user",
-            "create",
-            "--email",
-            "bob@example.com",
-            "--username",
-            "bob",
-        ],
-    );
+    let no_terminal = run(dir, &create_bob);
     assert_fails_with_one_line(&no_terminal, "--password-stdin");
-    let bob = run_with_input(
-        dir,
-        &[
-            "user",
-            "create",
-            "--email",
-            "bob@example.com",
-            "--username",
-            "bob",
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
+    let bob = run_with_input(dir, &from_stdin, &format!("{PASSWORD}\n"));
     assert!(bob.status.success());
 
     let server = start(dir, &[]);
