@@ -3,8 +3,12 @@
 //! Register and log in with argon2id-hashed passwords, call protected routes
 //! with a short-lived access JWT, stay logged in with a refresh token that
 //! lives in an HttpOnly cookie, is stored only as its blake3 digest, rotates
-//! on every use and is revoked on logout. Data lives in an embedded sled
-//! database; the API is documented live as OpenAPI with Swagger UI.
+//! on every use and is revoked on logout. Sessions (refresh-token families)
+//! can be listed and revoked, reuse of a rotated token revokes its session,
+//! users have roles, and access tokens are signed with EdDSA by default and
+//! verifiable elsewhere through the published JWKS. Data lives in an
+//! embedded sled database; the API is documented live as OpenAPI with
+//! Swagger UI.
 //!
 //! # Run it
 //! ```text
@@ -22,7 +26,8 @@
 //! # Ok(()) }
 //! ```
 //! To guard your own poem-openapi operations, nest [`http::app`] in your
-//! route and take an [`http::AuthUser`] parameter.
+//! route and take an [`http::AuthUser`] parameter, or an
+//! [`http::RequireRole`] to also require a role.
 
 #![deny(missing_docs)]
 
