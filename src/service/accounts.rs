@@ -4,6 +4,9 @@
 //! a session is a refresh-token family, revoking it ends its refresh tokens
 //! and, on latchkey's routes, its access tokens.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use crate::error::{Error, Result};
 use crate::model::{
     ADMIN_ROLE, AuditKind, ClientInfo, Email, Password, RevokeReason, Session, User, Username,
@@ -198,6 +201,7 @@ impl Latchkey {
     /// page, `limit` is capped at [`MAX_PAGE`].
     ///
     /// # Errors
+    /// [`Error::InvalidInput`] for a cursor latchkey did not hand out,
     /// [`Error::Storage`].
     pub fn list_users(
         &self,
@@ -207,10 +211,24 @@ impl Latchkey {
     ) -> Result<UsersPage> {
         let query = query.map(str::trim).filter(|query| !query.is_empty());
         let limit = limit.clamp(1, MAX_PAGE);
-        let (users, next_cursor) =
+        // The cursor is the last email read, base64url-encoded: opaque to
+        // clients and safe in a query string whatever the email holds.
+        let after = cursor
+            .map(|cursor| {
+                URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| {
+                        Error::InvalidInput("cursor is not one latchkey handed out".into())
+                    })
+            })
+            .transpose()?;
+        let (users, next) =
             self.inner
                 .store
-                .users_page(cursor, query, limit, PAGE_SCAN_BUDGET)?;
+                .users_page(after.as_deref(), query, limit, PAGE_SCAN_BUDGET)?;
+        let next_cursor = next.map(|email| URL_SAFE_NO_PAD.encode(email));
         Ok(UsersPage { users, next_cursor })
     }
 
