@@ -63,6 +63,7 @@ type Apis = (
     auth_api::AuthApi,
     sessions_api::SessionsApi,
     profile_api::ProfileApi,
+    profile_api::AccountApi,
     admin_api::AdminApi,
     discovery_api::DiscoveryApi,
     profile_api::MetaApi,

@@ -17,6 +17,10 @@ use crate::service::Latchkey;
 #[derive(Default)]
 pub struct ProfileApi;
 
+/// Account deletion (`DELETE /api/profile/me`), listed under Account.
+#[derive(Default)]
+pub struct AccountApi;
+
 /// The `/` status operation.
 #[derive(Default)]
 pub struct MetaApi;
@@ -144,12 +148,15 @@ impl ProfileApi {
             user: UserView::from(&user),
         })))
     }
+}
 
+#[OpenApi(prefix_path = "/api/profile", tag = "ApiTags::Account")]
+impl AccountApi {
     /// Delete my account
     ///
     /// Confirms with the password, then deletes the account, every session
     /// and every refresh token of it in one transaction.
-    #[oai(path = "/me", method = "delete", tag = "ApiTags::Account")]
+    #[oai(path = "/me", method = "delete")]
     async fn delete_me(
         &self,
         core: Data<&Latchkey>,
