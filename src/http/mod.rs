@@ -63,7 +63,6 @@ type Apis = (
     auth_api::AuthApi,
     sessions_api::SessionsApi,
     profile_api::ProfileApi,
-    profile_api::AccountApi,
     admin_api::AdminApi,
     discovery_api::DiscoveryApi,
     profile_api::MetaApi,

@@ -17,10 +17,6 @@ use crate::service::Latchkey;
 #[derive(Default)]
 pub struct ProfileApi;
 
-/// Account deletion (`DELETE /api/profile/me`), listed under Account.
-#[derive(Default)]
-pub struct AccountApi;
-
 /// The `/` status operation.
 #[derive(Default)]
 pub struct MetaApi;
@@ -135,28 +131,27 @@ error_responses!(DeleteError {
     429 => TooManyRequests,
 });
 
-#[OpenApi(prefix_path = "/api/profile", tag = "ApiTags::Profile")]
+// Tags per operation: an impl-level tag would list the deletion under
+// Profile as well as Account.
+#[OpenApi(prefix_path = "/api/profile")]
 impl ProfileApi {
     /// Who am I
     ///
     /// Returns the user of the access token, sent as `Authorization: Bearer
     /// <token>` or, when no header is sent, as an `access_token` cookie.
-    #[oai(path = "/me", method = "get")]
+    #[oai(path = "/me", method = "get", tag = "ApiTags::Profile")]
     async fn me(&self, core: Data<&Latchkey>, auth: AuthUser) -> Result<MeResponse, MeError> {
         let user = core.user(auth.user_id())?;
         Ok(MeResponse::Ok(Json(MeBody {
             user: UserView::from(&user),
         })))
     }
-}
 
-#[OpenApi(prefix_path = "/api/profile", tag = "ApiTags::Account")]
-impl AccountApi {
     /// Delete my account
     ///
     /// Confirms with the password, then deletes the account, every session
     /// and every refresh token of it in one transaction.
-    #[oai(path = "/me", method = "delete")]
+    #[oai(path = "/me", method = "delete", tag = "ApiTags::Account")]
     async fn delete_me(
         &self,
         core: Data<&Latchkey>,
