@@ -675,3 +675,54 @@ async fn keys_rotate_makes_a_new_key_active_and_keeps_the_old_one_published() {
     let refused = run(hmac.path(), &["keys", "rotate"]);
     assert_fails_with_one_line(&refused, "HS256");
 }
+
+/// Runs `command_line` on a pseudo-terminal (util-linux `script`), typing
+/// `typed` into it, as a person at a shell would.
+fn run_on_terminal(cwd: &Path, command_line: &str, typed: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .args(["-qec", command_line, "/dev/null"])
+        .current_dir(cwd)
+        .env_remove("JWT_SECRET")
+        .env_remove("REFRESH_TOKEN_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script (util-linux)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(typed.as_bytes())
+        .expect("type");
+    child.wait_with_output().expect("run")
+}
+
+#[test]
+fn user_create_asks_for_the_password_twice_on_a_terminal() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let create = format!("{BINARY} user create --email tty@example.com --username ttyuser");
+    let differ = run_on_terminal(
+        cwd.path(),
+        &create,
+        "ultra violet kestrel 42\nultra violet kestrel 43\n",
+    );
+    let shown = String::from_utf8_lossy(&differ.stdout);
+    assert!(!differ.status.success(), "{shown}");
+    assert!(
+        shown.contains("Password again:") && shown.contains("the two passwords differ"),
+        "{shown}"
+    );
+    let same = run_on_terminal(
+        cwd.path(),
+        &create,
+        "ultra violet kestrel 42\nultra violet kestrel 42\n",
+    );
+    let shown = String::from_utf8_lossy(&same.stdout);
+    assert!(same.status.success(), "{shown}");
+    assert!(
+        shown.contains("created ") && shown.contains("tty@example.com"),
+        "{shown}"
+    );
+}
