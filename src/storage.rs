@@ -266,15 +266,8 @@ impl Store {
     /// [`Error::Storage`].
     pub fn sessions_of(&self, user_id: &str) -> Result<Vec<Session>> {
         let mut sessions = Vec::new();
-        for key in self
-            .inner
-            .user_sessions
-            .scan_prefix(user_prefix(user_id))
-            .keys()
-        {
-            let key = key.map_err(storage_error)?;
-            let session_id = &key[user_id.len() + 1..];
-            if let Some(session) = get::<Session>(&self.inner.sessions, session_id)? {
+        for id in self.session_ids_of(user_id)? {
+            if let Some(session) = get::<Session>(&self.inner.sessions, id.as_bytes())? {
                 sessions.push(session);
             }
         }
