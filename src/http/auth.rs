@@ -78,7 +78,8 @@ pub(crate) fn client_of(req: &Request, core: &Latchkey) -> ClientInfo {
 /// to the rate limits and the audit log.
 pub(crate) fn client_info(req: &Request, trusted_proxies: &[IpNet]) -> ClientInfo {
     let peer = match req.remote_addr() {
-        RemoteAddr(poem::Addr::SocketAddr(addr)) => Some(addr.ip()),
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+        RemoteAddr(poem::Addr::SocketAddr(addr)) => Some(addr.ip().to_canonical()),
         _ => None,
     };
     let user_agent = req
@@ -147,15 +148,16 @@ fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 /// `2001:db8::1`, `"[2001:db8::1]:443"`.
 fn parse_hop(raw: &str) -> Option<IpAddr> {
     let text = raw.trim().trim_matches('"');
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Ok(socket) = text.parse::<SocketAddr>() {
-        return Some(socket.ip());
-    }
-    text.strip_prefix('[')
-        .and_then(|rest| rest.split_once(']'))
-        .and_then(|(ip, _)| ip.parse().ok())
+    let ip = text
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
+        .or_else(|| {
+            text.strip_prefix('[')
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(ip, _)| ip.parse().ok())
+        })?;
+    Some(ip.to_canonical())
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -337,6 +339,11 @@ mod tests {
         assert_eq!(
             client_ip(ip("10.0.0.2"), &forwarded, &proxies),
             ip("2001:db8::17")
+        );
+        let mapped = headers(&[("x-forwarded-for", "::ffff:198.51.100.7")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &mapped, &proxies),
+            ip("198.51.100.7")
         );
         let hidden = headers(&[("forwarded", "for=_hidden, for=10.0.0.9")]);
         assert_eq!(client_ip(ip("10.0.0.2"), &hidden, &proxies), ip("10.0.0.9"));

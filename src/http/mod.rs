@@ -196,7 +196,7 @@ fn cross_site(req: &Request, settings: &GuardSettings) -> bool {
         Some(peer) => settings
             .trusted_proxies
             .iter()
-            .any(|net| net.contains(&peer.ip())),
+            .any(|net| net.contains(&peer.ip().to_canonical())),
         None => false,
     };
     let forwarded_host = text(X_FORWARDED_HOST).filter(|_| peer_trusted);
