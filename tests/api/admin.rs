@@ -176,13 +176,7 @@ async fn disabling_a_user_ends_their_sessions_at_once_and_blocks_login_and_refre
         .await;
     assert_eq!(user["disabled"], true);
     assert_eq!(user["liveSessions"], 0);
-    assert_error(
-        app.me(&alice.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "session_revoked",
-        None,
-    )
-    .await;
+    app.assert_session_revoked(&alice.access_token).await;
     assert_error(
         app.refresh_with(&alice.refresh_token).await,
         StatusCode::FORBIDDEN,
@@ -301,13 +295,7 @@ async fn an_admin_revokes_every_session_of_a_user() {
         .await;
     assert_eq!(body, json!({"revoked": 2}));
     for session in [&alice, &second] {
-        assert_error(
-            app.me(&session.access_token).await,
-            StatusCode::UNAUTHORIZED,
-            "session_revoked",
-            None,
-        )
-        .await;
+        app.assert_session_revoked(&session.access_token).await;
     }
     assert_eq!(app.me(&root.access_token).await.status(), StatusCode::OK);
 }

@@ -265,6 +265,18 @@ impl TestApp {
         Session::from_token_response(response).await
     }
 
+    /// Asserts that latchkey's routes refuse this access token because its
+    /// session was revoked (the message is checked once, here).
+    pub async fn assert_session_revoked(&self, access_token: &str) {
+        assert_error(
+            self.me(access_token).await,
+            StatusCode::UNAUTHORIZED,
+            "session_revoked",
+            Some("Session revoked"),
+        )
+        .await;
+    }
+
     /// A secret the server generated in its data dir.
     pub fn stored_secret(&self, name: &str) -> String {
         std::fs::read_to_string(self.data_dir.join(name))

@@ -56,13 +56,7 @@ async fn a_rotated_token_after_the_grace_revokes_the_whole_family() {
             None,
         )
         .await;
-        assert_error(
-            app.me(&dead.access_token).await,
-            StatusCode::UNAUTHORIZED,
-            "session_revoked",
-            Some("Session revoked"),
-        )
-        .await;
+        app.assert_session_revoked(&dead.access_token).await;
     }
     // The user's other session is untouched.
     assert_eq!(
@@ -148,13 +142,7 @@ async fn a_logged_out_token_is_revoked_and_revokes_nothing_else() {
         Some("Refresh token revoked"),
     )
     .await;
-    assert_error(
-        app.me(&ended.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "session_revoked",
-        None,
-    )
-    .await;
+    app.assert_session_revoked(&ended.access_token).await;
     Session::from_token_response(app.refresh_with(&kept.refresh_token).await).await;
     assert!(!app.audit_kinds().contains(&"reuse_detected".to_owned()));
 }

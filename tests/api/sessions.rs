@@ -15,13 +15,7 @@ async fn assert_dead(app: &TestApp, session: &Session) {
         None,
     )
     .await;
-    assert_error(
-        app.me(&session.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "session_revoked",
-        None,
-    )
-    .await;
+    app.assert_session_revoked(&session.access_token).await;
 }
 
 async fn assert_alive(app: &TestApp, session: &Session) -> Session {
@@ -268,13 +262,7 @@ async fn deleting_my_account_removes_it_its_sessions_and_its_tokens() {
         .await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert!(header(&deleted, "set-cookie").contains("Max-Age=0"));
-    assert_error(
-        app.me(&rotated.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "session_revoked",
-        None,
-    )
-    .await;
+    app.assert_session_revoked(&rotated.access_token).await;
     assert_error(
         app.refresh_with(&rotated.refresh_token).await,
         StatusCode::UNAUTHORIZED,
