@@ -1,41 +1,193 @@
-//! The offline subcommands (`latchkey audit`, `latchkey user …`,
-//! `latchkey keys …`): they open
-//! the data directory themselves, so they run while the server is stopped
-//! (sled's lock makes a running server a clear error), and print for a
-//! terminal or, with `--json`, one JSON object per line. The only importer
-//! of `rpassword`. Depends on `service` and `config`.
+//! The command line: `latchkey` (serve) and its offline subcommands
+//! (`openapi`, `audit`, `user …`, `keys …`). Part of the binary, not of the
+//! library: it uses only latchkey's public API, like any other client. The
+//! offline commands open the data directory themselves, so they run while
+//! the server is stopped (sled's lock makes a running server a clear
+//! error), and print for a terminal or, with `--json`, one JSON object per
+//! line. The only importer of `rpassword`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
-use crate::config::{AuditArgs, Config, KeysCommand, UserCommand};
-use crate::error::{Error, Result};
-use crate::model::{AuditEvent, ClientInfo, DEFAULT_ROLE, User, format_time};
-use crate::service::{Latchkey, MAX_PAGE, UserChange};
-use crate::tokens::keys::KeyRing;
+use clap::{Args, Parser, Subcommand};
+use latchkey::config::{Config, DEFAULT_DATA_DIR, SigningAlg};
+use latchkey::{AuditEvent, ClientInfo, Error, Latchkey, MAX_PAGE, Result, User, UserChange};
+
+/// latchkey's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "A self-hosted authentication server: argon2id passwords, short-lived access JWTs, rotating refresh tokens.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; without a subcommand latchkey serves.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Directory of the database and generated secrets (every command).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_DATA_DIR",
+        default_value = DEFAULT_DATA_DIR
+    )]
+    data_dir: PathBuf,
+    /// `serve` flags, also accepted without the `serve` word.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+impl Cli {
+    /// The command to run (`serve` with the top-level flags when none was
+    /// named) and the data directory every command uses.
+    pub fn into_command(self) -> (Command, PathBuf) {
+        let command = self.command.unwrap_or(Command::Serve(self.serve));
+        (command, self.data_dir)
+    }
+}
+
+/// latchkey's subcommands.
+// Parsed once at startup: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Print the OpenAPI spec (the checked-in openapi.json is exactly this output).
+    Openapi,
+    /// Print security events from the audit log (run it while the server is stopped).
+    Audit(AuditArgs),
+    /// Manage users from the command line (run it while the server is stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage the access-token signing keys (run it while the server is stopped).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Flags of `latchkey serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LATCHKEY_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 5000)]
+    pub port: u16,
+    /// Core settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Flags of `latchkey audit`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Only events of this user id.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only events newer than this (humantime: 1h, 7d); default: all kept.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// At most this many events (the oldest first).
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+    /// One JSON object per line instead of aligned text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `latchkey user …`: bootstrap and manage accounts offline.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Create an account (with `--role admin`, the first administrator). The
+    /// password is asked on the terminal, or read from standard input with
+    /// `--password-stdin`.
+    Create {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// The account's username.
+        #[arg(long)]
+        username: String,
+        /// A role besides `user` (repeat for several).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts (id, email, username, roles, state).
+    List {
+        /// Only accounts whose email or username contains this.
+        #[arg(long)]
+        query: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace an account's roles (comma-separated, e.g. `admin,user`).
+    SetRoles {
+        /// The user id or email.
+        user: String,
+        /// The roles, comma-separated.
+        #[arg(value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Disable an account and end its sessions.
+    Disable {
+        /// The user id or email.
+        user: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The user id or email.
+        user: String,
+    },
+}
+
+/// `latchkey keys …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key active. The previous public keys stay published
+    /// and valid until every token they signed has expired.
+    Rotate {
+        /// Algorithm of the new key (default: that of the current key).
+        #[arg(long, value_enum)]
+        signing_alg: Option<SigningAlg>,
+    },
+    /// List the signing keys (kid, algorithm, state).
+    List,
+}
 
 /// Who the audit log names as the actor of command-line changes.
 const CLI_ACTOR: &str = "command-line";
 
-/// Opens an existing data directory for an offline command.
+fn write_error(err: std::io::Error) -> Error {
+    Error::Internal(format!("cannot write: {err}"))
+}
+
+/// RFC 3339 UTC, as the API prints times.
+fn format_time(time: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(time)).to_string()
+}
+
+/// Opens the data directory for an offline command: an existing one, or a
+/// new one only when `create` (the first admin may be made before the first
+/// start).
 ///
 /// # Errors
-/// [`Error::Config`] when the directory holds no latchkey database,
-/// [`Error::DataDirLocked`] when the server is running on it, or what
-/// [`Latchkey::open`] returns.
-pub fn open_existing(config: Config) -> Result<Latchkey> {
-    let config = Config {
-        offline: true,
-        ..config
-    };
-    if !config.data_dir.join("db").exists() {
+/// [`Error::Config`] when the directory holds no latchkey database or a
+/// running server holds it, or what [`Latchkey::open_offline`] returns.
+fn open(data_dir: &Path, create: bool) -> Result<Latchkey> {
+    if !create && !data_dir.join("db").exists() {
         return Err(Error::Config(format!(
             "{} holds no latchkey database (pass --data-dir)",
-            config.data_dir.display()
+            data_dir.display()
         )));
     }
-    Latchkey::open(config).map_err(|err| match err {
+    Latchkey::open_offline(Config::with_data_dir(data_dir)).map_err(|err| match err {
         Error::DataDirLocked(dir) => Error::Config(format!(
             "data directory {dir} is in use by a running latchkey; stop it first"
         )),
@@ -46,23 +198,17 @@ pub fn open_existing(config: Config) -> Result<Latchkey> {
 /// `latchkey audit`: prints the matching events to `out`.
 ///
 /// # Errors
-/// See [`open_existing`]; I/O errors writing `out` become [`Error::Internal`].
-pub fn audit(args: &AuditArgs, out: &mut impl Write) -> Result<()> {
-    let core = open_existing(Config::with_data_dir(&args.data_dir))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0);
+/// See [`open`]; I/O errors writing `out` become [`Error::Internal`].
+pub fn audit(args: &AuditArgs, data_dir: &Path, out: &mut impl Write) -> Result<()> {
+    let core = open(data_dir, false)?;
+    let now = core.clock().now();
     let since = args
         .since
         .map_or(0, |window| now.saturating_sub(window.as_secs()));
-    let events = core.audit_events(since, args.user.as_deref(), args.limit)?;
-    let write_error = |err: std::io::Error| Error::Internal(format!("cannot write: {err}"));
-    for event in &events {
-        let line = if args.json {
-            json_line(event)?
-        } else {
-            text_line(event)
+    for event in core.audit_events(since, args.user.as_deref(), args.limit)? {
+        let line = match args.json {
+            true => json_line(&event)?,
+            false => text_line(&event),
         };
         writeln!(out, "{line}").map_err(write_error)?;
     }
@@ -105,46 +251,40 @@ fn text_line(event: &AuditEvent) -> String {
 /// [`Error::Config`] when the data directory cannot be used.
 pub async fn user(
     command: UserCommand,
+    data_dir: &Path,
     input: &mut impl BufRead,
     out: &mut impl Write,
 ) -> Result<()> {
-    let write_error = |err: std::io::Error| Error::Internal(format!("cannot write: {err}"));
     match command {
         UserCommand::Create {
             email,
             username,
             roles,
             password_stdin,
-            data_dir,
         } => {
             let password = read_password(password_stdin, input)?;
-            let core = open(&data_dir, true)?;
-            let mut all = vec![DEFAULT_ROLE.to_owned()];
+            let core = open(data_dir, true)?;
+            let mut all = vec![latchkey::DEFAULT_ROLE.to_owned()];
             all.extend(roles);
             let user = core
                 .create_user(&username, &email, &password, &all, ClientInfo::default())
                 .await?;
             writeln!(out, "created {}", describe(&core, &user)?).map_err(write_error)?;
         }
-        UserCommand::List {
-            query,
-            json,
-            data_dir,
-        } => {
-            let core = open(&data_dir, false)?;
+        UserCommand::List { query, json } => {
+            let core = open(data_dir, false)?;
             let mut cursor = None;
             loop {
                 let page = core.list_users(query.as_deref(), MAX_PAGE, cursor.as_deref())?;
                 for user in &page.users {
-                    let line = if json {
-                        serde_json::json!({
+                    let line = match json {
+                        true => serde_json::json!({
                             "id": user.id, "email": user.email, "username": user.username,
                             "roles": user.roles, "disabled": user.disabled,
                             "createdAt": format_time(user.created_at),
                         })
-                        .to_string()
-                    } else {
-                        describe(&core, user)?
+                        .to_string(),
+                        false => describe(&core, user)?,
                     };
                     writeln!(out, "{line}").map_err(write_error)?;
                 }
@@ -154,12 +294,8 @@ pub async fn user(
                 }
             }
         }
-        UserCommand::SetRoles {
-            user,
-            roles,
-            data_dir,
-        } => {
-            let core = open(&data_dir, false)?;
+        UserCommand::SetRoles { user, roles } => {
+            let core = open(data_dir, false)?;
             let change = UserChange {
                 roles: Some(roles),
                 disabled: None,
@@ -167,46 +303,32 @@ pub async fn user(
             let user = change_user(&core, &user, change).await?;
             writeln!(out, "updated {}", describe(&core, &user)?).map_err(write_error)?;
         }
-        UserCommand::Disable { user, data_dir } => {
-            let core = open(&data_dir, false)?;
-            let user = set_disabled(&core, &user, true).await?;
-            writeln!(out, "disabled {}", describe(&core, &user)?).map_err(write_error)?;
-        }
-        UserCommand::Enable { user, data_dir } => {
-            let core = open(&data_dir, false)?;
-            let user = set_disabled(&core, &user, false).await?;
-            writeln!(out, "enabled {}", describe(&core, &user)?).map_err(write_error)?;
-        }
+        UserCommand::Disable { user } => set_disabled(data_dir, &user, true, out).await?,
+        UserCommand::Enable { user } => set_disabled(data_dir, &user, false, out).await?,
     }
     Ok(())
 }
 
-/// Opens the data directory: a new one only when `create` (bootstrapping
-/// the first admin before the first start is allowed).
-fn open(data_dir: &Path, create: bool) -> Result<Latchkey> {
-    let config = Config::with_data_dir(data_dir);
-    if create && !data_dir.join("db").exists() {
-        return Latchkey::open(Config {
-            offline: true,
-            ..config
-        });
-    }
-    open_existing(config)
-}
-
-async fn set_disabled(core: &Latchkey, user: &str, disabled: bool) -> Result<User> {
+async fn set_disabled(
+    data_dir: &Path,
+    user: &str,
+    disabled: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let core = open(data_dir, false)?;
     let change = UserChange {
         roles: None,
         disabled: Some(disabled),
     };
-    change_user(core, user, change).await
+    let user = change_user(&core, user, change).await?;
+    let verb = if disabled { "disabled" } else { "enabled" };
+    writeln!(out, "{verb} {}", describe(&core, &user)?).map_err(write_error)
 }
 
 async fn change_user(core: &Latchkey, user: &str, change: UserChange) -> Result<User> {
-    let id = if user.contains('@') {
-        core.user_by_email(user)?.id
-    } else {
-        user.to_owned()
+    let id = match user.contains('@') {
+        true => core.user_by_email(user)?.id,
+        false => user.to_owned(),
     };
     core.change_user(CLI_ACTOR, &id, change, ClientInfo::default())
         .await
@@ -259,41 +381,29 @@ fn read_password(from_stdin: bool, input: &mut impl BufRead) -> Result<String> {
 /// # Errors
 /// [`Error::Config`] when there is no key ring (HS256) or the data
 /// directory cannot be used.
-pub fn keys(command: KeysCommand, out: &mut impl Write) -> Result<()> {
-    let write_error = |err: std::io::Error| Error::Internal(format!("cannot write: {err}"));
-    let data_dir = match &command {
-        KeysCommand::Rotate { data_dir, .. } | KeysCommand::List { data_dir } => data_dir.clone(),
-    };
-    let _locked = open_existing(Config::with_data_dir(&data_dir))?;
-    let mut ring = KeyRing::load(&data_dir)?.ok_or_else(|| {
-        Error::Config(format!(
-            "{} has no signing keys: latchkey signs with HS256 there (JWT_SECRET), which has no key pair to rotate",
-            data_dir.display()
-        ))
-    })?;
+pub fn keys(command: KeysCommand, data_dir: &Path, out: &mut impl Write) -> Result<()> {
+    let core = open(data_dir, false)?;
     match command {
-        KeysCommand::Rotate { signing_alg, .. } => {
-            let previous = ring.active().map(|key| (key.kid.clone(), key.alg));
-            let alg = signing_alg
-                .or(previous.as_ref().map(|(_, alg)| *alg))
-                .ok_or_else(|| Error::Config("the key ring has no active key".into()))?;
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|elapsed| elapsed.as_secs())
-                .unwrap_or(0);
-            let kid = ring.rotate(alg, now)?.kid.clone();
-            ring.save(&data_dir)?;
-            writeln!(out, "active {kid} {}", alg.as_str()).map_err(write_error)?;
-            if let Some((old, _)) = previous {
+        KeysCommand::Rotate { signing_alg } => {
+            let rotated = core.rotate_signing_key(signing_alg)?;
+            writeln!(
+                out,
+                "active {} {}",
+                rotated.active.kid,
+                rotated.active.alg.as_str()
+            )
+            .map_err(write_error)?;
+            if let Some(old) = rotated.retired {
                 writeln!(
                     out,
-                    "retired {old}: still published and accepted until the access tokens it signed expire"
+                    "retired {}: still published and accepted until the access tokens it signed expire",
+                    old.kid
                 )
                 .map_err(write_error)?;
             }
         }
-        KeysCommand::List { .. } => {
-            for key in ring.keys.iter().rev() {
+        KeysCommand::List => {
+            for key in core.signing_keys()? {
                 let state = match key.retired_at {
                     None => "active".to_owned(),
                     Some(at) => format!("retired {}", format_time(at)),
@@ -310,4 +420,67 @@ pub fn keys(command: KeysCommand, out: &mut impl Write) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_defaults_match_config_default() {
+        let cli = Cli::try_parse_from(["latchkey"]).expect("parses");
+        let (Command::Serve(args), data_dir) = cli.into_command() else {
+            panic!("expected serve");
+        };
+        let parsed = args.config;
+        let default = Config::default();
+        assert_eq!(data_dir, default.data_dir);
+        assert_eq!(parsed.access_ttl, default.access_ttl);
+        assert_eq!(parsed.refresh_ttl, default.refresh_ttl);
+        assert_eq!(parsed.sweep_interval, default.sweep_interval);
+        assert_eq!(parsed.secure_cookies, default.secure_cookies);
+        assert_eq!(parsed.issuer, default.issuer);
+        assert_eq!(parsed.audience, default.audience);
+        assert_eq!(parsed.reuse_grace, default.reuse_grace);
+        assert_eq!(parsed.audit_retention, default.audit_retention);
+        assert_eq!(parsed.limits.login_ip, default.limits.login_ip);
+        assert_eq!(parsed.limits.login_account, default.limits.login_account);
+        assert_eq!(parsed.limits.register_ip, default.limits.register_ip);
+        assert_eq!(parsed.limits.refresh_ip, default.limits.refresh_ip);
+        assert_eq!(parsed.limits.enabled, default.limits.enabled);
+    }
+
+    #[test]
+    fn serve_flags_work_with_and_without_the_subcommand() {
+        let bare = Cli::try_parse_from(["latchkey", "--access-ttl", "2s"]).expect("parses");
+        let (Command::Serve(args), _) = bare.into_command() else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.config.access_ttl, Duration::from_secs(2));
+        let named =
+            Cli::try_parse_from(["latchkey", "serve", "--refresh-ttl", "1d"]).expect("parses");
+        let (Command::Serve(args), _) = named.into_command() else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.config.refresh_ttl, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn data_dir_is_one_flag_that_every_command_takes() {
+        for line in [
+            vec!["latchkey", "--data-dir", "/x"],
+            vec!["latchkey", "serve", "--data-dir", "/x"],
+            vec!["latchkey", "audit", "--data-dir", "/x"],
+            vec!["latchkey", "user", "list", "--data-dir", "/x"],
+            vec!["latchkey", "keys", "rotate", "--data-dir", "/x"],
+        ] {
+            let cli = Cli::try_parse_from(&line).unwrap_or_else(|err| panic!("{line:?}: {err}"));
+            assert_eq!(cli.into_command().1, PathBuf::from("/x"), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_cors_origin_is_refused() {
+        assert!(Cli::try_parse_from(["latchkey", "--cors-origins", "*"]).is_err());
+    }
 }

@@ -1,6 +1,7 @@
-//! Every setting latchkey has, with its default, readable from flags and the
-//! environment (clap). The library takes a [`Config`]; the binary parses a
-//! [`Cli`]. Depends only on `model` (for the redacting [`Secret`]).
+//! Every setting of the latchkey core, with its default, readable from
+//! flags and the environment (clap derives them; the binary's command line
+//! flattens [`Config`] into `latchkey serve`). Depends only on `model` (for
+//! the redacting [`Secret`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 
 use crate::model::Secret;
 
@@ -38,168 +39,6 @@ pub const DEFAULT_REGISTER_IP_RATE: &str = "20/1h";
 /// Default refreshes per client IP.
 pub const DEFAULT_REFRESH_IP_RATE: &str = "120/1m";
 
-/// latchkey's command line.
-#[derive(Debug, Parser)]
-#[command(
-    name = "latchkey",
-    version,
-    about = "A self-hosted authentication server: argon2id passwords, short-lived access JWTs, rotating refresh tokens.",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    /// What to do; without a subcommand latchkey serves.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// `serve` flags, also accepted without the `serve` word.
-    #[command(flatten)]
-    pub serve: ServeArgs,
-}
-
-impl Cli {
-    /// The command to run, `serve` with the top-level flags when none was named.
-    pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
-    }
-}
-
-/// latchkey's subcommands.
-// Parsed once at startup: the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the HTTP API (the default).
-    Serve(ServeArgs),
-    /// Print the OpenAPI spec (the checked-in openapi.json is exactly this output).
-    Openapi,
-    /// Print security events from the audit log (run it while the server is stopped).
-    Audit(AuditArgs),
-    /// Manage users from the command line (run it while the server is stopped).
-    #[command(subcommand)]
-    User(UserCommand),
-    /// Manage the access-token signing keys (run it while the server is stopped).
-    #[command(subcommand)]
-    Keys(KeysCommand),
-}
-
-/// `latchkey keys …`.
-#[derive(Debug, Clone, Subcommand)]
-pub enum KeysCommand {
-    /// Make a new signing key active. The previous public keys stay published
-    /// and valid until every token they signed has expired.
-    Rotate {
-        /// Algorithm of the new key (default: that of the current key).
-        #[arg(long, value_enum)]
-        signing_alg: Option<SigningAlg>,
-        /// Directory of the database and keys.
-        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// List the signing keys (kid, algorithm, state).
-    List {
-        /// Directory of the database and keys.
-        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-}
-
-/// `latchkey user …`: bootstrap and manage accounts offline.
-#[derive(Debug, Clone, Subcommand)]
-pub enum UserCommand {
-    /// Create an account (with `--role admin`, the first administrator). The
-    /// password is asked on the terminal, or read from standard input with
-    /// `--password-stdin`.
-    Create {
-        /// The account's email.
-        #[arg(long)]
-        email: String,
-        /// The account's username.
-        #[arg(long)]
-        username: String,
-        /// A role besides `user` (repeat for several).
-        #[arg(long = "role")]
-        roles: Vec<String>,
-        /// Read the password from the first line of standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        /// Directory of the database.
-        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// List accounts (id, email, username, roles, state).
-    List {
-        /// Only accounts whose email or username contains this.
-        #[arg(long)]
-        query: Option<String>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// Directory of the database.
-        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// Replace an account's roles (comma-separated, e.g. `admin,user`).
-    SetRoles {
-        /// The user id or email.
-        user: String,
-        /// The roles, comma-separated.
-        #[arg(value_delimiter = ',')]
-        roles: Vec<String>,
-        /// Directory of the database.
-        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// Disable an account and revoke its sessions.
-    Disable {
-        /// The user id or email.
-        user: String,
-        /// Directory of the database.
-        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// Enable a disabled account again.
-    Enable {
-        /// The user id or email.
-        user: String,
-        /// Directory of the database.
-        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-}
-
-/// Flags of `latchkey audit`.
-#[derive(Debug, Clone, Args)]
-pub struct AuditArgs {
-    /// Directory of the database.
-    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Only events of this user id.
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Only events newer than this (humantime: 1h, 7d); default: all kept.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub since: Option<Duration>,
-    /// At most this many events (the oldest first).
-    #[arg(long, default_value_t = 10_000)]
-    pub limit: usize,
-    /// One JSON object per line instead of aligned text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Flags of `latchkey serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "LATCHKEY_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 5000)]
-    pub port: u16,
-    /// Core settings.
-    #[command(flatten)]
-    pub config: Config,
-}
-
 /// The settings the latchkey core runs with.
 ///
 /// `Config::default()` is what `latchkey serve` uses with no flags and no
@@ -208,8 +47,9 @@ pub struct ServeArgs {
 /// generated on first start and kept in the data directory.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Directory of the database and generated secrets.
-    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    /// Directory of the database and generated secrets. (On the command line
+    /// it is the global `--data-dir`, which every subcommand shares.)
+    #[arg(skip = PathBuf::from(DEFAULT_DATA_DIR))]
     pub data_dir: PathBuf,
     /// Access-token lifetime (humantime: 30s, 15m, 1h).
     #[arg(long, env = "LATCHKEY_ACCESS_TTL", default_value = DEFAULT_ACCESS_TTL, value_parser = humantime::parse_duration)]
@@ -267,11 +107,6 @@ pub struct Config {
     /// generated secret). Default: `HS256` when `JWT_SECRET` is set, else `EdDSA`.
     #[arg(long, env = "LATCHKEY_SIGNING_ALG", value_enum)]
     pub signing_alg: Option<SigningAlg>,
-    /// Open for an offline command: no signing key or secret is read or
-    /// created (the core manages users and reads the audit log, and issues
-    /// no tokens).
-    #[arg(skip)]
-    pub offline: bool,
     /// HMAC secret of access tokens; from `JWT_SECRET`, else generated and kept in the data dir.
     #[arg(skip)]
     pub jwt_secret: Option<Secret>,
@@ -289,16 +124,6 @@ impl Config {
         self.jwt_secret = read("JWT_SECRET").map(Secret::new);
         self.refresh_secret = read("REFRESH_TOKEN_SECRET").map(Secret::new);
         self
-    }
-
-    /// The access-token algorithm in force: `--signing-alg`, else `HS256`
-    /// when a `JWT_SECRET` is configured, else `EdDSA`.
-    pub fn effective_signing_alg(&self) -> SigningAlg {
-        match (self.signing_alg, &self.jwt_secret) {
-            (Some(alg), _) => alg,
-            (None, Some(_)) => SigningAlg::Hs256,
-            (None, None) => SigningAlg::EdDsa,
-        }
     }
 
     /// Whether latchkey serves HTTPS itself (`--tls-cert` and `--tls-key`).
@@ -485,7 +310,6 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             signing_alg: None,
-            offline: false,
             jwt_secret: None,
             refresh_secret: None,
         }
@@ -495,42 +319,6 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_line_defaults_match_config_default() {
-        let cli = Cli::try_parse_from(["latchkey"]).expect("parses");
-        let parsed = cli.serve.config;
-        let default = Config::default();
-        assert_eq!(parsed.data_dir, default.data_dir);
-        assert_eq!(parsed.access_ttl, default.access_ttl);
-        assert_eq!(parsed.refresh_ttl, default.refresh_ttl);
-        assert_eq!(parsed.sweep_interval, default.sweep_interval);
-        assert_eq!(parsed.secure_cookies, default.secure_cookies);
-        assert_eq!(parsed.issuer, default.issuer);
-        assert_eq!(parsed.audience, default.audience);
-        assert_eq!(parsed.reuse_grace, default.reuse_grace);
-        assert_eq!(parsed.audit_retention, default.audit_retention);
-        assert_eq!(parsed.limits.login_ip, default.limits.login_ip);
-        assert_eq!(parsed.limits.login_account, default.limits.login_account);
-        assert_eq!(parsed.limits.register_ip, default.limits.register_ip);
-        assert_eq!(parsed.limits.refresh_ip, default.limits.refresh_ip);
-        assert_eq!(parsed.limits.enabled, Switch::On);
-    }
-
-    #[test]
-    fn serve_flags_work_with_and_without_the_subcommand() {
-        let bare = Cli::try_parse_from(["latchkey", "--access-ttl", "2s"]).expect("parses");
-        let Command::Serve(args) = bare.into_command() else {
-            panic!("expected serve");
-        };
-        assert_eq!(args.config.access_ttl, Duration::from_secs(2));
-        let named =
-            Cli::try_parse_from(["latchkey", "serve", "--refresh-ttl", "1d"]).expect("parses");
-        let Command::Serve(args) = named.into_command() else {
-            panic!("expected serve");
-        };
-        assert_eq!(args.config.refresh_ttl, Duration::from_secs(86_400));
-    }
 
     #[test]
     fn rates_parse_and_bad_ones_are_refused() {
@@ -562,7 +350,5 @@ mod tests {
         ] {
             assert!(parse_origin(bad).is_err(), "{bad} should be refused");
         }
-        let cli = Cli::try_parse_from(["latchkey", "--cors-origins", "*"]);
-        assert!(cli.is_err());
     }
 }

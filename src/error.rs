@@ -7,7 +7,7 @@
 //! token or a secret.
 
 /// Everything that can go wrong in latchkey.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A request field failed validation; the message names the field.
     #[error("{0}")]

@@ -1,4 +1,4 @@
-//! latchkey: a self-hosted authentication server.
+//! latchkey: a self-hosted authentication server, and a library to embed it.
 //!
 //! Register and log in with argon2id-hashed passwords, call protected routes
 //! with a short-lived access JWT, stay logged in with a refresh token that
@@ -16,8 +16,18 @@
 //! ```
 //!
 //! # Embed it
-//! [`Latchkey`] is the core (the library API); [`http::app`] is the poem
-//! endpoint over it; [`run`] serves it with the sweeper until shutdown.
+//! The library API is small:
+//! - [`Latchkey`], the core: register, log in, refresh, log out,
+//!   authenticate, sessions, accounts and administration. Every method that
+//!   changes state returns once the change is on disk.
+//! - [`Config`] and the rest of [`config`]: every setting, with defaults.
+//! - [`http`]: the poem endpoint over the core ([`http::app`]), the
+//!   extractors that guard your own operations ([`http::AuthUser`],
+//!   [`http::RequireRole`]) and the OpenAPI document ([`http::spec`]).
+//! - [`run`]: serves the app with the background sweeper until a shutdown
+//!   signal.
+//! - [`Error`], what can go wrong, in authentication terms.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let core = latchkey::Latchkey::open(latchkey::Config::with_data_dir("./auth-data"))?;
@@ -25,30 +35,34 @@
 //! latchkey::run(listener, core, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
-//! To guard your own poem-openapi operations, nest [`http::app`] in your
-//! route and take an [`http::AuthUser`] parameter, or an
-//! [`http::RequireRole`] to also require a role.
 
 #![deny(missing_docs)]
 
-pub mod cli;
 pub mod config;
-pub mod error;
+mod error;
 pub mod http;
-pub mod limits;
-pub mod model;
-pub mod password;
-pub mod secrets;
-pub mod service;
-pub mod storage;
-pub mod sweeper;
-pub mod tokens;
+mod limits;
+mod model;
+mod password;
+mod secrets;
+mod service;
+mod storage;
+mod sweeper;
+mod tokens;
 
 use std::future::Future;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use service::Latchkey;
+pub use model::{
+    ADMIN_ROLE, AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, RefreshRecord,
+    RevokeReason, Secret, Session, UnixTime, User,
+};
+pub use service::{
+    Authenticated, Latchkey, MAX_PAGE, RotatedKey, Swept, TokenPair, UserChange, UsersPage,
+};
+pub use tokens::keys::SigningKeyInfo;
+pub use tokens::{AccessClaims, Audience, PublicJwk};
 
 /// Serves latchkey on `listener` with the background sweeper until `shutdown`
 /// completes; then finishes in-flight requests, stops the sweeper and

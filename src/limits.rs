@@ -118,8 +118,9 @@ impl Limits {
             .is_ok()
     }
 
-    /// How many keys the limiters hold in total (for tests and metrics).
-    pub fn keys(&self) -> usize {
+    /// How many keys the limiters hold in total.
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         let accounts: usize = self.login_account.iter().map(Bucket::len).sum();
         self.login_ip.len() + self.register_ip.len() + self.refresh_ip.len() + accounts
     }
@@ -201,6 +202,7 @@ impl<K: Hash + Eq + Clone> Bucket<K> {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.current().len()
     }

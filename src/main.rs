@@ -1,34 +1,38 @@
-//! The `latchkey` binary: parse the command line, open the core, serve until
-//! Ctrl-C or SIGTERM. Errors are one line on stderr and a non-zero exit.
+//! The `latchkey` binary: parse the command line, then serve until Ctrl-C or
+//! SIGTERM or run an offline command. Errors are one line on stderr and a
+//! non-zero exit.
+
+mod cli;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use latchkey::config::{Cli, Command, ServeArgs};
+use cli::{Cli, Command, ServeArgs};
 use latchkey::{Latchkey, http};
 
 fn main() -> ExitCode {
     // `.env` in the working directory, if present, feeds the environment
     // (JWT_SECRET, REFRESH_TOKEN_SECRET, PORT…); real variables win.
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
-    match cli.into_command() {
+    let (command, data_dir) = Cli::parse().into_command();
+    match command {
         Command::Openapi => {
             println!("{}", http::spec());
             ExitCode::SUCCESS
         }
         Command::Audit(args) => {
-            exit_with(latchkey::cli::audit(&args, &mut std::io::stdout().lock()))
+            exit_with(cli::audit(&args, &data_dir, &mut std::io::stdout().lock()))
         }
-        Command::User(command) => exit_with(user(command)),
+        Command::User(command) => exit_with(user(command, &data_dir)),
         Command::Keys(command) => {
-            exit_with(latchkey::cli::keys(command, &mut std::io::stdout().lock()))
+            exit_with(cli::keys(command, &data_dir, &mut std::io::stdout().lock()))
         }
         Command::Serve(args) => {
             init_logging();
-            match serve(args) {
+            match serve(args, data_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("latchkey: {err:#}");
@@ -40,9 +44,15 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn user(command: latchkey::config::UserCommand) -> latchkey::Result<()> {
+async fn user(command: cli::UserCommand, data_dir: &std::path::Path) -> latchkey::Result<()> {
     let stdin = std::io::stdin();
-    latchkey::cli::user(command, &mut stdin.lock(), &mut std::io::stdout().lock()).await
+    cli::user(
+        command,
+        data_dir,
+        &mut stdin.lock(),
+        &mut std::io::stdout().lock(),
+    )
+    .await
 }
 
 fn exit_with(outcome: latchkey::Result<()>) -> ExitCode {
@@ -67,11 +77,15 @@ fn init_logging() {
 }
 
 #[tokio::main]
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.config.with_secrets_from_env();
-    let data_dir = config.data_dir.display().to_string();
+async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    let config = latchkey::Config {
+        data_dir,
+        ..args.config
+    }
+    .with_secrets_from_env();
+    let shown = config.data_dir.display().to_string();
     let core = Latchkey::open(config)
-        .with_context(|| format!("cannot start on data directory {data_dir}"))?;
+        .with_context(|| format!("cannot start on data directory {shown}"))?;
     let address = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await

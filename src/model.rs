@@ -150,8 +150,13 @@ impl Username {
 
     /// The key under which uniqueness is enforced (lower-cased).
     pub fn key(&self) -> String {
-        self.0.to_ascii_lowercase()
+        username_key(&self.0)
     }
+}
+
+/// The uniqueness key of a username: usernames differing only in case clash.
+fn username_key(username: &str) -> String {
+    username.to_ascii_lowercase()
 }
 
 /// A candidate password: 8 to 128 characters (Unicode scalar values), no
@@ -213,7 +218,7 @@ fn invalid(message: &str) -> Error {
 }
 
 /// A registered user as stored.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Random UUID, the `sub` of every token.
     pub id: String,
@@ -231,12 +236,71 @@ pub struct User {
     /// A disabled user cannot log in or refresh.
     #[serde(default)]
     pub disabled: bool,
+    /// Copied into every session at its start. Bumping it ends, at once and
+    /// without a race, every session started before: a session whose stamp
+    /// differs from its user's is dead (password change, disable, revoke-all).
+    #[serde(default)]
+    pub security_stamp: u64,
+    /// Bumped whenever the password is set (not when it is re-hashed). A
+    /// login checks, when it stores its session, that the password it
+    /// verified is still the current one.
+    #[serde(default)]
+    pub password_version: u64,
 }
 
 impl User {
+    /// A new, enabled account.
+    pub fn new(
+        id: String,
+        username: &Username,
+        email: &Email,
+        password_hash: String,
+        roles: Vec<String>,
+        now: UnixTime,
+    ) -> User {
+        User {
+            id,
+            username: username.as_str().to_owned(),
+            email: email.as_str().to_owned(),
+            password_hash,
+            created_at: now,
+            roles,
+            disabled: false,
+            security_stamp: 0,
+            password_version: 0,
+        }
+    }
+
+    /// The key under which the username's uniqueness is enforced.
+    pub fn username_key(&self) -> String {
+        username_key(&self.username)
+    }
+
     /// Whether the user holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|held| held == role)
+    }
+
+    /// Ends every session of the user started before now (they keep the
+    /// old stamp).
+    pub fn end_sessions(&mut self) {
+        self.security_stamp = self.security_stamp.wrapping_add(1);
+    }
+
+    /// Replaces the password hash, provided the password is still the one
+    /// verified at `seen_version`; ends every session.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCredentials`] when the password changed since it was
+    /// verified (two changes raced: the later one presented a stale password).
+    pub fn set_password(&mut self, password_hash: String, seen_version: u64) -> Result<()> {
+        if self.password_version != seen_version {
+            return Err(Error::InvalidCredentials);
+        }
+        self.password_hash = password_hash;
+        self.password_version = self.password_version.wrapping_add(1);
+        self.end_sessions();
+        Ok(())
     }
 }
 
@@ -284,6 +348,8 @@ impl fmt::Debug for User {
             .field("created_at", &self.created_at)
             .field("roles", &self.roles)
             .field("disabled", &self.disabled)
+            .field("security_stamp", &self.security_stamp)
+            .field("password_version", &self.password_version)
             .finish_non_exhaustive()
     }
 }
@@ -308,6 +374,19 @@ impl ClientInfo {
             ip,
             user_agent: user_agent.map(|agent| agent.chars().take(Self::MAX_USER_AGENT).collect()),
         }
+    }
+}
+
+/// The blake3 digest under which a refresh token is stored (computed by
+/// `tokens`, the only importer of blake3).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest(pub [u8; 32]);
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A digest is not secret, but eight bytes are enough to correlate logs.
+        let short: String = self.0[..8].iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "TokenDigest({short}…)")
     }
 }
 
@@ -338,9 +417,41 @@ pub struct RefreshRecord {
 }
 
 impl RefreshRecord {
+    /// The record of a freshly issued token.
+    pub fn issued(
+        user_id: &str,
+        jti: &str,
+        family_id: &str,
+        now: UnixTime,
+        expires_at: UnixTime,
+        client: &ClientInfo,
+    ) -> RefreshRecord {
+        RefreshRecord {
+            user_id: user_id.to_owned(),
+            jti: jti.to_owned(),
+            family_id: family_id.to_owned(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            replaced_by: None,
+            client: client.clone(),
+        }
+    }
+
     /// Whether the token may still be exchanged at `now`.
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.revoked_at.is_none() && now < self.expires_at
+    }
+
+    /// When the token was rotated out (revoked with a successor), if it was.
+    pub fn rotated_at(&self) -> Option<UnixTime> {
+        self.revoked_at.filter(|_| self.replaced_by.is_some())
+    }
+
+    /// Marks the token rotated out in favour of `successor_jti`.
+    pub fn rotate(&mut self, now: UnixTime, successor_jti: &str) {
+        self.revoked_at = Some(now);
+        self.replaced_by = Some(successor_jti.to_owned());
     }
 }
 
@@ -367,12 +478,56 @@ pub struct Session {
     pub revoked_at: Option<UnixTime>,
     /// Why it was revoked.
     pub revoked_reason: Option<RevokeReason>,
+    /// The user's security stamp when the session started; once the user's
+    /// stamp moves on, the session is dead (see [`User::security_stamp`]).
+    #[serde(default)]
+    pub stamp: u64,
 }
 
 impl Session {
+    /// A session starting now for `user`, until `expires_at` (its first
+    /// refresh token's expiry).
+    pub fn start(
+        id: String,
+        user: &User,
+        now: UnixTime,
+        expires_at: UnixTime,
+        client: &ClientInfo,
+    ) -> Session {
+        Session {
+            id,
+            user_id: user.id.clone(),
+            created_at: now,
+            last_used_at: now,
+            expires_at,
+            client: client.clone(),
+            revoked_at: None,
+            revoked_reason: None,
+            stamp: user.security_stamp,
+        }
+    }
+
     /// Whether the session is neither revoked nor expired at `now`.
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.revoked_at.is_none() && now < self.expires_at
+    }
+
+    /// Whether the session is live at `now` for `user` as stored now: it is
+    /// theirs, the user is enabled and has not ended their sessions since
+    /// this one started.
+    pub fn is_live_for(&self, user: &User, now: UnixTime) -> bool {
+        self.user_id == user.id
+            && self.stamp == user.security_stamp
+            && !user.disabled
+            && self.is_live(now)
+    }
+
+    /// Records a use of the session's refresh token at `now` by `client`;
+    /// the session now lives at least until `expires_at`.
+    pub fn touch(&mut self, now: UnixTime, expires_at: UnixTime, client: &ClientInfo) {
+        self.last_used_at = now;
+        self.expires_at = self.expires_at.max(expires_at);
+        self.client = client.clone();
     }
 
     /// Marks the session revoked (keeps the first revocation if already revoked).
@@ -478,6 +633,40 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+impl AuditEvent {
+    /// An event of `kind` at `at`, caused by `client`; name the user, the
+    /// session and a detail with the builder methods.
+    pub fn new(kind: AuditKind, at: UnixTime, client: &ClientInfo) -> AuditEvent {
+        AuditEvent {
+            at,
+            kind,
+            user_id: None,
+            session_id: None,
+            ip: client.ip.map(|ip| ip.to_string()),
+            user_agent: client.user_agent.clone(),
+            detail: None,
+        }
+    }
+
+    /// The user concerned.
+    pub fn user(mut self, user_id: &str) -> Self {
+        self.user_id = Some(user_id.to_owned());
+        self
+    }
+
+    /// The session concerned.
+    pub fn session(mut self, session_id: &str) -> Self {
+        self.session_id = Some(session_id.to_owned());
+        self
+    }
+
+    /// A short reason or detail; never a credential.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +737,46 @@ mod tests {
         .expect("a record from before roles");
         assert_eq!(old.roles, ["user"]);
         assert!(!old.disabled);
+    }
+
+    #[test]
+    fn a_session_lives_only_while_its_user_keeps_the_stamp_it_started_with() {
+        let mut user = User::new(
+            "u1".into(),
+            &Username::parse("alice").expect("valid"),
+            &Email::parse("alice@example.com").expect("valid"),
+            "$argon2id$hash".into(),
+            vec![DEFAULT_ROLE.into()],
+            1_000,
+        );
+        let session = Session::start("s1".into(), &user, 1_000, 2_000, &ClientInfo::default());
+        assert!(session.is_live_for(&user, 1_500));
+        assert!(!session.is_live_for(&user, 2_000), "expired");
+        let other = User {
+            id: "u2".into(),
+            ..user.clone()
+        };
+        assert!(!session.is_live_for(&other, 1_500), "another user's");
+        let disabled = User {
+            disabled: true,
+            ..user.clone()
+        };
+        assert!(!session.is_live_for(&disabled, 1_500), "account disabled");
+        user.end_sessions();
+        assert!(!session.is_live_for(&user, 1_500), "sessions ended");
+        let after = Session::start("s2".into(), &user, 1_500, 2_000, &ClientInfo::default());
+        assert!(after.is_live_for(&user, 1_600), "a later session lives");
+        assert_eq!(
+            user.set_password("$new".into(), 1),
+            Err(Error::InvalidCredentials),
+            "a stale password version is refused"
+        );
+        user.set_password("$new".into(), 0)
+            .expect("current version");
+        assert!(
+            !after.is_live_for(&user, 1_600),
+            "a password change ends it"
+        );
     }
 
     #[test]

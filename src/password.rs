@@ -158,6 +158,16 @@ pub fn needs_rehash(stored: &str) -> bool {
     }
 }
 
+/// A hash made with older, weaker settings, as an account from those days has.
+#[cfg(test)]
+pub(crate) fn weak_hash(password: &str) -> String {
+    let params = Params::new(4096, 1, 1, None).expect("params");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes())
+        .expect("hash")
+        .to_string()
+}
+
 fn hash_now(password: &str) -> Result<String> {
     Argon2::default()
         .hash_password(password.as_bytes())
@@ -252,12 +262,7 @@ mod tests {
     fn weaker_parameters_need_a_rehash_and_current_ones_do_not() {
         let current = hash_now("correct horse battery").expect("hash");
         assert!(!needs_rehash(&current));
-        let params = Params::new(8 * 1024, 1, 1, None).expect("params");
-        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password(b"correct horse battery")
-            .expect("hash")
-            .to_string();
-        assert!(needs_rehash(&weak));
+        assert!(needs_rehash(&weak_hash("correct horse battery")));
         let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::DEFAULT)
             .hash_password(b"correct horse battery")
             .expect("hash")

@@ -1,5 +1,6 @@
-//! `/api/admin/*`: user management and the audit log, for callers with the
-//! `admin` role (every operation takes a [`RequireRole<Admin>`]).
+//! The Admin tag, `/api/admin/*`: user management and the audit log, for
+//! callers with the `admin` role (every operation takes a
+//! [`RequireRole<Admin>`]).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -13,28 +14,22 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::ApiTags;
 use super::auth::{Admin, RequireRole, client_of};
 use super::error::error_responses;
+use super::fields;
+use super::views::UserView;
 use crate::error::Error;
 use crate::model::{AuditEvent, User, format_time};
-use crate::service::{Latchkey, MAX_PAGE, UserChange};
+use crate::service::{Latchkey, UserChange};
 
-/// The admin operations.
+/// The Admin operations.
 #[derive(Default)]
-pub struct AdminApi;
+pub(super) struct AdminApi;
 
-/// A user as an administrator sees them.
+/// A user as an administrator sees them: the user view and their state.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", example)]
 struct AdminUserView {
-    /// The user id.
-    id: String,
-    /// The username as registered.
-    username: String,
-    /// The normalized email.
-    email: String,
-    /// When the account was created (RFC 3339, UTC).
-    created_at: String,
-    /// The user's roles.
-    roles: Vec<String>,
+    #[oai(flatten)]
+    user: UserView,
     /// Whether the account is disabled (no login, no refresh).
     disabled: bool,
     /// How many live sessions the user has.
@@ -44,11 +39,7 @@ struct AdminUserView {
 impl AdminUserView {
     fn of(core: &Latchkey, user: &User) -> Result<Self, Error> {
         Ok(AdminUserView {
-            id: user.id.clone(),
-            username: user.username.clone(),
-            email: user.email.clone(),
-            created_at: format_time(user.created_at),
-            roles: user.roles.clone(),
+            user: UserView::from(user),
             disabled: user.disabled,
             live_sessions: core.live_session_count(&user.id)? as u64,
         })
@@ -58,11 +49,7 @@ impl AdminUserView {
 impl Example for AdminUserView {
     fn example() -> Self {
         AdminUserView {
-            id: "5f0c6f3e-3c55-4a43-9d1e-0f6c2b7d9a11".into(),
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            created_at: "2026-11-27T08:00:00Z".into(),
-            roles: vec!["user".into()],
+            user: UserView::example(),
             disabled: false,
             live_sessions: 2,
         }
@@ -84,9 +71,11 @@ struct UsersBody {
 #[oai(example)]
 struct UserPatch {
     /// The new roles (1 to 16 of `[a-z0-9_.-]`, e.g. `["user","admin"]`).
+    #[oai(deserialize_with = "fields::roles")]
     roles: Option<Vec<String>>,
     /// `true` disables the account and revokes every session at once;
     /// `false` enables it again.
+    #[oai(deserialize_with = "fields::disabled")]
     disabled: Option<bool>,
 }
 
@@ -191,7 +180,9 @@ error_responses!(AdminError {
 });
 
 /// Default page size of the user list.
-const DEFAULT_LIMIT: u32 = 50;
+const DEFAULT_LIMIT: usize = 50;
+/// Most audit events one request returns.
+const MAX_AUDIT_EVENTS: usize = 1000;
 
 /// `since` as a duration back from now (`24h`) or an RFC 3339 time.
 fn parse_since(text: &str, now: u64) -> Result<u64, Error> {
@@ -204,7 +195,7 @@ fn parse_since(text: &str, now: u64) -> Result<u64, Error> {
         .as_ref()
         .map(Duration::as_secs)
         .ok_or_else(|| {
-            Error::InvalidInput("since must be a duration (24h, 7d) or an RFC 3339 time".into())
+            Error::InvalidInput("since: must be a duration (24h, 7d) or an RFC 3339 time".into())
         })
 }
 
@@ -224,13 +215,12 @@ impl AdminApi {
         /// Part of an email or username to look for.
         query: Query<Option<String>>,
         /// Users per page, 1 to 100 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
         /// The `nextCursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<UsersResponse, AdminError> {
-        let limit = limit.0.unwrap_or(DEFAULT_LIMIT) as usize;
-        let page = core.list_users(query.0.as_deref(), limit.min(MAX_PAGE), cursor.0.as_deref())?;
+        let limit = limit.0.map_or(DEFAULT_LIMIT, |limit| limit as usize);
+        let page = core.list_users(query.0.as_deref(), limit, cursor.0.as_deref())?;
         let users = page
             .users
             .iter()
@@ -313,14 +303,18 @@ impl AdminApi {
         /// Only events newer than this: a duration back from now (`24h`) or an RFC 3339 time.
         since: Query<Option<String>>,
         /// At most this many events, 1 to 1000 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
     ) -> Result<AuditResponse, AdminError> {
         let since = match since.0.as_deref() {
             Some(text) => parse_since(text, core.clock().now())?,
             None => 0,
         };
-        let limit = limit.0.unwrap_or(100) as usize;
+        let limit = limit.0.map_or(100, |limit| limit as usize);
+        if !(1..=MAX_AUDIT_EVENTS).contains(&limit) {
+            return Err(
+                Error::InvalidInput(format!("limit: must be 1 to {MAX_AUDIT_EVENTS}")).into(),
+            );
+        }
         let events = core.audit_events(since, user.0.as_deref(), limit)?;
         Ok(AuditResponse::Ok(Json(AuditBody {
             events: events.into_iter().map(AuditView::from).collect(),

@@ -1,9 +1,10 @@
-//! [`AuthUser`]: the extractor for protected operations. It reads the access
-//! token from `Authorization: Bearer …` or, when no such header is sent, from
-//! the `access_token` cookie, verifies it with the core, and documents both
-//! ways in the spec (Swagger UI's Authorize button sets the bearer one).
-//! Public so that an app embedding latchkey can guard its own poem-openapi
-//! operations with it.
+//! The extractors that guard protected operations, and the client address
+//! of a request. [`AuthUser`] reads the access token from `Authorization:
+//! Bearer …` or, when no such header is sent, from the `access_token`
+//! cookie, authenticates it with the core, and documents both ways in the
+//! spec (Swagger UI's Authorize button sets the bearer one);
+//! [`RequireRole`] also requires a role. Public so that an app embedding
+//! latchkey can guard its own poem-openapi operations with them.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,8 +17,7 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 use crate::error::Error;
 use crate::model::ClientInfo;
-use crate::service::Latchkey;
-use crate::tokens::AccessClaims;
+use crate::service::{Authenticated, Latchkey};
 
 use super::error_response;
 
@@ -28,17 +28,40 @@ pub const COOKIE_SCHEME: &str = "CookieAuth";
 /// The cookie an access token may also arrive in.
 pub const ACCESS_TOKEN_COOKIE: &str = "access_token";
 
-/// The caller of a protected operation, authenticated by a valid access token.
+/// The caller of a protected operation: a valid access token of a live
+/// session, and its user as stored now. Missing or bad token: 401 with
+/// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
+/// Dereferences to [`Authenticated`] (`auth.claims`, `auth.user`).
 #[derive(Debug, Clone)]
-pub struct AuthUser {
-    /// The verified claims of the access token.
-    pub claims: AccessClaims,
-}
+pub struct AuthUser(pub Authenticated);
 
 impl AuthUser {
-    /// The authenticated user's id.
+    /// The user's id (the token's `sub`).
     pub fn user_id(&self) -> &str {
-        &self.claims.sub
+        &self.0.user.id
+    }
+
+    /// The user's email, as stored now.
+    pub fn email(&self) -> &str {
+        &self.0.user.email
+    }
+
+    /// The user's roles, as stored now.
+    pub fn roles(&self) -> &[String] {
+        &self.0.user.roles
+    }
+
+    /// The session the token belongs to (its `sid`).
+    pub fn session_id(&self) -> &str {
+        &self.0.claims.sid
+    }
+}
+
+impl std::ops::Deref for AuthUser {
+    type Target = Authenticated;
+
+    fn deref(&self) -> &Authenticated {
+        &self.0
     }
 }
 
@@ -211,10 +234,10 @@ impl<'a> ApiExtractor<'a> for AuthUser {
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
         let core = core_of(req)?;
-        let claims = presented_token(req)
+        presented_token(req)
             .and_then(|token| core.authenticate(&token))
-            .map_err(|err| error_response(&err))?;
-        Ok(AuthUser { claims })
+            .map(AuthUser)
+            .map_err(|err| error_response(&err))
     }
 }
 
@@ -234,8 +257,8 @@ impl RoleName for Admin {
 
 /// The caller of an operation that requires role `R`: a valid access token
 /// of a live session whose user (as stored now, so a role taken away counts
-/// at once) holds `R` and is not disabled. Missing or bad token: 401 as for
-/// [`AuthUser`]; no such role: 403 `forbidden` "Insufficient role".
+/// at once) holds `R`. Missing or bad token: 401 as for [`AuthUser`]; no
+/// such role: 403 `forbidden` "Insufficient role".
 ///
 /// ```
 /// use latchkey::http::{Admin, RequireRole};
@@ -253,11 +276,18 @@ impl RoleName for Admin {
 /// }
 /// ```
 pub struct RequireRole<R: RoleName> {
-    /// The authenticated caller.
+    /// The authenticated caller, who holds the role. `RequireRole`
+    /// dereferences to it (`admin.user`, `admin.user_id()`).
     pub auth: AuthUser,
-    /// The stored user, who holds the role.
-    pub user: crate::model::User,
     role: std::marker::PhantomData<R>,
+}
+
+impl<R: RoleName> std::ops::Deref for RequireRole<R> {
+    type Target = AuthUser;
+
+    fn deref(&self) -> &AuthUser {
+        &self.auth
+    }
 }
 
 impl<'a, R: RoleName> ApiExtractor<'a> for RequireRole<R> {
@@ -280,12 +310,11 @@ impl<'a, R: RoleName> ApiExtractor<'a> for RequireRole<R> {
         param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
         let auth = AuthUser::from_request(req, body, param_opts).await?;
-        let user = core_of(req)?
-            .require_role(&auth.claims, R::NAME)
+        core_of(req)?
+            .require_role(&auth, R::NAME)
             .map_err(|err| error_response(&err))?;
         Ok(RequireRole {
             auth,
-            user,
             role: std::marker::PhantomData,
         })
     }

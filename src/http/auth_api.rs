@@ -1,44 +1,39 @@
-//! `/api/auth/*`: register, log in, refresh, log out.
-
-use std::time::Duration;
+//! The Auth tag, `/api/auth/{register,login,refresh,logout}`: getting in,
+//! staying in and getting out.
 
 use poem::Request;
 use poem::web::Data;
-use poem::web::cookie::{Cookie, SameSite};
 use poem_openapi::param::Cookie as CookieParam;
 use poem_openapi::payload::Json;
-use poem_openapi::types::{Example, ParseError};
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use serde_json::Value;
 
 use super::ApiTags;
 use super::auth::client_of;
+use super::cookies::{clear_refresh_cookie, refresh_cookie};
 use super::error::error_responses;
-use super::profile_api::UserView;
+use super::fields;
+use super::views::{MessageBody, UserView};
 use crate::service::{Latchkey, TokenPair};
 
-/// The cookie that carries the refresh token.
-pub const REFRESH_TOKEN_COOKIE: &str = "refresh_token";
-/// The refresh cookie's path: covers refresh and logout, nothing else.
-const REFRESH_COOKIE_PATH: &str = "/api/auth";
 const NO_STORE: &str = "no-store";
 
-/// The `/api/auth` operations.
+/// The Auth operations.
 #[derive(Default)]
-pub struct AuthApi;
+pub(super) struct AuthApi;
 
 /// A new account.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", example)]
 struct RegisterRequest {
     /// 3 to 32 characters of letters, digits, `_`, `.` and `-`; unique regardless of case.
-    #[oai(deserialize_with = "username_field")]
+    #[oai(deserialize_with = "fields::username")]
     username: String,
     /// A valid address of at most 254 characters; stored trimmed and lower-cased.
-    #[oai(deserialize_with = "email_field")]
+    #[oai(deserialize_with = "fields::email")]
     email: String,
     /// 8 to 128 characters.
-    #[oai(deserialize_with = "login_password_field")]
+    #[oai(deserialize_with = "fields::password")]
     password: String,
 }
 
@@ -57,41 +52,11 @@ impl Example for RegisterRequest {
 #[oai(rename_all = "camelCase", example)]
 struct LoginRequest {
     /// The account's email (case does not matter).
-    #[oai(deserialize_with = "email_field")]
+    #[oai(deserialize_with = "fields::email")]
     email: String,
     /// The account's password.
-    #[oai(deserialize_with = "login_password_field")]
+    #[oai(deserialize_with = "fields::password")]
     password: String,
-}
-
-// poem-openapi's own string parsing names no field and accepts numbers; these
-// accept only JSON strings and say which field is wrong.
-fn string_field(value: Option<Value>, field: &str) -> Result<String, ParseError<String>> {
-    match value {
-        Some(Value::String(text)) => Ok(text),
-        None | Some(Value::Null) => Err(ParseError::custom(format!("{field} is required"))),
-        Some(_) => Err(ParseError::custom(format!("{field} must be a string"))),
-    }
-}
-
-fn username_field(value: Option<Value>) -> Result<String, ParseError<String>> {
-    string_field(value, "username")
-}
-
-fn email_field(value: Option<Value>) -> Result<String, ParseError<String>> {
-    string_field(value, "email")
-}
-
-fn login_password_field(value: Option<Value>) -> Result<String, ParseError<String>> {
-    string_field(value, "password")
-}
-
-/// A required JSON string field holding a password, named `field` in errors.
-pub(crate) fn password_field(
-    value: Option<Value>,
-    field: &str,
-) -> Result<String, ParseError<String>> {
-    string_field(value, field)
 }
 
 impl Example for LoginRequest {
@@ -134,13 +99,6 @@ impl Example for TokenBody {
             expires_in: 900,
         }
     }
-}
-
-/// A confirmation.
-#[derive(Object)]
-pub(crate) struct MessageBody {
-    /// What happened.
-    pub(crate) message: String,
 }
 
 #[derive(ApiResponse)]
@@ -323,25 +281,8 @@ impl AuthApi {
         core.logout(refresh_token.0.as_deref(), client_of(request, &core))
             .await?;
         Ok(LogoutResponse::Ok(
-            Json(MessageBody {
-                message: "Logged out".into(),
-            }),
+            Json(MessageBody::new("Logged out")),
             clear_refresh_cookie(core.config().cookies_secure()),
         ))
     }
-}
-
-fn refresh_cookie(token: &str, max_age: u64, secure: bool) -> String {
-    let mut cookie = Cookie::new_with_str(REFRESH_TOKEN_COOKIE, token);
-    cookie.set_http_only(true);
-    cookie.set_same_site(SameSite::Strict);
-    cookie.set_path(REFRESH_COOKIE_PATH);
-    cookie.set_max_age(Duration::from_secs(max_age));
-    cookie.set_secure(secure);
-    cookie.to_string()
-}
-
-/// A `Set-Cookie` value that deletes the refresh cookie.
-pub(crate) fn clear_refresh_cookie(secure: bool) -> String {
-    refresh_cookie("", 0, secure)
 }

@@ -1,4 +1,5 @@
-//! `/.well-known/jwks.json` and `/.well-known/openid-configuration`: what
+//! The Discovery tag, `/.well-known/jwks.json` and
+//! `/.well-known/openid-configuration`: what
 //! another service needs to verify latchkey's access tokens with any
 //! standard JWT library, without sharing a secret.
 
@@ -15,7 +16,7 @@ use crate::tokens::PublicJwk;
 
 /// The discovery operations.
 #[derive(Default)]
-pub struct DiscoveryApi;
+pub(super) struct DiscoveryApi;
 
 /// A public key (RFC 7517).
 #[derive(Object)]

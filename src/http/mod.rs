@@ -6,33 +6,47 @@
 //! - [`serve`] runs [`app`] on an already-bound listener until a shutdown
 //!   future completes, then finishes in-flight requests.
 //! - [`spec`] is the OpenAPI document (`latchkey openapi` prints it).
+//! - [`AuthUser`] and [`RequireRole`] guard an embedding app's own operations.
+//!
+//! One file per OpenAPI tag (`auth_api`, `profile_api`, `sessions_api`,
+//! `account_api`, `admin_api`, `discovery_api`, `meta_api`); shared pieces
+//! in `views` (response views), `fields` (body field parsers), `cookies`,
+//! `auth` (extractors, client address) and `error` (the status table).
 
+mod account_api;
 mod admin_api;
 mod auth;
 mod auth_api;
+mod cookies;
 mod discovery_api;
 mod error;
+mod fields;
+mod meta_api;
 mod profile_api;
 mod sessions_api;
 mod tls;
+mod views;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use poem::endpoint::make_sync;
 use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use poem::listener::{Acceptor, AcceptorExt, TcpAcceptor};
 use poem::middleware::Cors;
+use poem::web::Html;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use poem_openapi::error::ParseRequestPayloadError;
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::registry::{MetaApi, MetaPath, Registry};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 use crate::error::Error as CoreError;
 use crate::service::Latchkey;
 
 pub use auth::{ACCESS_TOKEN_COOKIE, Admin, AuthUser, RequireRole, RoleName};
-pub use auth_api::REFRESH_TOKEN_COOKIE;
+pub use cookies::REFRESH_TOKEN_COOKIE;
 pub use error::ErrorBody;
 
 /// Largest request body accepted; larger ones get 413.
@@ -40,17 +54,17 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long shutdown waits for in-flight requests.
 const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(30);
 
-/// The spec's tags.
-#[derive(Tags)]
+/// The spec's tags, in the order people use them (and Swagger UI lists them).
+#[derive(Tags, Clone, Copy)]
 enum ApiTags {
     /// Register, log in, refresh and log out.
     Auth,
+    /// The authenticated user.
+    Profile,
     /// The caller's sessions (devices): list, revoke one, revoke all.
     Sessions,
     /// The caller's account: password and deletion.
     Account,
-    /// The authenticated user.
-    Profile,
     /// User management and the audit log (role `admin`).
     Admin,
     /// Public keys and discovery, for services that verify access tokens.
@@ -59,14 +73,60 @@ enum ApiTags {
     Meta,
 }
 
-type Apis = (
+/// Every tag, in declaration order.
+const TAG_ORDER: [ApiTags; 7] = [
+    ApiTags::Auth,
+    ApiTags::Profile,
+    ApiTags::Sessions,
+    ApiTags::Account,
+    ApiTags::Admin,
+    ApiTags::Discovery,
+    ApiTags::Meta,
+];
+
+type Apis = MergedPaths<(
     auth_api::AuthApi,
-    sessions_api::SessionsApi,
     profile_api::ProfileApi,
+    sessions_api::SessionsApi,
+    account_api::AccountApi,
     admin_api::AdminApi,
     discovery_api::DiscoveryApi,
-    profile_api::MetaApi,
-);
+    meta_api::MetaApi,
+)>;
+
+/// An API whose operations on one path may come from several impls (Profile
+/// reads `/api/profile/me`, Account deletes it). poem-openapi routes them
+/// all but writes one spec entry per impl and path, and a JSON reader keeps
+/// only the last; this merges them into one entry per path.
+#[derive(Default)]
+struct MergedPaths<T>(T);
+
+impl<T: OpenApi> OpenApi for MergedPaths<T> {
+    fn meta() -> Vec<MetaApi> {
+        let mut merged: Vec<MetaPath> = Vec::new();
+        for path in T::meta().into_iter().flat_map(|api| api.paths) {
+            match merged.iter_mut().find(|seen| seen.path == path.path) {
+                Some(seen) => seen.operations.extend(path.operations),
+                None => merged.push(path),
+            }
+        }
+        vec![MetaApi { paths: merged }]
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn add_routes(
+        self,
+        route_table: &mut std::collections::HashMap<
+            String,
+            std::collections::HashMap<Method, poem::endpoint::BoxEndpoint<'static>>,
+        >,
+    ) {
+        self.0.add_routes(route_table);
+    }
+}
 
 fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
@@ -85,7 +145,28 @@ fn api_service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI 3 document, as served at `/openapi.json`.
 pub fn spec() -> String {
-    api_service().spec()
+    with_tag_order(&api_service().spec())
+}
+
+/// The document with its tags in [`TAG_ORDER`]: poem-openapi sorts them by
+/// name, and Swagger UI shows them in the document's order.
+fn with_tag_order(spec: &str) -> String {
+    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_owned();
+    };
+    if let Some(tags) = document
+        .get_mut("tags")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        let rank = |tag: &serde_json::Value| {
+            TAG_ORDER
+                .iter()
+                .position(|known| tag["name"] == known.name())
+                .unwrap_or(TAG_ORDER.len())
+        };
+        tags.sort_by_key(rank);
+    }
+    serde_json::to_string_pretty(&document).unwrap_or_else(|_| spec.to_owned())
 }
 
 /// The whole latchkey endpoint: the API, Swagger UI at `/docs`, the spec at
@@ -93,8 +174,16 @@ pub fn spec() -> String {
 /// a 16 KiB body limit and the security headers.
 pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     let service = api_service();
-    let docs = service.swagger_ui();
-    let spec = service.spec_endpoint();
+    let generated = service.spec();
+    let ordered = with_tag_order(&generated);
+    // Swagger UI embeds the document it shows: give it the ordered one.
+    let docs_html = service.swagger_ui_html().replacen(&generated, &ordered, 1);
+    let docs = make_sync(move |_| Html(docs_html.clone()));
+    let spec = make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(ordered.clone())
+    });
     let config = core.config();
     let settings = Arc::new(GuardSettings {
         cors_origins: config.cors_origins.clone(),
@@ -109,7 +198,7 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
         .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .max_age(600);
     Route::new()
-        .nest("/docs", docs)
+        .nest("/docs", Route::new().at("/", docs))
         .at("/openapi.json", spec)
         .nest("/", service)
         .data(core.clone())
@@ -270,7 +359,7 @@ async fn guard<E: Endpoint>(
                         "Internal server error".to_owned()
                     }
                     _ => match err.downcast_ref::<ParseRequestPayloadError>() {
-                        Some(payload) => format!("Invalid request body: {}", payload.reason),
+                        Some(payload) => fields::body_error(&payload.reason),
                         None => err.to_string(),
                     },
                 };

@@ -1,5 +1,5 @@
-//! `/api/auth/sessions`, `/api/auth/logout-all` and `/api/auth/password`:
-//! the signed-in user's devices and password.
+//! The Sessions tag, `/api/auth/sessions` and `/api/auth/logout-all`: the
+//! signed-in user's devices.
 
 use poem::Request;
 use poem::web::Data;
@@ -10,14 +10,14 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use super::auth::{AuthUser, client_of};
-use super::auth_api::{MessageBody, clear_refresh_cookie, password_field};
+use super::cookies::clear_refresh_cookie;
 use super::error::error_responses;
 use crate::model::{Session, format_time};
 use crate::service::Latchkey;
 
-/// The session and account operations under `/api/auth`.
+/// The Sessions operations.
 #[derive(Default)]
-pub struct SessionsApi;
+pub(super) struct SessionsApi;
 
 /// A live session: one login on one device, continued by its refreshes.
 #[derive(Object)]
@@ -83,40 +83,6 @@ struct LogoutAllBody {
     revoked: u64,
 }
 
-/// A password change.
-#[derive(Object)]
-#[oai(rename_all = "camelCase", example)]
-struct PasswordChange {
-    /// The password in use now.
-    #[oai(deserialize_with = "current_password_field")]
-    current_password: String,
-    /// The new password: 8 to 128 characters, not common, not containing
-    /// the username or email.
-    #[oai(deserialize_with = "new_password_field")]
-    new_password: String,
-}
-
-impl Example for PasswordChange {
-    fn example() -> Self {
-        PasswordChange {
-            current_password: "correct horse battery staple".into(),
-            new_password: "a new and longer passphrase".into(),
-        }
-    }
-}
-
-fn current_password_field(
-    value: Option<serde_json::Value>,
-) -> Result<String, poem_openapi::types::ParseError<String>> {
-    password_field(value, "currentPassword")
-}
-
-fn new_password_field(
-    value: Option<serde_json::Value>,
-) -> Result<String, poem_openapi::types::ParseError<String>> {
-    password_field(value, "newPassword")
-}
-
 #[derive(ApiResponse)]
 enum SessionsResponse {
     /// The caller's live sessions.
@@ -166,32 +132,13 @@ error_responses!(LogoutAllError {
     403 => Forbidden,
 });
 
-#[derive(ApiResponse)]
-enum PasswordResponse {
-    /// The password is changed; every other session is revoked, this one stays.
-    #[oai(status = 200)]
-    Ok(Json<MessageBody>),
-}
-
-error_responses!(PasswordError {
-    /// `invalid_input` or `weak_password` (the message says why).
-    400 => BadRequest,
-    /// `invalid_credentials` (wrong current password), or the token errors:
-    /// `missing_token`, `token_expired`, `invalid_token`, `session_revoked`.
-    401 => Unauthorized,
-    /// `csrf_rejected`: a cookie-carrying request from a foreign origin.
-    403 => Forbidden,
-    /// `rate_limited`: too many wrong current passwords; see `Retry-After`.
-    429 => TooManyRequests,
-});
-
-#[OpenApi(prefix_path = "/api/auth")]
+#[OpenApi(prefix_path = "/api/auth", tag = "ApiTags::Sessions")]
 impl SessionsApi {
     /// List my sessions
     ///
     /// Every live session (one per login, continued by refreshes) of the
     /// caller, newest first; `current` marks the one making this request.
-    #[oai(path = "/sessions", method = "get", tag = "ApiTags::Sessions")]
+    #[oai(path = "/sessions", method = "get")]
     async fn sessions(
         &self,
         core: Data<&Latchkey>,
@@ -201,7 +148,7 @@ impl SessionsApi {
         Ok(SessionsResponse::Ok(Json(SessionsBody {
             sessions: sessions
                 .iter()
-                .map(|session| SessionView::of(session, &auth.claims.sid))
+                .map(|session| SessionView::of(session, auth.session_id()))
                 .collect(),
         })))
     }
@@ -211,7 +158,7 @@ impl SessionsApi {
     /// Ends a session of the caller (for example a lost phone): its refresh
     /// token stops working at once, and so do its access tokens on
     /// latchkey's routes.
-    #[oai(path = "/sessions/:id", method = "delete", tag = "ApiTags::Sessions")]
+    #[oai(path = "/sessions/:id", method = "delete")]
     async fn revoke_session(
         &self,
         core: Data<&Latchkey>,
@@ -228,7 +175,7 @@ impl SessionsApi {
     /// Log out everywhere
     ///
     /// Revokes every session of the caller, including this one.
-    #[oai(path = "/logout-all", method = "post", tag = "ApiTags::Sessions")]
+    #[oai(path = "/logout-all", method = "post")]
     async fn logout_all(
         &self,
         core: Data<&Latchkey>,
@@ -245,31 +192,5 @@ impl SessionsApi {
             }),
             clear_refresh_cookie(core.config().cookies_secure()),
         ))
-    }
-
-    /// Change my password
-    ///
-    /// Checks the current password (attempts count against the login rate
-    /// limits), applies the password policy to the new one, and revokes
-    /// every other session; the session making the request stays logged in.
-    #[oai(path = "/password", method = "post", tag = "ApiTags::Account")]
-    async fn change_password(
-        &self,
-        core: Data<&Latchkey>,
-        request: &Request,
-        auth: AuthUser,
-        body: Json<PasswordChange>,
-    ) -> Result<PasswordResponse, PasswordError> {
-        let revoked = core
-            .change_password(
-                &auth.claims,
-                &body.current_password,
-                &body.new_password,
-                client_of(request, &core),
-            )
-            .await?;
-        Ok(PasswordResponse::Ok(Json(MessageBody {
-            message: format!("Password changed; {revoked} other sessions revoked"),
-        })))
     }
 }

@@ -1,61 +1,41 @@
-//! What a signed-in user does with their account (sessions, password,
-//! deletion) and what an administrator does with everyone's (list, roles,
-//! disable, revoke). Every session operation acts on the one session model:
-//! a session is a refresh-token family, revoking it ends its refresh tokens
-//! and, on latchkey's routes, its access tokens.
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+//! What a signed-in user does with their own account: list and revoke
+//! sessions, log out everywhere, change the password, delete the account.
+//! Ending sessions goes through the user's security stamp, inside the same
+//! transaction as the change that ends them, so a session started while the
+//! change was under way cannot survive it.
 
 use crate::error::{Error, Result};
-use crate::model::{
-    ADMIN_ROLE, AuditKind, ClientInfo, Email, Password, RevokeReason, Session, User, Username,
-    parse_roles,
-};
+use crate::model::{AuditKind, ClientInfo, Password, RevokeReason, Session, User};
 use crate::password;
-use crate::tokens::AccessClaims;
+use crate::storage::Ending;
 
-use super::Latchkey;
-
-/// Most users one admin list request returns.
-pub const MAX_PAGE: usize = 100;
-/// Index entries one admin list request may read while filtering.
-const PAGE_SCAN_BUDGET: usize = 10_000;
-
-/// One page of the admin user list.
-#[derive(Debug)]
-pub struct UsersPage {
-    /// The users on this page, in email order.
-    pub users: Vec<User>,
-    /// Pass as `cursor` to get the next page; `None` on the last one.
-    pub next_cursor: Option<String>,
-}
-
-/// What an administrator changes about a user; `None` leaves it as it is.
-#[derive(Debug, Default)]
-pub struct UserChange {
-    /// The new roles.
-    pub roles: Option<Vec<String>>,
-    /// Disable (and revoke every session) or re-enable.
-    pub disabled: Option<bool>,
-}
+use super::{Authenticated, Durability, Latchkey};
 
 impl Latchkey {
-    /// The caller's live sessions, newest first.
+    /// The user's live sessions, newest first.
     ///
     /// # Errors
-    /// [`Error::Storage`].
+    /// [`Error::UserNotFound`], [`Error::Storage`].
     pub fn sessions(&self, user_id: &str) -> Result<Vec<Session>> {
+        let user = self.user(user_id)?;
         let now = self.now();
         let mut sessions: Vec<Session> = self
             .inner
             .store
             .sessions_of(user_id)?
             .into_iter()
-            .filter(|session| session.is_live(now))
+            .filter(|session| session.is_live_for(&user, now))
             .collect();
         sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(sessions)
+    }
+
+    /// How many live sessions a user has.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`], [`Error::Storage`].
+    pub fn live_session_count(&self, user_id: &str) -> Result<usize> {
+        Ok(self.sessions(user_id)?.len())
     }
 
     /// Revokes one of the user's own sessions. Revoking one that is already
@@ -71,86 +51,73 @@ impl Latchkey {
         session_id: &str,
         client: ClientInfo,
     ) -> Result<()> {
-        let now = self.now();
-        let owned = self
-            .inner
-            .store
-            .session(session_id)?
-            .is_some_and(|session| session.user_id == user_id);
-        if !owned {
-            return Err(Error::SessionNotFound);
-        }
-        let revoked = self.inner.store.update_sessions(
-            user_id,
-            &[session_id.to_owned()],
-            |mut session| {
-                session.revoked_at.is_none().then(|| {
-                    session.revoke(now, RevokeReason::User);
-                    session
-                })
-            },
-        )?;
-        if revoked > 0 {
-            self.audit(
-                AuditKind::SessionsRevoked,
-                Some(user_id),
-                Some(session_id),
-                &client,
-                Some("revoked=1".into()),
-            )?;
-            self.inner.store.durable().await?;
+        let revoked =
+            self.inner
+                .store
+                .revoke_session(user_id, session_id, self.now(), RevokeReason::User)?;
+        if revoked {
+            let event = self
+                .event(AuditKind::SessionsRevoked, &client)
+                .user(user_id)
+                .session(session_id)
+                .detail("revoked=1");
+            self.record(event, Durability::Wait).await?;
             tracing::info!(user_id, session_id, "session revoked");
         }
         Ok(())
     }
 
-    /// Revokes every live session of the user; returns how many.
+    /// Revokes every session of the user; returns how many were live.
     ///
     /// # Errors
     /// [`Error::UserNotFound`], [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn logout_all(&self, user_id: &str, client: ClientInfo) -> Result<usize> {
-        let user = self.user(user_id)?;
-        self.revoke_all(&user, None, RevokeReason::User, &client)
+        self.end_all_sessions(user_id, RevokeReason::User, &client)
             .await
     }
 
     /// Changes the caller's password: checks the current one (rate-limited
-    /// like a login), applies the password policy to the new one, and
-    /// revokes every other session; the caller's session (`sid`) stays.
+    /// like a login), applies the password policy to the new one, and ends
+    /// every other session; the caller's session (`sid`) stays. Returns how
+    /// many sessions ended.
     ///
     /// # Errors
     /// [`Error::InvalidInput`], [`Error::RateLimited`],
-    /// [`Error::InvalidCredentials`] for a wrong current password,
-    /// [`Error::WeakPassword`], [`Error::UserNotFound`], [`Error::Storage`].
+    /// [`Error::InvalidCredentials`] for a wrong current password (or one
+    /// another change replaced meanwhile), [`Error::WeakPassword`],
+    /// [`Error::UserNotFound`], [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn change_password(
         &self,
-        claims: &AccessClaims,
+        caller: &Authenticated,
         current: &str,
         new: &str,
         client: ClientInfo,
     ) -> Result<usize> {
         let current = Password::presented(current)?;
         let new = Password::parse(new)?;
-        let mut user = self.verified_user(&claims.sub, &current, &client).await?;
+        let user = self
+            .verified_user(&caller.claims.sub, &current, &client)
+            .await?;
         password::check_policy(&new, &user.username, &user.email)?;
-        user.password_hash = self.inner.passwords.hash(&new).await?;
-        let revoked = self.inner.store.update_user_revoking(
-            &user,
-            Some(&claims.sid),
-            Some((self.now(), RevokeReason::PasswordChange)),
-        )?;
-        self.audit(
-            AuditKind::PasswordChanged,
-            Some(&user.id),
-            Some(&claims.sid),
-            &client,
-            Some(format!("revoked={revoked}")),
-        )?;
-        self.inner.store.durable().await?;
-        tracing::info!(user_id = %user.id, revoked, "password changed");
-        Ok(revoked)
+        let hash = self.inner.passwords.hash(&new).await?;
+        let ending = Ending {
+            now: self.now(),
+            reason: RevokeReason::PasswordChange,
+            keep: Some(caller.claims.sid.clone()),
+        };
+        let (_, ended) = self.inner.store.update_user(&user.id, &ending, |stored| {
+            stored.set_password(hash.clone(), user.password_version)
+        })?;
+        let event = self
+            .event(AuditKind::PasswordChanged, &client)
+            .user(&user.id)
+            .session(&caller.claims.sid)
+            .detail(format!("revoked={ended}"));
+        self.record(event, Durability::Wait).await?;
+        tracing::info!(user_id = %user.id, revoked = ended, "password changed");
+        Ok(ended)
     }
 
     /// Deletes the caller's account after checking their password: the
@@ -170,175 +137,44 @@ impl Latchkey {
     ) -> Result<()> {
         let password = Password::presented(password)?;
         let user = self.verified_user(user_id, &password, &client).await?;
-        let username_key = Username::parse(&user.username)?.key();
-        self.inner.store.delete_user(&user, &username_key)?;
-        self.audit(
-            AuditKind::AccountDeleted,
-            Some(&user.id),
-            None,
-            &client,
-            None,
-        )?;
-        self.inner.store.durable().await?;
+        self.inner.store.delete_user(user_id, |stored| {
+            match stored.password_version == user.password_version {
+                true => Ok(()),
+                false => Err(Error::InvalidCredentials),
+            }
+        })?;
+        let event = self
+            .event(AuditKind::AccountDeleted, &client)
+            .user(&user.id);
+        self.record(event, Durability::Wait).await?;
         tracing::info!(user_id = %user.id, "account deleted");
         Ok(())
     }
 
-    /// The stored user of an access token if they hold `role` and are not
-    /// disabled. Reads the user, so a role taken away counts at once.
-    ///
-    /// # Errors
-    /// [`Error::Forbidden`], [`Error::Storage`].
-    pub fn require_role(&self, claims: &AccessClaims, role: &str) -> Result<User> {
-        match self.inner.store.user(&claims.sub)? {
-            Some(user) if user.has_role(role) && !user.disabled => Ok(user),
-            _ => Err(Error::Forbidden),
-        }
-    }
-
-    /// A page of users for the admin list: `query` matches a part of the
-    /// email or username (case-insensitive), `cursor` continues a previous
-    /// page, `limit` is capped at [`MAX_PAGE`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] for a cursor latchkey did not hand out,
-    /// [`Error::Storage`].
-    pub fn list_users(
+    /// Ends every session of a user by moving their security stamp; returns
+    /// how many were live.
+    pub(super) async fn end_all_sessions(
         &self,
-        query: Option<&str>,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<UsersPage> {
-        let query = query.map(str::trim).filter(|query| !query.is_empty());
-        let limit = limit.clamp(1, MAX_PAGE);
-        // The cursor is the last email read, base64url-encoded: opaque to
-        // clients and safe in a query string whatever the email holds.
-        let after = cursor
-            .map(|cursor| {
-                URL_SAFE_NO_PAD
-                    .decode(cursor)
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| {
-                        Error::InvalidInput("cursor is not one latchkey handed out".into())
-                    })
-            })
-            .transpose()?;
-        let (users, next) =
-            self.inner
-                .store
-                .users_page(after.as_deref(), query, limit, PAGE_SCAN_BUDGET)?;
-        let next_cursor = next.map(|email| URL_SAFE_NO_PAD.encode(email));
-        Ok(UsersPage { users, next_cursor })
-    }
-
-    /// How many live sessions a user has.
-    ///
-    /// # Errors
-    /// [`Error::Storage`].
-    pub fn live_session_count(&self, user_id: &str) -> Result<usize> {
-        Ok(self.sessions(user_id)?.len())
-    }
-
-    /// Changes a user's roles and/or disabled flag on an administrator's
-    /// behalf. Disabling revokes every session at once. An administrator
-    /// cannot disable themselves or take away their own admin role (so the
-    /// last admin cannot lock everyone out by accident).
-    ///
-    /// # Errors
-    /// [`Error::UserNotFound`], [`Error::InvalidInput`] (bad roles, or
-    /// acting on oneself), [`Error::Storage`].
-    #[tracing::instrument(skip_all)]
-    pub async fn change_user(
-        &self,
-        admin_id: &str,
         user_id: &str,
-        change: UserChange,
-        client: ClientInfo,
-    ) -> Result<User> {
-        let mut user = self.user(user_id)?;
-        let mut details = Vec::new();
-        if let Some(roles) = &change.roles {
-            let roles = parse_roles(roles)?;
-            if admin_id == user_id && !roles.iter().any(|role| role == ADMIN_ROLE) {
-                return Err(Error::InvalidInput(
-                    "roles: you cannot take away your own admin role".into(),
-                ));
-            }
-            details.push(format!("roles={}", roles.join(",")));
-            user.roles = roles;
-        }
-        let disable = change.disabled == Some(true) && !user.disabled;
-        if let Some(disabled) = change.disabled {
-            if admin_id == user_id && disabled {
-                return Err(Error::InvalidInput(
-                    "disabled: you cannot disable your own account".into(),
-                ));
-            }
-            details.push(format!("disabled={disabled}"));
-            user.disabled = disabled;
-        }
-        let revoke = disable.then(|| (self.now(), RevokeReason::Admin));
-        let revoked = self.inner.store.update_user_revoking(&user, None, revoke)?;
-        if disable {
-            details.push(format!("revoked={revoked}"));
-        }
-        self.audit(
-            AuditKind::AccountChanged,
-            Some(&user.id),
-            None,
-            &client,
-            Some(format!("by={admin_id}; {}", details.join("; "))),
-        )?;
-        self.inner.store.durable().await?;
-        tracing::info!(user_id = %user.id, admin_id, "account changed by an administrator");
-        Ok(user)
-    }
-
-    /// Revokes every live session of a user on an administrator's behalf.
-    ///
-    /// # Errors
-    /// [`Error::UserNotFound`], [`Error::Storage`].
-    #[tracing::instrument(skip_all)]
-    pub async fn admin_revoke_sessions(&self, user_id: &str, client: ClientInfo) -> Result<usize> {
-        let user = self.user(user_id)?;
-        self.revoke_all(&user, None, RevokeReason::Admin, &client)
-            .await
-    }
-
-    /// Finds a user by email (for the command line).
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`], [`Error::UserNotFound`], [`Error::Storage`].
-    pub fn user_by_email(&self, email: &str) -> Result<User> {
-        let email = Email::parse(email)?;
-        self.inner
-            .store
-            .user_by_email(email.as_str())?
-            .ok_or(Error::UserNotFound)
-    }
-
-    async fn revoke_all(
-        &self,
-        user: &User,
-        keep: Option<&str>,
         reason: RevokeReason,
         client: &ClientInfo,
     ) -> Result<usize> {
-        let revoked =
-            self.inner
-                .store
-                .update_user_revoking(user, keep, Some((self.now(), reason)))?;
-        self.audit(
-            AuditKind::SessionsRevoked,
-            Some(&user.id),
-            None,
-            client,
-            Some(format!("revoked={revoked}")),
-        )?;
-        self.inner.store.durable().await?;
-        tracing::info!(user_id = %user.id, revoked, "sessions revoked");
-        Ok(revoked)
+        let ending = Ending {
+            now: self.now(),
+            reason,
+            keep: None,
+        };
+        let (user, ended) = self.inner.store.update_user(user_id, &ending, |user| {
+            user.end_sessions();
+            Ok(())
+        })?;
+        let event = self
+            .event(AuditKind::SessionsRevoked, client)
+            .user(&user.id)
+            .detail(format!("revoked={ended}"));
+        self.record(event, Durability::Wait).await?;
+        tracing::info!(user_id = %user.id, revoked = ended, "sessions revoked");
+        Ok(ended)
     }
 
     /// The user, after checking `password` with the login rate limits (a
@@ -354,20 +190,19 @@ impl Latchkey {
             self.inner.limits.login(client.ip, &user.email),
             Some(&user.id),
             client,
-        )?;
-        if !self
+        )
+        .await?;
+        let verified = self
             .inner
             .passwords
             .verify(password, Some(&user.password_hash))
-            .await?
-        {
-            self.audit(
-                AuditKind::LoginFailed,
-                Some(&user.id),
-                None,
-                client,
-                Some("wrong_current_password".into()),
-            )?;
+            .await?;
+        if !verified {
+            let event = self
+                .event(AuditKind::LoginFailed, client)
+                .user(&user.id)
+                .detail("wrong_current_password");
+            self.record(event, Durability::NextFlush).await?;
             return Err(Error::InvalidCredentials);
         }
         Ok(user)

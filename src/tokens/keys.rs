@@ -72,6 +72,30 @@ impl StoredKey {
     }
 }
 
+/// What is public about a signing key: everything but the private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyInfo {
+    /// The key id: the RFC 7638 SHA-256 thumbprint of its public JWK.
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: SigningAlg,
+    /// When it was generated.
+    pub created_at: UnixTime,
+    /// When a newer key replaced it; `None` for the active key.
+    pub retired_at: Option<UnixTime>,
+}
+
+impl From<&StoredKey> for SigningKeyInfo {
+    fn from(key: &StoredKey) -> Self {
+        SigningKeyInfo {
+            kid: key.kid.clone(),
+            alg: key.alg,
+            created_at: key.created_at,
+            retired_at: key.retired_at,
+        }
+    }
+}
+
 /// Every signing key latchkey holds, oldest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeyRing {

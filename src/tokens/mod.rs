@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SigningAlg};
 use crate::error::{Error, Result};
-use crate::model::{Secret, UnixTime, User};
+use crate::model::{Secret, TokenDigest, UnixTime, User};
 use crate::secrets;
 use keys::KeyRing;
 
@@ -104,22 +104,10 @@ pub struct RefreshClaims {
     pub nbf: Option<UnixTime>,
 }
 
-/// The blake3 digest under which a refresh token is stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenDigest(pub [u8; 32]);
-
 impl TokenDigest {
     /// Digests a token.
     pub fn of(token: &str) -> Self {
         TokenDigest(*blake3::hash(token.as_bytes()).as_bytes())
-    }
-}
-
-impl std::fmt::Debug for TokenDigest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // A digest is not secret, but eight bytes are enough to correlate logs.
-        let short: String = self.0[..8].iter().map(|b| format!("{b:02x}")).collect();
-        write!(f, "TokenDigest({short}…)")
     }
 }
 
@@ -128,8 +116,6 @@ impl std::fmt::Debug for TokenDigest {
 pub struct IssuedAccess {
     /// The compact JWT.
     pub token: Secret,
-    /// Its `jti`.
-    pub jti: String,
     /// Seconds until it expires.
     pub expires_in: u64,
 }
@@ -295,11 +281,6 @@ impl Tokens {
         keys
     }
 
-    /// The `kid` of the key that signs new access tokens.
-    pub fn active_kid(&self) -> &str {
-        &self.access_signer.kid
-    }
-
     /// Lifetime of access tokens in seconds.
     pub fn access_ttl(&self) -> u64 {
         self.access_ttl
@@ -335,7 +316,6 @@ impl Tokens {
         let token = sign(ACCESS_TOKEN_TYPE, &claims, &self.access_signer)?;
         Ok(IssuedAccess {
             token,
-            jti: claims.jti,
             expires_in: self.access_ttl,
         })
     }
@@ -573,6 +553,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::model::{Email, Username};
 
     const NOW: UnixTime = 1_800_000_000;
 
@@ -597,15 +578,14 @@ mod tests {
     }
 
     fn user() -> User {
-        User {
-            id: "u1".into(),
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            password_hash: String::new(),
-            created_at: NOW,
-            roles: vec!["user".into()],
-            disabled: false,
-        }
+        User::new(
+            "u1".into(),
+            &Username::parse("alice").expect("valid"),
+            &Email::parse("alice@example.com").expect("valid"),
+            String::new(),
+            vec!["user".into()],
+            NOW,
+        )
     }
 
     #[test]

@@ -164,16 +164,11 @@ async fn disabling_a_user_ends_their_sessions_at_once_and_blocks_login_and_refre
     let app = spawn_app().await;
     let root = admin(&app).await;
     let alice = app.logged_in_user().await;
-    let path = format!("/api/admin/users/{}", alice.user_id);
-    let user = app
-        .call_json(
-            Method::PATCH,
-            &path,
-            &root.access_token,
-            Some(&json!({"disabled": true})),
-            StatusCode::OK,
-        )
+    let disabled = app
+        .set_disabled(&root.access_token, &alice.user_id, true)
         .await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    let user: Value = disabled.json().await.expect("json");
     assert_eq!(user["disabled"], true);
     assert_eq!(user["liveSessions"], 0);
     app.assert_session_revoked(&alice.access_token).await;
@@ -199,14 +194,10 @@ async fn disabling_a_user_ends_their_sessions_at_once_and_blocks_login_and_refre
         None,
     )
     .await;
-    app.call_json(
-        Method::PATCH,
-        &path,
-        &root.access_token,
-        Some(&json!({"disabled": false})),
-        StatusCode::OK,
-    )
-    .await;
+    let enabled = app
+        .set_disabled(&root.access_token, &alice.user_id, false)
+        .await;
+    assert_eq!(enabled.status(), StatusCode::OK);
     assert_eq!(
         app.login("alice@example.com", PASSWORD).await.status(),
         StatusCode::OK

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, cookie_value, self_signed};
+use crate::helpers::{Api, PASSWORD, Session, assert_error, self_signed};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_latchkey");
 
@@ -95,49 +95,11 @@ impl Drop for Server {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-async fn register_and_login(base: &str) -> (String, String) {
-    let client = client();
-    let registered = client
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    let login = client
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"email": "alice@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::OK);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    let body: Value = login.json().await.expect("json");
-    let access = body["accessToken"].as_str().expect("token").to_owned();
-    (
-        access,
-        cookie_value(&cookie, "refresh_token").expect("refresh cookie"),
-    )
-}
-
-async fn me_status(base: &str, access: &str) -> StatusCode {
-    client()
-        .get(format!("{base}/api/profile/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .expect("me")
-        .status()
+impl Server {
+    /// A client of this server.
+    fn api(&self) -> Api {
+        Api::new(self.base.clone())
+    }
 }
 
 #[tokio::test]
@@ -146,8 +108,9 @@ async fn zero_configuration_start_survives_sigterm_and_restart_without_leaking_s
     let cwd = tempfile::tempdir().expect("temp dir");
 
     let server = start(cwd.path(), &[]);
-    let (access, refresh) = register_and_login(&server.base).await;
-    assert_eq!(me_status(&server.base, &access).await, StatusCode::OK);
+    let session = server.api().logged_in_user().await;
+    let (access, refresh) = (&session.access_token, &session.refresh_token);
+    assert_eq!(server.api().me(access).await.status(), StatusCode::OK);
     let (status, log) = server.terminate();
     assert!(status.success(), "SIGTERM exits 0, got {status}");
 
@@ -173,16 +136,11 @@ async fn zero_configuration_start_survives_sigterm_and_restart_without_leaking_s
 
     let server = start(cwd.path(), &[]);
     assert_eq!(
-        me_status(&server.base, &access).await,
+        server.api().me(access).await.status(),
         StatusCode::OK,
         "tokens survive a restart"
     );
-    let refreshed = client()
-        .post(format!("{}/api/auth/refresh", server.base))
-        .header("Cookie", format!("refresh_token={refresh}"))
-        .send()
-        .await
-        .expect("refresh");
+    let refreshed = server.api().refresh_with(refresh).await;
     assert_eq!(
         refreshed.status(),
         StatusCode::OK,
@@ -202,7 +160,7 @@ async fn secrets_come_from_a_dot_env_file() {
     )
     .expect("write .env");
     let server = start(cwd.path(), &[]);
-    let (access, _) = register_and_login(&server.base).await;
+    let access = server.api().logged_in_user().await.access_token;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.required_spec_claims.clear();
     let key = jsonwebtoken::DecodingKey::from_secret(access_secret.as_bytes());
@@ -300,39 +258,15 @@ fn run(cwd: &Path, args: &[&str]) -> std::process::Output {
 async fn a_full_flow_with_an_attack_logs_no_secret_and_the_audit_command_shows_it() {
     let cwd = tempfile::tempdir().expect("temp dir");
     let server = start(cwd.path(), &["--reuse-grace", "0s"]);
-    let base = server.base.clone();
-    let (access, stolen) = register_and_login(&base).await;
+    let api = server.api();
+    let first = api.logged_in_user().await;
+    let (access, stolen) = (first.access_token, first.refresh_token);
     let wrong_password = "not-alices-password-4711";
-    let failed = client()
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"email": "alice@example.com", "password": wrong_password}))
-        .send()
-        .await
-        .expect("login");
+    let failed = api.login("alice@example.com", wrong_password).await;
     assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
-    let refresh = |token: String| {
-        let base = base.clone();
-        async move {
-            client()
-                .post(format!("{base}/api/auth/refresh"))
-                .header("Cookie", format!("refresh_token={token}"))
-                .send()
-                .await
-                .expect("refresh")
-        }
-    };
-    let rotated = refresh(stolen.clone()).await;
-    assert_eq!(rotated.status(), StatusCode::OK);
-    let cookie = rotated.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    let successor = cookie_value(&cookie, "refresh_token").expect("cookie");
-    let rotated_access = rotated.json::<Value>().await.expect("json")["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    let reused = refresh(stolen.clone()).await;
+    let rotated = Session::from_token_response(api.refresh_with(&stolen).await).await;
+    let (rotated_access, successor) = (rotated.access_token, rotated.refresh_token);
+    let reused = api.refresh_with(&stolen).await;
     assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         reused.json::<Value>().await.expect("json")["code"],
@@ -431,31 +365,24 @@ async fn with_a_certificate_it_serves_https_with_hsts_and_secure_cookies() {
         .tls_certs_only([trusted])
         .build()
         .expect("client");
-    let index = tls_client.get(&server.base).send().await.expect("https");
+    let api = Api::with_client(server.base.clone(), tls_client);
+    let index = api.get("/").await;
     assert_eq!(index.status(), StatusCode::OK);
     assert_eq!(
         index.headers()["strict-transport-security"],
         "max-age=31536000"
     );
-    tls_client
-        .post(format!("{}/api/auth/register", server.base))
-        .json(&json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register");
-    let login = tls_client
-        .post(format!("{}/api/auth/login", server.base))
-        .json(&json!({"email": "alice@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::OK);
-    let cookie = login.headers()["set-cookie"].to_str().expect("ascii");
-    assert!(cookie.contains("Secure"), "{cookie}");
+    let session = api.logged_in_user().await;
+    assert!(
+        session.set_cookie.contains("Secure"),
+        "{}",
+        session.set_cookie
+    );
     // Plain HTTP on the TLS port gets no API answer.
-    let plain = server.base.replacen("https://", "http://", 1);
-    let answered = client()
-        .get(&plain)
+    let plain = Api::new(server.base.replacen("https://", "http://", 1));
+    let answered = plain
+        .client
+        .get(plain.url("/"))
         .send()
         .await
         .is_ok_and(|response| response.status().is_success());
@@ -561,22 +488,16 @@ async fn the_first_admin_is_created_offline_and_users_are_managed_from_the_comma
     let server = start(dir, &[]);
     let running = run(dir, &["user", "list"]);
     assert_fails_with_one_line(&running, "stop it first");
-    let login = client()
-        .post(format!("{}/api/auth/login", server.base))
-        .json(&json!({"email": "root@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    let token = login.json::<Value>().await.expect("json")["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    let users = client()
-        .get(format!("{}/api/admin/users", server.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("admin list");
+    let api = server.api();
+    let root = Session::from_token_response(api.login("root@example.com", PASSWORD).await).await;
+    let users = api
+        .call(
+            reqwest::Method::GET,
+            "/api/admin/users",
+            &root.access_token,
+            None,
+        )
+        .await;
     assert_eq!(
         users.status(),
         StatusCode::OK,
@@ -608,17 +529,13 @@ async fn the_first_admin_is_created_offline_and_users_are_managed_from_the_comma
     assert_fails_with_one_line(&unknown, "User not found");
 
     let server = start(dir, &[]);
-    let login = client()
-        .post(format!("{}/api/auth/login", server.base))
-        .json(&json!({"email": "bob@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        login.json::<Value>().await.expect("json")["code"],
-        "account_disabled"
-    );
+    assert_error(
+        server.api().login("bob@example.com", PASSWORD).await,
+        StatusCode::FORBIDDEN,
+        "account_disabled",
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -626,7 +543,7 @@ async fn keys_rotate_makes_a_new_key_active_and_keeps_the_old_one_published() {
     let cwd = tempfile::tempdir().expect("temp dir");
     let dir = cwd.path();
     let server = start(dir, &[]);
-    let (old_access, _) = register_and_login(&server.base).await;
+    let old_access = server.api().logged_in_user().await.access_token;
     let running = run(dir, &["keys", "rotate"]);
     assert_fails_with_one_line(&running, "stop it first");
     server.terminate();
@@ -656,12 +573,11 @@ async fn keys_rotate_makes_a_new_key_active_and_keeps_the_old_one_published() {
     );
 
     let server = start(dir, &[]);
-    assert_eq!(me_status(&server.base, &old_access).await, StatusCode::OK);
-    let jwks: Value = client()
-        .get(format!("{}/.well-known/jwks.json", server.base))
-        .send()
+    assert_eq!(server.api().me(&old_access).await.status(), StatusCode::OK);
+    let jwks: Value = server
+        .api()
+        .get("/.well-known/jwks.json")
         .await
-        .expect("jwks")
         .json()
         .await
         .expect("json");

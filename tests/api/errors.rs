@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Options, PASSWORD, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Options, PASSWORD, assert_error, spawn_app, spawn_app_with, token_header};
 
 #[tokio::test]
 async fn register_names_the_invalid_field() {
@@ -179,9 +179,11 @@ async fn me_with_a_signed_token_for_an_unknown_session_is_session_revoked() {
     let app = spawn_app().await;
     let real = app.logged_in_user().await;
     let now = app.clock.now();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some(real.access_kid());
+    let header = token_header(
+        jsonwebtoken::Algorithm::EdDSA,
+        "at+jwt",
+        Some(&real.access_kid()),
+    );
     let token = app.mint_access(
         header,
         &json!({"iss": "latchkey", "sub": "00000000-0000-4000-8000-000000000000", "email": "ghost@example.com",

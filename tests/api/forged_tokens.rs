@@ -7,7 +7,9 @@ use jsonwebtoken::{Algorithm, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, Session, TestApp, assert_error, hs256, spawn_app_with};
+use crate::helpers::{
+    Options, Session, TestApp, assert_error, hs256, spawn_app_with, token_header,
+};
 
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
@@ -22,10 +24,7 @@ fn claims(app: &TestApp, session: &Session) -> Value {
 
 /// The header of a well-formed HS256 access token with the server's kid.
 fn access_header(session: &Session) -> Header {
-    let mut header = Header::new(Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some(session.access_kid());
-    header
+    token_header(Algorithm::HS256, "at+jwt", Some(&session.access_kid()))
 }
 
 async fn assert_invalid(app: &TestApp, token: &str, case: &str) {
@@ -183,8 +182,7 @@ async fn a_64_kib_token_is_refused_in_header_or_cookie() {
 async fn a_refresh_token_is_not_an_access_token_even_when_both_secrets_are_equal() {
     let app = spawn_app_with(Options {
         tweak: |config| {
-            let shared =
-                latchkey::model::Secret::new("one-secret-for-both-kinds-of-token-0123456789");
+            let shared = latchkey::Secret::new("one-secret-for-both-kinds-of-token-0123456789");
             config.jwt_secret = Some(shared.clone());
             config.refresh_secret = Some(shared);
         },

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use latchkey::model::Clock;
-use latchkey::{Config, Latchkey};
+use latchkey::{Clock, Config, Latchkey};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -16,106 +15,35 @@ use tokio::task::JoinHandle;
 pub const START: u64 = 1_800_000_000;
 pub const PASSWORD: &str = "correct horse battery staple";
 
-pub struct TestApp {
-    pub address: SocketAddr,
+/// A client of a latchkey at `base` (an in-process test server or the real
+/// binary): typed helpers for every call more than one test makes.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
     pub client: reqwest::Client,
-    pub core: Latchkey,
-    pub clock: Clock,
-    pub data_dir: PathBuf,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<latchkey::Result<()>>>,
-    // Kept last so the directory outlives the server.
-    _temp: Option<tempfile::TempDir>,
 }
 
-/// Settings for a test server; start from [`Options::default`].
-pub struct Options {
-    pub access_ttl: Duration,
-    pub refresh_ttl: Duration,
-    pub sweep_interval: Duration,
-    pub secure_cookies: bool,
-    /// Any further change to the configuration (reuse grace, rate limits…).
-    pub tweak: fn(&mut Config),
-}
+impl Api {
+    /// A client of `base` (`http://127.0.0.1:PORT`) that follows no redirects
+    /// and ignores proxy settings.
+    pub fn new(base: impl Into<String>) -> Api {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Api::with_client(base, client)
+    }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            access_ttl: Duration::from_secs(900),
-            refresh_ttl: Duration::from_secs(7 * 86_400),
-            sweep_interval: Duration::from_secs(3600),
-            secure_cookies: false,
-            tweak: |_| {},
+    pub fn with_client(base: impl Into<String>, client: reqwest::Client) -> Api {
+        Api {
+            base: base.into(),
+            client,
         }
     }
-}
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Options::default()).await
-}
-
-pub async fn spawn_app_with(options: Options) -> TestApp {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let data_dir = temp.path().join("data");
-    let mut app = spawn_on(&data_dir, &options, Clock::manual(START)).await;
-    app._temp = Some(temp);
-    app
-}
-
-/// Starts a server on `data_dir` (which the caller keeps alive).
-pub async fn spawn_on(data_dir: &Path, options: &Options, clock: Clock) -> TestApp {
-    let mut config = Config {
-        access_ttl: options.access_ttl,
-        refresh_ttl: options.refresh_ttl,
-        sweep_interval: options.sweep_interval,
-        secure_cookies: options.secure_cookies,
-        hash_concurrency: Some(2),
-        ..Config::with_data_dir(data_dir)
-    };
-    (options.tweak)(&mut config);
-    let core = Latchkey::open_with_clock(config, clock.clone()).expect("core opens");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let server = tokio::spawn(latchkey::run(listener, core.clone(), async move {
-        let _ = stop.await;
-    }));
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    TestApp {
-        address,
-        client,
-        core,
-        clock,
-        data_dir: data_dir.to_owned(),
-        shutdown: Some(shutdown),
-        server: Some(server),
-        _temp: None,
-    }
-}
-
-impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.address, path)
-    }
-
-    /// Stops the server gracefully and waits until its data dir is released.
-    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server
-                .await
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
-        self._temp.take()
+        format!("{}{}", self.base, path)
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -168,12 +96,20 @@ impl TestApp {
     pub async fn logged_in(&self, username: &str, email: &str) -> Session {
         let registered = self.register(username, email, PASSWORD).await;
         assert_eq!(registered.status(), StatusCode::CREATED);
-        let user: Value = registered.json().await.expect("json");
-        let login = self.login(email, PASSWORD).await;
-        assert_eq!(login.status(), StatusCode::OK);
-        let mut session = Session::from_token_response(login).await;
-        session.user_id = user["user"]["id"].as_str().expect("id").to_owned();
-        session
+        Session::from_token_response(self.login(email, PASSWORD).await).await
+    }
+
+    /// A login of an existing user with a chosen `User-Agent`.
+    pub async fn login_as_device(&self, email: &str, user_agent: &str) -> Session {
+        let response = self
+            .client
+            .post(self.url("/api/auth/login"))
+            .header("User-Agent", user_agent)
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("request");
+        Session::from_token_response(response).await
     }
 
     pub async fn refresh_with(&self, refresh_token: &str) -> Response {
@@ -200,6 +136,28 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// `POST /api/auth/password` as the holder of `access_token`.
+    pub async fn change_password(&self, access_token: &str, current: &str, new: &str) -> Response {
+        self.call(
+            reqwest::Method::POST,
+            "/api/auth/password",
+            access_token,
+            Some(&json!({"currentPassword": current, "newPassword": new})),
+        )
+        .await
+    }
+
+    /// `PATCH /api/admin/users/{user_id}` `{"disabled": …}` as an admin.
+    pub async fn set_disabled(&self, admin_token: &str, user_id: &str, disabled: bool) -> Response {
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/api/admin/users/{user_id}"),
+            admin_token,
+            Some(&json!({ "disabled": disabled })),
+        )
+        .await
     }
 
     /// A request with a bearer token and an optional JSON body.
@@ -234,37 +192,6 @@ impl TestApp {
         response.json().await.expect("json body")
     }
 
-    /// Creates a user with these roles directly in the core (no rate limit)
-    /// and logs them in.
-    pub async fn logged_in_with_roles(
-        &self,
-        username: &str,
-        email: &str,
-        roles: &[&str],
-    ) -> Session {
-        let user = self
-            .core
-            .create_user(username, email, PASSWORD, roles, Default::default())
-            .await
-            .expect("user created");
-        let mut session = Session::from_token_response(self.login(email, PASSWORD).await).await;
-        session.user_id = user.id;
-        session
-    }
-
-    /// A login of an existing user with a chosen `User-Agent`.
-    pub async fn login_as_device(&self, email: &str, user_agent: &str) -> Session {
-        let response = self
-            .client
-            .post(self.url("/api/auth/login"))
-            .header("User-Agent", user_agent)
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("request");
-        Session::from_token_response(response).await
-    }
-
     /// Asserts that latchkey's routes refuse this access token because its
     /// session was revoked (the message is checked once, here).
     pub async fn assert_session_revoked(&self, access_token: &str) {
@@ -275,6 +202,143 @@ impl TestApp {
             Some("Session revoked"),
         )
         .await;
+    }
+
+    /// Asserts that a session is dead both ways: its refresh token is
+    /// refused with `refresh_code` and its access token with `session_revoked`.
+    pub async fn assert_session_dead(&self, session: &Session, refresh_code: &str) {
+        let refreshed = self.refresh_with(&session.refresh_token).await;
+        let status = match refresh_code {
+            "account_disabled" => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        assert_error(refreshed, status, refresh_code, None).await;
+        self.assert_session_revoked(&session.access_token).await;
+    }
+}
+
+/// A latchkey served in-process on a temporary data dir and an ephemeral
+/// port, with a manual clock; dereferences to its [`Api`].
+pub struct TestApp {
+    pub api: Api,
+    pub address: SocketAddr,
+    pub core: Latchkey,
+    pub clock: Clock,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<latchkey::Result<()>>>,
+    // Kept last so the directory outlives the server.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// Settings for a test server; start from [`Options::default`].
+pub struct Options {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub sweep_interval: Duration,
+    pub secure_cookies: bool,
+    /// Any further change to the configuration (reuse grace, rate limits…).
+    pub tweak: fn(&mut Config),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(7 * 86_400),
+            sweep_interval: Duration::from_secs(3600),
+            secure_cookies: false,
+            tweak: |_| {},
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let mut app = spawn_on(&data_dir, &options, Clock::manual(START)).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// The configuration a test server runs with on `data_dir`.
+pub fn test_config(data_dir: &Path, options: &Options) -> Config {
+    let mut config = Config {
+        access_ttl: options.access_ttl,
+        refresh_ttl: options.refresh_ttl,
+        sweep_interval: options.sweep_interval,
+        secure_cookies: options.secure_cookies,
+        hash_concurrency: Some(2),
+        ..Config::with_data_dir(data_dir)
+    };
+    (options.tweak)(&mut config);
+    config
+}
+
+/// Starts a server on `data_dir` (which the caller keeps alive).
+pub async fn spawn_on(data_dir: &Path, options: &Options, clock: Clock) -> TestApp {
+    let config = test_config(data_dir, options);
+    let core = Latchkey::open_with_clock(config, clock.clone()).expect("core opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(latchkey::run(listener, core.clone(), async move {
+        let _ = stop.await;
+    }));
+    TestApp {
+        api: Api::new(format!("http://{address}")),
+        address,
+        core,
+        clock,
+        data_dir: data_dir.to_owned(),
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _temp: None,
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits until its data dir is released.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        self._temp.take()
+    }
+
+    /// Creates a user with these roles directly in the core (no rate limit)
+    /// and logs them in.
+    pub async fn logged_in_with_roles(
+        &self,
+        username: &str,
+        email: &str,
+        roles: &[&str],
+    ) -> Session {
+        self.core
+            .create_user(username, email, PASSWORD, roles, Default::default())
+            .await
+            .expect("user created");
+        Session::from_token_response(self.login(email, PASSWORD).await).await
     }
 
     /// A secret the server generated in its data dir.
@@ -329,12 +393,19 @@ impl TestApp {
 
     /// Signs refresh-token `claims` with the server's refresh secret under `kid`.
     pub fn mint_refresh(&self, kid: &str, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::HS256);
-        header.typ = Some("refresh+jwt".into());
-        header.kid = Some(kid.to_owned());
+        let header = token_header(Algorithm::HS256, "refresh+jwt", Some(kid));
         let key = EncodingKey::from_secret(self.stored_secret("refresh_token_secret").as_bytes());
         jsonwebtoken::encode(&header, claims, &key).expect("encode")
     }
+}
+
+/// A JWT header with this algorithm, `typ` and `kid`, as an attacker (or a
+/// test minting a token by hand) builds it.
+pub fn token_header(alg: Algorithm, typ: &str, kid: Option<&str>) -> Header {
+    let mut header = Header::new(alg);
+    header.typ = Some(typ.to_owned());
+    header.kid = kid.map(str::to_owned);
+    header
 }
 
 /// What a login or refresh handed out.

@@ -34,6 +34,52 @@ async fn bodies_that_are_not_the_expected_json_get_400() {
 }
 
 #[tokio::test]
+async fn body_errors_are_sentences_naming_the_field() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            r#"{"email": 5, "password": "x"}"#,
+            "email: expected a string",
+        ),
+        (r#"{"password": "x"}"#, "email: required"),
+        (
+            r#"{"email": "a@example.com", "password": null}"#,
+            "password: required",
+        ),
+        ("", "body: expected a JSON object"),
+        ("[]", "body: expected a JSON object"),
+    ];
+    for (body, message) in cases {
+        let response = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_error(
+            response,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            Some(message),
+        )
+        .await;
+    }
+    let response = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .header("Content-Type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("request");
+    let body: serde_json::Value = response.json().await.expect("json");
+    let message = body["message"].as_str().expect("message");
+    assert!(message.starts_with("body: not valid JSON"), "{message}");
+}
+
+#[tokio::test]
 async fn operator_injection_objects_are_refused() {
     let app = spawn_app().await;
     app.register("alice", "alice@example.com", PASSWORD).await;

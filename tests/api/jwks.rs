@@ -6,17 +6,17 @@
 use std::time::Duration;
 
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use jwt_compact::alg::{Ed25519, Es256};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{AlgorithmExt, TimeOptions, UntrustedToken};
 use latchkey::config::SigningAlg;
-use latchkey::tokens::keys::KeyRing;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, Session, TestApp, assert_error, spawn_app, spawn_app_with, spawn_on,
+    Options, Session, TestApp, assert_error, spawn_app, spawn_app_with, spawn_on, test_config,
+    token_header,
 };
 
 /// What a separate service does: discovery, then the JWKS, by URL.
@@ -147,7 +147,7 @@ async fn another_service_verifies_an_es256_token_with_only_the_jwks() {
 async fn with_a_jwt_secret_tokens_stay_hs256_and_the_jwks_is_empty() {
     let app = spawn_app_with(Options {
         tweak: |config| {
-            config.jwt_secret = Some(latchkey::model::Secret::new(
+            config.jwt_secret = Some(latchkey::Secret::new(
                 "a-shared-secret-of-at-least-32-bytes!",
             ));
         },
@@ -168,9 +168,16 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_kid
     let old_kid = before.access_kid();
     let (dir, clock) = (app.data_dir.clone(), app.clock.clone());
     let temp = app.stop().await;
-    let mut ring = KeyRing::load(&dir).expect("read").expect("ring");
-    ring.rotate(SigningAlg::EdDsa, clock.now()).expect("rotate");
-    ring.save(&dir).expect("save");
+    let offline = latchkey::Latchkey::open_offline_with_clock(
+        test_config(&dir, &Options::default()),
+        clock.clone(),
+    )
+    .expect("offline");
+    let rotated = offline
+        .rotate_signing_key(Some(SigningAlg::EdDsa))
+        .expect("rotate");
+    assert_eq!(rotated.retired.map(|key| key.kid), Some(old_kid.clone()));
+    drop(offline);
 
     let app = spawn_on(&dir, &Options::default(), clock.clone()).await;
     assert_eq!(
@@ -216,8 +223,10 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_kid
     // …and the next start prunes it from the key file.
     app.stop().await;
     let app = spawn_on(&dir, &Options::default(), clock).await;
-    let ring = KeyRing::load(&app.data_dir).expect("read").expect("ring");
-    assert_eq!(ring.keys.len(), 1);
+    app.stop().await;
+    let offline =
+        latchkey::Latchkey::open_offline(test_config(&dir, &Options::default())).expect("offline");
+    assert_eq!(offline.signing_keys().expect("keys").len(), 1);
     drop(temp);
 }
 
@@ -234,9 +243,7 @@ async fn key_confusion_and_foreign_keys_are_refused() {
         .to_owned();
 
     // HS256 keyed with the published public key, under the real kid.
-    let mut hmac = Header::new(Algorithm::HS256);
-    hmac.typ = Some("at+jwt".into());
-    hmac.kid = Some(kid.clone());
+    let hmac = token_header(Algorithm::HS256, "at+jwt", Some(&kid));
     for secret in [public_x.as_bytes().to_vec(), base64_url(&public_x)] {
         let token =
             jsonwebtoken::encode(&hmac, &claims, &EncodingKey::from_secret(&secret)).expect("sign");
@@ -256,9 +263,7 @@ async fn key_confusion_and_foreign_keys_are_refused() {
     }
     .to_pkcs8_der()
     .expect("der");
-    let mut eddsa = Header::new(Algorithm::EdDSA);
-    eddsa.typ = Some("at+jwt".into());
-    eddsa.kid = Some(kid);
+    let eddsa = token_header(Algorithm::EdDSA, "at+jwt", Some(&kid));
     let token = jsonwebtoken::encode(
         &eddsa,
         &claims,

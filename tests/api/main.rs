@@ -10,6 +10,7 @@ mod helpers;
 mod hostile_input;
 mod jwks;
 mod openapi;
+mod races;
 mod refresh;
 mod security;
 mod sessions;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use latchkey::model::AuditKind;
+use latchkey::AuditKind;
 use reqwest::StatusCode;
 
 use crate::helpers::{Options, PASSWORD, Session, assert_error, spawn_app, spawn_app_with};

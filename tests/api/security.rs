@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use latchkey::model::AuditKind;
+use latchkey::AuditKind;
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    Options, PASSWORD, Session, TestApp, assert_error, header, spawn_app, spawn_app_with, spawn_on,
+    Options, PASSWORD, Session, TestApp, assert_error, header, spawn_app, spawn_app_with,
 };
 
 async fn assert_rate_limited(response: reqwest::Response) {
@@ -204,46 +204,6 @@ async fn common_and_personal_passwords_are_refused_as_weak_password() {
         StatusCode::CREATED,
         "nothing was half-created by the refusals"
     );
-}
-
-#[tokio::test]
-async fn a_login_with_an_old_weaker_hash_upgrades_it_to_the_current_parameters() {
-    use argon2::password_hash::PasswordHasher;
-    let app = spawn_app().await;
-    let session = app.logged_in_user().await;
-    let data_dir = app.data_dir.clone();
-    let clock = app.clock.clone();
-    let temp = app.stop().await;
-    {
-        // An account from the days of weaker settings.
-        let store = latchkey::storage::Store::open(&data_dir).expect("store");
-        let mut user = store.user(&session.user_id).expect("read").expect("user");
-        user.password_hash = argon2::Argon2::new(
-            argon2::Algorithm::Argon2id,
-            argon2::Version::V0x13,
-            argon2::Params::new(4096, 1, 1, None).expect("params"),
-        )
-        .hash_password(PASSWORD.as_bytes())
-        .expect("hash")
-        .to_string();
-        store.update_user(&user).expect("downgrade");
-        store.flush_blocking().expect("flush");
-    }
-    let app = spawn_on(&data_dir, &Options::default(), clock).await;
-    assert_eq!(
-        app.login("alice@example.com", PASSWORD).await.status(),
-        StatusCode::OK
-    );
-    let upgraded = app.core.user(&session.user_id).expect("user").password_hash;
-    assert!(
-        upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-        "{upgraded}"
-    );
-    assert_eq!(
-        app.login("alice@example.com", PASSWORD).await.status(),
-        StatusCode::OK
-    );
-    drop(temp);
 }
 
 async fn refresh_from(

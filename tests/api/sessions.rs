@@ -8,14 +8,8 @@ use serde_json::json;
 use crate::helpers::{PASSWORD, Session, TestApp, assert_error, header, spawn_app};
 
 async fn assert_dead(app: &TestApp, session: &Session) {
-    assert_error(
-        app.refresh_with(&session.refresh_token).await,
-        StatusCode::UNAUTHORIZED,
-        "refresh_token_revoked",
-        None,
-    )
-    .await;
-    app.assert_session_revoked(&session.access_token).await;
+    app.assert_session_dead(session, "refresh_token_revoked")
+        .await;
 }
 
 async fn assert_alive(app: &TestApp, session: &Session) -> Session {
@@ -145,15 +139,11 @@ async fn a_password_change_leaves_only_the_current_session() {
     let current = app.login_as_device("alice@example.com", "B").await;
     let third = app.login_as_device("alice@example.com", "C").await;
     let new_password = "a brand new passphrase 2026";
-    let body = app
-        .call_json(
-            Method::POST,
-            "/api/auth/password",
-            &current.access_token,
-            Some(&json!({"currentPassword": PASSWORD, "newPassword": new_password})),
-            StatusCode::OK,
-        )
+    let changed = app
+        .change_password(&current.access_token, PASSWORD, new_password)
         .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let body: serde_json::Value = changed.json().await.expect("json");
     assert_eq!(
         body["message"],
         "Password changed; 2 other sessions revoked"
@@ -179,14 +169,11 @@ async fn a_wrong_current_password_or_a_weak_new_one_changes_nothing() {
     let app = spawn_app().await;
     let other = app.logged_in_user().await;
     let current = app.login_as_device("alice@example.com", "B").await;
-    let change = |current_password: &str, new_password: &str| json!({"currentPassword": current_password, "newPassword": new_password});
-    let wrong = change("not my password", "a brand new passphrase 2026");
     assert_error(
-        app.call(
-            Method::POST,
-            "/api/auth/password",
+        app.change_password(
             &current.access_token,
-            Some(&wrong),
+            "not my password",
+            "a brand new passphrase 2026",
         )
         .await,
         StatusCode::UNAUTHORIZED,
@@ -194,15 +181,9 @@ async fn a_wrong_current_password_or_a_weak_new_one_changes_nothing() {
         None,
     )
     .await;
-    let weak = change(PASSWORD, "password1");
     assert_error(
-        app.call(
-            Method::POST,
-            "/api/auth/password",
-            &current.access_token,
-            Some(&weak),
-        )
-        .await,
+        app.change_password(&current.access_token, PASSWORD, "password1")
+            .await,
         StatusCode::BAD_REQUEST,
         "weak_password",
         None,

@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use latchkey::model::Clock;
-use latchkey::service::Swept;
-use latchkey::{Config, Error, Latchkey};
+use latchkey::{Clock, Config, Error, Latchkey, Swept};
 use reqwest::StatusCode;
 
 use crate::helpers::{
@@ -164,23 +162,22 @@ async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
     }
 }
 
-#[test]
-fn a_corrupt_database_is_refused_with_an_error_not_a_panic() {
+#[tokio::test]
+async fn a_corrupt_database_is_refused_with_an_error_not_a_panic() {
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().join("data");
     {
-        let store = latchkey::storage::Store::open(&dir).expect("fresh data dir opens");
-        let user = latchkey::model::User {
-            id: "u1".into(),
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            password_hash: "$argon2id$…".into(),
-            created_at: START,
-            roles: vec!["user".into()],
-            disabled: false,
-        };
-        store.insert_user(&user, "alice").expect("insert");
-        store.flush_blocking().expect("flush");
+        let core = Latchkey::open(Config::with_data_dir(&dir)).expect("fresh data dir opens");
+        core.create_user(
+            "alice",
+            "alice@example.com",
+            PASSWORD,
+            &["user"],
+            Default::default(),
+        )
+        .await
+        .expect("user");
+        core.flush().expect("flush");
     }
     // Deterministic noise (xorshift64), as a bad disk or a stray write leaves.
     let mut state = 0x9E37_79B9_7F4A_7C15_u64;

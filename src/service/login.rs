@@ -1,0 +1,383 @@
+//! Logging in: check the password, then start a session (a new refresh-token
+//! family) in one transaction that re-checks the account as stored at that
+//! moment. The decisions are pure functions: [`judge_login`] after the hash
+//! is verified, [`admit_login`] inside the transaction.
+
+use crate::error::{Error, Result};
+use crate::model::{AuditKind, ClientInfo, Email, Password, User};
+use crate::password;
+use crate::storage::NewSession;
+use crate::tokens::new_id;
+
+use super::{Durability, Latchkey, TokenPair};
+
+/// What a login attempt comes to once its password has been checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Refused: the error to answer and the audit record to keep.
+    Refused {
+        /// What the client is told.
+        error: Error,
+        /// The audit event's kind.
+        kind: AuditKind,
+        /// The audit event's detail.
+        reason: &'static str,
+    },
+    /// The password is right and the account may log in; `rehash` when its
+    /// hash was made with weaker settings than the current ones.
+    Admitted {
+        /// Whether to store a fresh hash of the password.
+        rehash: bool,
+    },
+}
+
+/// Judges a login from the account found (if any) and whether the password
+/// verified. An unknown email and a wrong password are the same refusal;
+/// a disabled account is told so only after the right password.
+fn judge_login(user: Option<&User>, verified: bool) -> Verdict {
+    let refused = |error, kind, reason| Verdict::Refused {
+        error,
+        kind,
+        reason,
+    };
+    match user {
+        None => refused(
+            Error::InvalidCredentials,
+            AuditKind::LoginFailed,
+            "unknown_email",
+        ),
+        Some(_) if !verified => refused(
+            Error::InvalidCredentials,
+            AuditKind::LoginFailed,
+            "wrong_password",
+        ),
+        Some(user) if user.disabled => refused(
+            Error::AccountDisabled,
+            AuditKind::LoginRefused,
+            "account_disabled",
+        ),
+        Some(user) => Verdict::Admitted {
+            rehash: password::needs_rehash(&user.password_hash),
+        },
+    }
+}
+
+/// Inside the session's transaction: admits the login only if the account
+/// as stored now still has the password that was verified (`verified` is
+/// the account as read before hashing) and is enabled. A change of password,
+/// a disable or a deletion that committed while the hash was being checked
+/// refuses the login, so it cannot start a session after the change. A
+/// fresh hash (`rehashed`) replaces the stored one only if that is still
+/// the hash that was verified.
+fn admit_login(stored: Option<User>, verified: &User, rehashed: Option<&str>) -> Result<User> {
+    let mut user = stored.ok_or(Error::InvalidCredentials)?;
+    if user.password_version != verified.password_version {
+        return Err(Error::InvalidCredentials);
+    }
+    if user.disabled {
+        return Err(Error::AccountDisabled);
+    }
+    if let Some(hash) = rehashed
+        && user.password_hash == verified.password_hash
+    {
+        user.password_hash = hash.to_owned();
+    }
+    Ok(user)
+}
+
+impl Latchkey {
+    /// Checks credentials and starts a session: a new refresh-token family.
+    /// An unknown email and a wrong password take the same time and give the
+    /// same error. A stored hash made with weaker argon2 settings than the
+    /// current ones is replaced by a fresh hash.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`], [`Error::RateLimited`],
+    /// [`Error::InvalidCredentials`], [`Error::AccountDisabled`] (only
+    /// after the right password), [`Error::Storage`].
+    #[tracing::instrument(skip_all)]
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: ClientInfo,
+    ) -> Result<TokenPair> {
+        let email = Email::parse(email)?;
+        let password = Password::presented(password)?;
+        self.limited(
+            self.inner.limits.login(client.ip, email.as_str()),
+            None,
+            &client,
+        )
+        .await?;
+        let found = self.inner.store.user_by_email(email.as_str())?;
+        let stored_hash = found.as_ref().map(|user| user.password_hash.as_str());
+        let verified = self.inner.passwords.verify(&password, stored_hash).await?;
+        let rehash = match judge_login(found.as_ref(), verified) {
+            Verdict::Refused {
+                error,
+                kind,
+                reason,
+            } => {
+                return Err(self
+                    .refuse_login(found.as_ref(), error, kind, reason, &client)
+                    .await?);
+            }
+            Verdict::Admitted { rehash } => rehash,
+        };
+        let Some(user) = found else {
+            return Err(Error::Internal(
+                "a login was admitted without an account".into(),
+            ));
+        };
+        let rehashed = match rehash {
+            true => Some(self.inner.passwords.hash(&password).await?),
+            false => None,
+        };
+        let now = self.now();
+        let session_id = new_id();
+        let refresh = self
+            .inner
+            .tokens
+            .issue_refresh(&user.id, &session_id, now)?;
+        let new = NewSession {
+            id: &session_id,
+            now,
+            expires_at: refresh.expires_at,
+            client: &client,
+            digest: &refresh.digest,
+            jti: &refresh.jti,
+        };
+        let started = self.inner.store.start_session(&user.id, &new, |stored| {
+            admit_login(stored, &user, rehashed.as_deref())
+        });
+        let user = match started {
+            Ok(user) => user,
+            Err(error @ (Error::InvalidCredentials | Error::AccountDisabled)) => {
+                // The account changed while the hash was being checked.
+                let (kind, reason) = match error {
+                    Error::AccountDisabled => (AuditKind::LoginRefused, "disabled_meanwhile"),
+                    _ => (AuditKind::LoginFailed, "password_changed_meanwhile"),
+                };
+                return Err(self
+                    .refuse_login(Some(&user), error, kind, reason, &client)
+                    .await?);
+            }
+            Err(other) => return Err(other),
+        };
+        if rehashed.is_some() {
+            tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
+        }
+        let pair = self.token_pair(&user, &session_id, refresh.token, now)?;
+        let event = self
+            .event(AuditKind::LoginSucceeded, &client)
+            .user(&user.id)
+            .session(&session_id);
+        self.record(event, Durability::Wait).await?;
+        tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
+        Ok(pair)
+    }
+
+    /// Logs and audits a refused login; returns the error to answer with.
+    async fn refuse_login(
+        &self,
+        user: Option<&User>,
+        error: Error,
+        kind: AuditKind,
+        reason: &'static str,
+        client: &ClientInfo,
+    ) -> Result<Error> {
+        tracing::info!(reason, "login refused");
+        let mut event = self.event(kind, client).detail(reason);
+        if let Some(user) = user {
+            event = event.user(&user.id);
+        }
+        self.record(event, Durability::NextFlush).await?;
+        Ok(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RateLimits};
+    use crate::model::{Email, RevokeReason, Username};
+    use crate::storage::Ending;
+
+    fn user() -> User {
+        User::new(
+            "u1".into(),
+            &Username::parse("alice").expect("valid"),
+            &Email::parse("alice@example.com").expect("valid"),
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+            vec!["user".into()],
+            1_000,
+        )
+    }
+
+    fn disabled() -> User {
+        User {
+            disabled: true,
+            ..user()
+        }
+    }
+
+    fn refused(error: Error, kind: AuditKind, reason: &'static str) -> Verdict {
+        Verdict::Refused {
+            error,
+            kind,
+            reason,
+        }
+    }
+
+    #[test]
+    fn a_login_is_judged_by_account_password_and_state() {
+        let weak = User {
+            password_hash: "$argon2id$v=19$m=4096,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+                .into(),
+            ..user()
+        };
+        let cases = [
+            (
+                None,
+                false,
+                refused(
+                    Error::InvalidCredentials,
+                    AuditKind::LoginFailed,
+                    "unknown_email",
+                ),
+            ),
+            (
+                Some(user()),
+                false,
+                refused(
+                    Error::InvalidCredentials,
+                    AuditKind::LoginFailed,
+                    "wrong_password",
+                ),
+            ),
+            (
+                Some(disabled()),
+                false,
+                refused(
+                    Error::InvalidCredentials,
+                    AuditKind::LoginFailed,
+                    "wrong_password",
+                ),
+            ),
+            (
+                Some(disabled()),
+                true,
+                refused(
+                    Error::AccountDisabled,
+                    AuditKind::LoginRefused,
+                    "account_disabled",
+                ),
+            ),
+            (Some(user()), true, Verdict::Admitted { rehash: false }),
+            (Some(weak), true, Verdict::Admitted { rehash: true }),
+        ];
+        for (account, verified, expected) in cases {
+            let case = format!(
+                "{:?} verified={verified}",
+                account.as_ref().map(|u| u.disabled)
+            );
+            assert_eq!(judge_login(account.as_ref(), verified), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_login_is_admitted_only_if_the_verified_password_is_still_current() {
+        let verified = user();
+        let mut changed = user();
+        changed
+            .set_password("$argon2id$new".into(), verified.password_version)
+            .expect("set");
+        let mut revoked_all = user();
+        revoked_all.end_sessions();
+        let cases: [(&str, Option<User>, Result<()>); 5] = [
+            ("unchanged", Some(user()), Ok(())),
+            (
+                "password changed meanwhile",
+                Some(changed),
+                Err(Error::InvalidCredentials),
+            ),
+            (
+                "disabled meanwhile",
+                Some(disabled()),
+                Err(Error::AccountDisabled),
+            ),
+            ("deleted meanwhile", None, Err(Error::InvalidCredentials)),
+            // Ending sessions is not a new password: the login is a new session.
+            ("sessions ended meanwhile", Some(revoked_all), Ok(())),
+        ];
+        for (case, stored, expected) in cases {
+            let admitted = admit_login(stored, &verified, None).map(drop);
+            assert_eq!(
+                admitted.map_err(|err| err.code()),
+                expected.map_err(|err| err.code()),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fresh_hash_replaces_only_the_hash_that_was_verified() {
+        let verified = user();
+        let admitted = admit_login(Some(user()), &verified, Some("$fresh")).expect("admitted");
+        assert_eq!(admitted.password_hash, "$fresh");
+        // Another login re-hashed first: its hash stays, the login still counts.
+        let rehashed_by_another = User {
+            password_hash: "$other".into(),
+            ..user()
+        };
+        let admitted =
+            admit_login(Some(rehashed_by_another), &verified, Some("$fresh")).expect("admitted");
+        assert_eq!(admitted.password_hash, "$other");
+    }
+
+    #[tokio::test]
+    async fn a_login_upgrades_a_hash_made_with_weaker_settings() {
+        const PASSWORD: &str = "correct horse battery staple";
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            limits: RateLimits::off(),
+            hash_concurrency: Some(1),
+            ..Config::with_data_dir(dir.path())
+        };
+        let core = Latchkey::open(config).expect("core");
+        let user = core
+            .create_user(
+                "alice",
+                "alice@example.com",
+                PASSWORD,
+                &["user"],
+                Default::default(),
+            )
+            .await
+            .expect("user");
+        let weak = password::weak_hash(PASSWORD);
+        let ending = Ending {
+            now: core.now(),
+            reason: RevokeReason::Admin,
+            keep: None,
+        };
+        core.inner
+            .store
+            .update_user(&user.id, &ending, |stored| {
+                stored.password_hash = weak.clone();
+                Ok(())
+            })
+            .expect("downgraded");
+        for _ in 0..2 {
+            core.login("alice@example.com", PASSWORD, Default::default())
+                .await
+                .expect("login");
+            let stored = core.user(&user.id).expect("user").password_hash;
+            assert!(
+                stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+                "{stored}"
+            );
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! Refresh-token rotation and logout. [`decide_rotation`] is the security
+//! core of the token flow, a pure function table-tested below: given the
+//! presented token's record, its session and its user as stored now, the
+//! time, the reuse grace and the already-signed successor, it says what to
+//! write and how the exchange went. [`Latchkey::refresh`] only loads,
+//! decides inside one transaction, and answers.
+
+use crate::error::{Error, Result};
+use crate::model::{
+    AuditKind, ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime, User,
+};
+use crate::storage::Exchange;
+use crate::tokens::RefreshClaims;
+
+use super::{Durability, Latchkey, TokenPair};
+
+/// How a refresh exchange went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rotation {
+    /// A live token was rotated.
+    Rotated,
+    /// A just-rotated token came back within the grace (a client racing
+    /// itself): a fresh pair in the same session, nothing revoked.
+    Raced,
+    /// A rotated token came back after the grace: presumed stolen, so the
+    /// session is revoked (`revoked_now` unless it was dead already).
+    Reused {
+        /// Whether this exchange revoked the session.
+        revoked_now: bool,
+    },
+}
+
+/// Everything an exchange knows before it reads the store: the presented
+/// token's verified claims, the time, the reuse grace (seconds), the
+/// successor already signed (stored only if the exchange succeeds) and the
+/// client asking.
+#[derive(Debug, Clone)]
+struct Presented<'a> {
+    claims: &'a RefreshClaims,
+    now: UnixTime,
+    grace: u64,
+    successor: Successor<'a>,
+    client: &'a ClientInfo,
+}
+
+/// The refresh token signed for an exchange.
+#[derive(Debug, Clone)]
+struct Successor<'a> {
+    digest: TokenDigest,
+    jti: &'a str,
+    expires_at: UnixTime,
+}
+
+/// The rotation decision: `record`, `session` and `user` are what the store
+/// holds now (`None`: unknown, deleted or swept).
+fn decide_rotation(
+    presented: &Presented<'_>,
+    record: Option<RefreshRecord>,
+    session: Option<Session>,
+    user: Option<&User>,
+) -> Result<(Exchange, Rotation)> {
+    let Presented {
+        claims,
+        now,
+        grace,
+        successor,
+        client,
+    } = presented;
+    let (now, grace) = (*now, *grace);
+    let user = user.ok_or(Error::RefreshTokenNotRecognized)?;
+    if user.disabled {
+        return Err(Error::AccountDisabled);
+    }
+    let mut record = record
+        .filter(|record| record.user_id == claims.sub && record.family_id == claims.fam)
+        .ok_or(Error::RefreshTokenNotRecognized)?;
+    if now >= record.expires_at {
+        return Err(Error::RefreshTokenExpired);
+    }
+    let rotated_at = match record.rotated_at() {
+        Some(rotated_at) => Some(rotated_at),
+        // Logged out, not rotated: dead, and no sign of theft.
+        None if record.revoked_at.is_some() => return Err(Error::RefreshTokenRevoked),
+        None => None,
+    };
+    let live = session.filter(|session| session.is_live_for(user, now));
+    let within_grace = rotated_at.map(|rotated_at| now < rotated_at.saturating_add(grace));
+    if within_grace == Some(false) {
+        // Theft: revoke the session if it still lives, and say so either way.
+        let revoked = live.map(|mut session| {
+            session.revoke(now, RevokeReason::Reuse);
+            session
+        });
+        let revoked_now = revoked.is_some();
+        let exchange = Exchange {
+            session: revoked,
+            ..Exchange::default()
+        };
+        return Ok((exchange, Rotation::Reused { revoked_now }));
+    }
+    let mut session = live.ok_or(Error::RefreshTokenRevoked)?;
+    session.touch(now, successor.expires_at, client);
+    let next = RefreshRecord::issued(
+        &record.user_id,
+        successor.jti,
+        &record.family_id,
+        now,
+        successor.expires_at,
+        client,
+    );
+    let new = Some((successor.digest, next));
+    if within_grace == Some(true) {
+        // The presented token stays as it was: rotated once, to its first successor.
+        let exchange = Exchange {
+            old: None,
+            new,
+            session: Some(session),
+        };
+        return Ok((exchange, Rotation::Raced));
+    }
+    record.rotate(now, successor.jti);
+    let exchange = Exchange {
+        old: Some(record),
+        new,
+        session: Some(session),
+    };
+    Ok((exchange, Rotation::Rotated))
+}
+
+impl Latchkey {
+    /// Exchanges a refresh token for a new pair in the same session. The
+    /// presented token is marked rotated and its successor stored in one
+    /// transaction. A rotated token presented again:
+    /// - within `reuse_grace` of its rotation (a client racing itself, two
+    ///   tabs refreshing at once) gets a fresh pair in the same session;
+    /// - later, counts as theft: the whole session is revoked, with every
+    ///   token in it, and the answer is [`Error::RefreshTokenReused`].
+    ///
+    /// # Errors
+    /// [`Error::MissingRefreshToken`], [`Error::RateLimited`],
+    /// [`Error::InvalidRefreshToken`], [`Error::RefreshTokenNotRecognized`],
+    /// [`Error::RefreshTokenRevoked`], [`Error::RefreshTokenExpired`],
+    /// [`Error::RefreshTokenReused`], [`Error::AccountDisabled`], [`Error::Storage`].
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(
+        &self,
+        refresh_token: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<TokenPair> {
+        let token = refresh_token
+            .filter(|token| !token.is_empty())
+            .ok_or(Error::MissingRefreshToken)?;
+        self.limited(self.inner.limits.refresh(client.ip), None, &client)
+            .await?;
+        let now = self.now();
+        let tokens = &self.inner.tokens;
+        let claims = tokens.verify_refresh(token, now)?;
+        let next = tokens.issue_refresh(&claims.sub, &claims.fam, now)?;
+        let successor = Successor {
+            digest: next.digest,
+            jti: &next.jti,
+            expires_at: next.expires_at,
+        };
+        let presented = Presented {
+            claims: &claims,
+            now,
+            grace: self.inner.config.reuse_grace.as_secs(),
+            successor,
+            client: &client,
+        };
+        let outcome = self.inner.store.exchange_refresh(
+            &TokenDigest::of(token),
+            &claims.fam,
+            &claims.sub,
+            |record, session, user| {
+                let (exchange, rotation) =
+                    decide_rotation(&presented, record, session, user.as_ref())?;
+                Ok((exchange, (rotation, user)))
+            },
+        );
+        let (rotation, user) = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::info!(user_id = %claims.sub, session_id = %claims.fam, jti = %claims.jti, code = err.code(), "refresh refused");
+                return Err(err);
+            }
+        };
+        let event = |kind| {
+            self.event(kind, &client)
+                .user(&claims.sub)
+                .session(&claims.fam)
+        };
+        let (user, kind) = match (rotation, user) {
+            (Rotation::Reused { revoked_now }, _) => {
+                tracing::warn!(user_id = %claims.sub, session_id = %claims.fam, jti = %claims.jti, revoked_now, "refresh token reuse detected: session revoked");
+                let detail = match revoked_now {
+                    true => format!("jti={}; session revoked", claims.jti),
+                    false => format!("jti={}; session already revoked", claims.jti),
+                };
+                let reuse = event(AuditKind::ReuseDetected).detail(detail);
+                self.record(reuse, Durability::Wait).await?;
+                return Err(Error::RefreshTokenReused);
+            }
+            (Rotation::Raced, Some(user)) => (user, AuditKind::RefreshRaced),
+            (Rotation::Rotated, Some(user)) => (user, AuditKind::Refresh),
+            (_, None) => return Err(Error::Internal("a refresh rotated without a user".into())),
+        };
+        let pair = self.token_pair(&user, &claims.fam, next.token, now)?;
+        self.record(event(kind), Durability::Wait).await?;
+        tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced = (rotation == Rotation::Raced), "refresh token rotated");
+        Ok(pair)
+    }
+
+    /// Ends the session of a refresh token: the session is revoked, so every
+    /// token of it (including rotated siblings and the access tokens on
+    /// latchkey's routes) stops working. Idempotent: no token, an invalid,
+    /// unknown, expired or already revoked token all succeed.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] only.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, refresh_token: Option<&str>, client: ClientInfo) -> Result<()> {
+        let Some(token) = refresh_token.filter(|token| !token.is_empty()) else {
+            return Ok(());
+        };
+        let now = self.now();
+        let Ok(claims) = self.inner.tokens.verify_refresh(token, now) else {
+            return Ok(());
+        };
+        let ended = self.inner.store.exchange_refresh(
+            &TokenDigest::of(token),
+            &claims.fam,
+            &claims.sub,
+            |record, session, _user| Ok(decide_logout(&claims, record, session, now)),
+        )?;
+        if ended {
+            let event = self
+                .event(AuditKind::Logout, &client)
+                .user(&claims.sub)
+                .session(&claims.fam);
+            self.record(event, Durability::Wait).await?;
+            tracing::info!(user_id = %claims.sub, session_id = %claims.fam, "logged out");
+        }
+        Ok(())
+    }
+}
+
+/// The logout decision: end the token's record and its session, whatever
+/// state they are in; `true` when anything changed.
+fn decide_logout(
+    claims: &RefreshClaims,
+    record: Option<RefreshRecord>,
+    session: Option<Session>,
+    now: UnixTime,
+) -> (Exchange, bool) {
+    let Some(mut record) =
+        record.filter(|record| record.user_id == claims.sub && record.family_id == claims.fam)
+    else {
+        return (Exchange::default(), false);
+    };
+    let mut exchange = Exchange::default();
+    if let Some(mut session) = session.filter(|session| session.revoked_at.is_none()) {
+        session.revoke(now, RevokeReason::Logout);
+        exchange.session = Some(session);
+    }
+    if record.revoked_at.is_none() {
+        record.revoked_at = Some(now);
+        exchange.old = Some(record);
+    }
+    let changed = exchange.session.is_some() || exchange.old.is_some();
+    (exchange, changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Email, Username};
+
+    const NOW: UnixTime = 1_800_000_000;
+    const GRACE: u64 = 10;
+    const TTL: u64 = 3600;
+
+    fn user() -> User {
+        User::new(
+            "u1".into(),
+            &Username::parse("alice").expect("valid"),
+            &Email::parse("alice@example.com").expect("valid"),
+            "$argon2id$hash".into(),
+            vec!["user".into()],
+            NOW - 1000,
+        )
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo::new(Some([127, 0, 0, 1].into()), Some("test"))
+    }
+
+    fn claims() -> RefreshClaims {
+        RefreshClaims {
+            iss: "latchkey".into(),
+            sub: "u1".into(),
+            fam: "f1".into(),
+            iat: NOW - 100,
+            exp: NOW - 100 + TTL,
+            jti: "j1".into(),
+            nbf: None,
+        }
+    }
+
+    /// The presented token's record: issued 100 s ago.
+    fn record() -> RefreshRecord {
+        RefreshRecord::issued("u1", "j1", "f1", NOW - 100, NOW - 100 + TTL, &client())
+    }
+
+    /// The same record, rotated `ago` seconds before now.
+    fn rotated(ago: u64) -> RefreshRecord {
+        let mut record = record();
+        record.rotate(NOW - ago, "j2");
+        record
+    }
+
+    fn session() -> Session {
+        Session::start("f1".into(), &user(), NOW - 100, NOW - 100 + TTL, &client())
+    }
+
+    fn revoked_session() -> Session {
+        let mut session = session();
+        session.revoke(NOW - 50, RevokeReason::Logout);
+        session
+    }
+
+    /// What a call with these stored values decides.
+    fn decide(
+        record: Option<RefreshRecord>,
+        session: Option<Session>,
+        user: Option<User>,
+    ) -> Result<(Exchange, Rotation)> {
+        let claims = claims();
+        let client = client();
+        let presented = Presented {
+            claims: &claims,
+            now: NOW,
+            grace: GRACE,
+            successor: Successor {
+                digest: TokenDigest([7; 32]),
+                jti: "j3",
+                expires_at: NOW + TTL,
+            },
+            client: &client,
+        };
+        decide_rotation(&presented, record, session, user.as_ref())
+    }
+
+    /// The successor's record and the touched session, as a successful
+    /// exchange writes them.
+    fn written_successor() -> (Option<(TokenDigest, RefreshRecord)>, Option<Session>) {
+        let mut touched = session();
+        touched.touch(NOW, NOW + TTL, &client());
+        let next = RefreshRecord::issued("u1", "j3", "f1", NOW, NOW + TTL, &client());
+        (Some((TokenDigest([7; 32]), next)), Some(touched))
+    }
+
+    #[test]
+    fn every_case_of_the_rotation_decision() {
+        let disabled = User {
+            disabled: true,
+            ..user()
+        };
+        let mut password_changed = user();
+        password_changed
+            .set_password("$argon2id$new".into(), 0)
+            .expect("set");
+        let mut wrong_user = record();
+        wrong_user.user_id = "u2".into();
+        let mut wrong_family = record();
+        wrong_family.family_id = "f2".into();
+        let mut logged_out = record();
+        logged_out.revoked_at = Some(NOW - 5);
+        let expired = RefreshRecord::issued("u1", "j1", "f1", NOW - TTL, NOW, &client());
+        let mut revoked_for_reuse = session();
+        revoked_for_reuse.revoke(NOW, RevokeReason::Reuse);
+
+        let (new, touched) = written_successor();
+        let fresh = Exchange {
+            old: Some({
+                let mut old = record();
+                old.rotate(NOW, "j3");
+                old
+            }),
+            new: new.clone(),
+            session: touched.clone(),
+        };
+        let raced = Exchange {
+            old: None,
+            new,
+            session: touched,
+        };
+        type Case = (
+            &'static str,
+            Option<RefreshRecord>,
+            Option<Session>,
+            Option<User>,
+            Result<(Exchange, Rotation)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "fresh token",
+                Some(record()),
+                Some(session()),
+                Some(user()),
+                Ok((fresh, Rotation::Rotated)),
+            ),
+            (
+                "raced within the grace",
+                Some(rotated(GRACE - 1)),
+                Some(session()),
+                Some(user()),
+                Ok((raced, Rotation::Raced)),
+            ),
+            (
+                "reused after the grace, session live",
+                Some(rotated(GRACE)),
+                Some(session()),
+                Some(user()),
+                Ok((
+                    Exchange {
+                        session: Some(revoked_for_reuse),
+                        ..Exchange::default()
+                    },
+                    Rotation::Reused { revoked_now: true },
+                )),
+            ),
+            (
+                "reused after the grace, session already revoked",
+                Some(rotated(GRACE + 60)),
+                Some(revoked_session()),
+                Some(user()),
+                Ok((Exchange::default(), Rotation::Reused { revoked_now: false })),
+            ),
+            (
+                "reused after the grace, session swept",
+                Some(rotated(GRACE + 60)),
+                None,
+                Some(user()),
+                Ok((Exchange::default(), Rotation::Reused { revoked_now: false })),
+            ),
+            (
+                "reused after the grace, sessions ended by a password change",
+                Some(rotated(GRACE + 60)),
+                Some(session()),
+                Some(password_changed.clone()),
+                Ok((Exchange::default(), Rotation::Reused { revoked_now: false })),
+            ),
+            (
+                "raced within the grace, session revoked",
+                Some(rotated(1)),
+                Some(revoked_session()),
+                Some(user()),
+                Err(Error::RefreshTokenRevoked),
+            ),
+            (
+                "logged out",
+                Some(logged_out),
+                Some(revoked_session()),
+                Some(user()),
+                Err(Error::RefreshTokenRevoked),
+            ),
+            (
+                "expired",
+                Some(expired),
+                Some(session()),
+                Some(user()),
+                Err(Error::RefreshTokenExpired),
+            ),
+            (
+                "wrong user",
+                Some(wrong_user),
+                Some(session()),
+                Some(user()),
+                Err(Error::RefreshTokenNotRecognized),
+            ),
+            (
+                "wrong family",
+                Some(wrong_family),
+                Some(session()),
+                Some(user()),
+                Err(Error::RefreshTokenNotRecognized),
+            ),
+            (
+                "unknown token",
+                None,
+                Some(session()),
+                Some(user()),
+                Err(Error::RefreshTokenNotRecognized),
+            ),
+            (
+                "account deleted",
+                Some(record()),
+                Some(session()),
+                None,
+                Err(Error::RefreshTokenNotRecognized),
+            ),
+            (
+                "account disabled",
+                Some(record()),
+                Some(session()),
+                Some(disabled),
+                Err(Error::AccountDisabled),
+            ),
+            (
+                "session revoked (a device signed out)",
+                Some(record()),
+                Some(revoked_session()),
+                Some(user()),
+                Err(Error::RefreshTokenRevoked),
+            ),
+            (
+                "session swept",
+                Some(record()),
+                None,
+                Some(user()),
+                Err(Error::RefreshTokenRevoked),
+            ),
+            (
+                "password changed since the session started",
+                Some(record()),
+                Some(session()),
+                Some(password_changed),
+                Err(Error::RefreshTokenRevoked),
+            ),
+        ];
+        for (case, record, session, user, expected) in cases {
+            assert_eq!(decide(record, session, user), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn without_a_grace_every_reuse_is_theft() {
+        let claims = claims();
+        let client = client();
+        let presented = Presented {
+            claims: &claims,
+            now: NOW,
+            grace: 0,
+            successor: Successor {
+                digest: TokenDigest([7; 32]),
+                jti: "j3",
+                expires_at: NOW + TTL,
+            },
+            client: &client,
+        };
+        let decided = decide_rotation(&presented, Some(rotated(0)), Some(session()), Some(&user()));
+        assert!(matches!(
+            decided,
+            Ok((_, Rotation::Reused { revoked_now: true }))
+        ));
+    }
+
+    #[test]
+    fn logout_ends_the_record_and_the_session_once() {
+        let (exchange, changed) = decide_logout(&claims(), Some(record()), Some(session()), NOW);
+        assert!(changed);
+        assert_eq!(exchange.old.and_then(|old| old.revoked_at), Some(NOW));
+        assert_eq!(
+            exchange.session.and_then(|session| session.revoked_reason),
+            Some(RevokeReason::Logout)
+        );
+        let mut ended = record();
+        ended.revoked_at = Some(NOW);
+        let again = decide_logout(&claims(), Some(ended), Some(revoked_session()), NOW);
+        assert_eq!(again, (Exchange::default(), false));
+        let mut stranger = record();
+        stranger.user_id = "u2".into();
+        assert_eq!(
+            decide_logout(&claims(), Some(stranger), Some(session()), NOW),
+            (Exchange::default(), false)
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Persistent state on sled: the only importer of `sled`. Typed records in,
+//! typed records out; every write that belongs together happens in one
+//! sled transaction.
+//!
+//! Trees (declared once, in [`trees!`] below) and their key layout:
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `users` | user id | [`User`] (JSON) |
+//! | `users_by_email` | normalized email | user id |
+//! | `users_by_username` | lower-cased username | user id |
+//! | `refresh_tokens` | blake3 digest of a refresh token | [`RefreshRecord`] (JSON) |
+//! | `refresh_expiry` | `expires_at` (big-endian u64) ‖ digest | empty |
+//! | `session_tokens` | session id ‖ `/` ‖ digest | empty |
+//! | `sessions` | session (refresh-token family) id | [`Session`] (JSON) |
+//! | `session_expiry` | `expires_at` ‖ session id | empty |
+//! | `user_sessions` | user id ‖ `/` ‖ session id | empty |
+//! | `audit` | time (big-endian u64) ‖ sled-generated id | [`AuditEvent`] (JSON) |
+//!
+//! The expiry indexes let the sweeper walk only what has expired; the
+//! per-session and per-user indexes let an account's data be found without
+//! scanning everyone's.
+//!
+//! Files by concern: `open` (opening, the format marker, grouped flushes),
+//! `users`, `sessions` (sessions and refresh records), `audit`, `sweep`.
+//!
+//! sled runs every transaction under one global lock, so transactions are
+//! serialized with each other: a value read inside one is current until it
+//! commits. Durability is grouped: [`Store::durable`] asks one flusher thread
+//! to `flush()` once for every writer waiting at that moment. sled's flush
+//! writes its log with `sync_file_range`, which survives a killed process but
+//! is weaker than `fdatasync` against power loss.
+//!
+//! [`User`]: crate::model::User
+//! [`RefreshRecord`]: crate::model::RefreshRecord
+//! [`Session`]: crate::model::Session
+//! [`AuditEvent`]: crate::model::AuditEvent
+
+mod audit;
+mod open;
+mod sessions;
+mod sweep;
+mod users;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::error::{Error, Result};
+
+pub(crate) use sessions::{Exchange, NewSession};
+pub(crate) use users::Ending;
+
+/// Declares every tree once: the [`TreeId`] variants, their sled names and
+/// the list [`Store`] opens. Adding a tree is one line here (and a row in
+/// the module doc's table).
+macro_rules! trees {
+    ($($(#[doc = $doc:literal])* $id:ident = $name:literal,)+) => {
+        /// One of latchkey's sled trees.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) enum TreeId {
+            $($(#[doc = $doc])* $id,)+
+        }
+
+        impl TreeId {
+            /// Every tree, in declaration order (the order [`Store`] holds them in).
+            pub(crate) const ALL: &'static [TreeId] = &[$(TreeId::$id,)+];
+
+            /// The tree's name in sled.
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $(TreeId::$id => $name,)+
+                }
+            }
+        }
+    };
+}
+
+trees! {
+    /// User id → user.
+    Users = "users",
+    /// Normalized email → user id.
+    UsersByEmail = "users_by_email",
+    /// Lower-cased username → user id.
+    UsersByUsername = "users_by_username",
+    /// Refresh-token digest → refresh record.
+    RefreshTokens = "refresh_tokens",
+    /// Expiry ‖ digest, for the sweeper.
+    RefreshExpiry = "refresh_expiry",
+    /// Session id ‖ `/` ‖ digest: a session's refresh records.
+    SessionTokens = "session_tokens",
+    /// Session id → session.
+    Sessions = "sessions",
+    /// Expiry ‖ session id, for the sweeper.
+    SessionExpiry = "session_expiry",
+    /// User id ‖ `/` ‖ session id: a user's sessions.
+    UserSessions = "user_sessions",
+    /// Time ‖ id → audit event.
+    Audit = "audit",
+}
+
+/// A cheap-to-clone handle on latchkey's database.
+#[derive(Clone)]
+pub(crate) struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    db: sled::Db,
+    /// Indexed by `TreeId as usize`.
+    trees: Vec<sled::Tree>,
+    flusher: open::Flusher,
+}
+
+impl Store {
+    fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.inner.trees[id as usize]
+    }
+
+    /// Runs `body` as one sled transaction over the trees `ids`; inside,
+    /// [`Tx::tree`] reaches each of them by id.
+    fn transaction<T>(&self, ids: &[TreeId], body: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
+        let trees: Vec<&sled::Tree> = ids.iter().map(|id| self.tree(*id)).collect();
+        trees
+            .as_slice()
+            .transaction(|view| body(&Tx { ids, trees: view }))
+            .map_err(transaction_error)
+    }
+}
+
+/// The trees of one transaction.
+struct Tx<'a> {
+    ids: &'a [TreeId],
+    trees: &'a [TransactionalTree],
+}
+
+impl Tx<'_> {
+    /// The transactional view of tree `id`; a tree the transaction did not
+    /// ask for is a bug, reported as an internal error.
+    fn tree(&self, id: TreeId) -> TxResult<&TransactionalTree> {
+        self.ids
+            .iter()
+            .position(|held| *held == id)
+            .and_then(|index| self.trees.get(index))
+            .ok_or_else(|| {
+                abort(Error::Internal(format!(
+                    "transaction without the {} tree",
+                    id.name()
+                )))
+            })
+    }
+
+    fn get<T: DeserializeOwned>(&self, id: TreeId, key: &[u8]) -> TxResult<Option<T>> {
+        match self.tree(id)?.get(key)? {
+            Some(bytes) => decode(&bytes).map(Some).map_err(abort),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(&self, id: TreeId, key: &[u8], value: &T) -> TxResult<()> {
+        self.tree(id)?.insert(key, encode(value).map_err(abort)?)?;
+        Ok(())
+    }
+
+    fn insert(&self, id: TreeId, key: &[u8], value: &[u8]) -> TxResult<()> {
+        self.tree(id)?.insert(key, value)?;
+        Ok(())
+    }
+
+    fn remove(&self, id: TreeId, key: &[u8]) -> TxResult<()> {
+        self.tree(id)?.remove(key)?;
+        Ok(())
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
+
+/// The value of index entries, which carry everything in their key.
+const EMPTY: &[u8] = &[];
+
+/// `time` (big-endian, so keys sort by time) ‖ id.
+fn time_key(time: u64, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&time.to_be_bytes());
+    key.extend_from_slice(id);
+    key
+}
+
+/// `owner` ‖ `/` ‖ `item`: the key of a one-to-many index entry.
+fn child_key(owner: &str, item: &[u8]) -> Vec<u8> {
+    let mut key = child_prefix(owner);
+    key.extend_from_slice(item);
+    key
+}
+
+/// `owner` ‖ `/`: the prefix of `owner`'s index entries.
+fn child_prefix(owner: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(owner.len() + 40);
+    key.extend_from_slice(owner.as_bytes());
+    key.push(b'/');
+    key
+}
+
+fn abort(err: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(err)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|err| Error::Internal(format!("cannot encode a record: {err}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| Error::Storage(format!("unreadable record: {err}")))
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
+    match tree.get(key).map_err(storage_error)? {
+        Some(bytes) => decode(&bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The parts after `prefix` of every key in `tree` that starts with it.
+fn suffixes(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+    tree.scan_prefix(prefix)
+        .keys()
+        .map(|key| {
+            key.map(|key| key[prefix.len()..].to_vec())
+                .map_err(storage_error)
+        })
+        .collect()
+}
+
+fn storage_error(err: sled::Error) -> Error {
+    Error::Storage(err.to_string())
+}
+
+fn transaction_error(err: TransactionError<Error>) -> Error {
+    match err {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(err) => storage_error(err),
+    }
+}
