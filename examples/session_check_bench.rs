@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         core.register("bench", "bench@example.com", PASSWORD, Default::default())
             .await?;
         let pair = core
-            .login("bench@example.com", PASSWORD, Default::default())
+            .login("bench@example.com", PASSWORD, None, Default::default())
             .await?;
         let token = pair.access_token.expose().to_owned();
 

@@ -7,7 +7,7 @@
 //! line. The only importer of `rpassword`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
@@ -34,17 +34,49 @@ pub struct Cli {
         default_value = DEFAULT_DATA_DIR
     )]
     data_dir: PathBuf,
+    /// Comma-separated role names accounts may hold besides `user` and
+    /// `admin` (every command).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_EXTRA_ROLES",
+        value_delimiter = ','
+    )]
+    extra_roles: Vec<String>,
     /// `serve` flags, also accepted without the `serve` word.
     #[command(flatten)]
     serve: ServeArgs,
 }
 
+/// What every command shares: where the data is and which roles exist.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--extra-roles`.
+    pub extra_roles: Vec<String>,
+}
+
+impl Shared {
+    /// The default settings on this data directory with these roles.
+    fn config(&self) -> Config {
+        Config {
+            extra_roles: self.extra_roles.clone(),
+            ..Config::with_data_dir(&self.data_dir)
+        }
+    }
+}
+
 impl Cli {
     /// The command to run (`serve` with the top-level flags when none was
-    /// named) and the data directory every command uses.
-    pub fn into_command(self) -> (Command, PathBuf) {
+    /// named) and what every command shares.
+    pub fn into_command(self) -> (Command, Shared) {
         let command = self.command.unwrap_or(Command::Serve(self.serve));
-        (command, self.data_dir)
+        let shared = Shared {
+            data_dir: self.data_dir,
+            extra_roles: self.extra_roles,
+        };
+        (command, shared)
     }
 }
 
@@ -180,14 +212,15 @@ fn format_time(time: u64) -> String {
 /// # Errors
 /// [`Error::Config`] when the directory holds no latchkey database or a
 /// running server holds it, or what [`Latchkey::open_offline`] returns.
-fn open(data_dir: &Path, create: bool) -> Result<Latchkey> {
+fn open(shared: &Shared, create: bool) -> Result<Latchkey> {
+    let data_dir = &shared.data_dir;
     if !create && !data_dir.join("db").exists() {
         return Err(Error::Config(format!(
             "{} holds no latchkey database (pass --data-dir)",
             data_dir.display()
         )));
     }
-    Latchkey::open_offline(Config::with_data_dir(data_dir)).map_err(|err| match err {
+    Latchkey::open_offline(shared.config()).map_err(|err| match err {
         Error::DataDirLocked(dir) => Error::Config(format!(
             "data directory {dir} is in use by a running latchkey; stop it first"
         )),
@@ -199,8 +232,8 @@ fn open(data_dir: &Path, create: bool) -> Result<Latchkey> {
 ///
 /// # Errors
 /// See [`open`]; I/O errors writing `out` become [`Error::Internal`].
-pub fn audit(args: &AuditArgs, data_dir: &Path, out: &mut impl Write) -> Result<()> {
-    let core = open(data_dir, false)?;
+pub fn audit(args: &AuditArgs, shared: &Shared, out: &mut impl Write) -> Result<()> {
+    let core = open(shared, false)?;
     let now = core.clock().now();
     let since = args
         .since
@@ -251,7 +284,7 @@ fn text_line(event: &AuditEvent) -> String {
 /// [`Error::Config`] when the data directory cannot be used.
 pub async fn user(
     command: UserCommand,
-    data_dir: &Path,
+    shared: &Shared,
     input: &mut impl BufRead,
     out: &mut impl Write,
 ) -> Result<()> {
@@ -263,7 +296,7 @@ pub async fn user(
             password_stdin,
         } => {
             let password = read_password(password_stdin, input)?;
-            let core = open(data_dir, true)?;
+            let core = open(shared, true)?;
             let mut all = vec![latchkey::DEFAULT_ROLE.to_owned()];
             all.extend(roles);
             let user = core
@@ -272,7 +305,7 @@ pub async fn user(
             writeln!(out, "created {}", describe(&core, &user)?).map_err(write_error)?;
         }
         UserCommand::List { query, json } => {
-            let core = open(data_dir, false)?;
+            let core = open(shared, false)?;
             let mut cursor = None;
             loop {
                 let page = core.list_users(query.as_deref(), MAX_PAGE, cursor.as_deref())?;
@@ -295,7 +328,7 @@ pub async fn user(
             }
         }
         UserCommand::SetRoles { user, roles } => {
-            let core = open(data_dir, false)?;
+            let core = open(shared, false)?;
             let change = UserChange {
                 roles: Some(roles),
                 disabled: None,
@@ -303,19 +336,19 @@ pub async fn user(
             let user = change_user(&core, &user, change).await?;
             writeln!(out, "updated {}", describe(&core, &user)?).map_err(write_error)?;
         }
-        UserCommand::Disable { user } => set_disabled(data_dir, &user, true, out).await?,
-        UserCommand::Enable { user } => set_disabled(data_dir, &user, false, out).await?,
+        UserCommand::Disable { user } => set_disabled(shared, &user, true, out).await?,
+        UserCommand::Enable { user } => set_disabled(shared, &user, false, out).await?,
     }
     Ok(())
 }
 
 async fn set_disabled(
-    data_dir: &Path,
+    shared: &Shared,
     user: &str,
     disabled: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let core = open(data_dir, false)?;
+    let core = open(shared, false)?;
     let change = UserChange {
         roles: None,
         disabled: Some(disabled),
@@ -381,8 +414,8 @@ fn read_password(from_stdin: bool, input: &mut impl BufRead) -> Result<String> {
 /// # Errors
 /// [`Error::Config`] when there is no key ring (HS256) or the data
 /// directory cannot be used.
-pub fn keys(command: KeysCommand, data_dir: &Path, out: &mut impl Write) -> Result<()> {
-    let core = open(data_dir, false)?;
+pub fn keys(command: KeysCommand, shared: &Shared, out: &mut impl Write) -> Result<()> {
+    let core = open(shared, false)?;
     match command {
         KeysCommand::Rotate { signing_alg } => {
             let rotated = core.rotate_signing_key(signing_alg)?;
@@ -429,12 +462,13 @@ mod tests {
     #[test]
     fn command_line_defaults_match_config_default() {
         let cli = Cli::try_parse_from(["latchkey"]).expect("parses");
-        let (Command::Serve(args), data_dir) = cli.into_command() else {
+        let (Command::Serve(args), shared) = cli.into_command() else {
             panic!("expected serve");
         };
         let parsed = args.config;
         let default = Config::default();
-        assert_eq!(data_dir, default.data_dir);
+        assert_eq!(shared.data_dir, default.data_dir);
+        assert_eq!(shared.extra_roles, default.extra_roles);
         assert_eq!(parsed.access_ttl, default.access_ttl);
         assert_eq!(parsed.refresh_ttl, default.refresh_ttl);
         assert_eq!(parsed.sweep_interval, default.sweep_interval);
@@ -475,7 +509,11 @@ mod tests {
             vec!["latchkey", "keys", "rotate", "--data-dir", "/x"],
         ] {
             let cli = Cli::try_parse_from(&line).unwrap_or_else(|err| panic!("{line:?}: {err}"));
-            assert_eq!(cli.into_command().1, PathBuf::from("/x"), "{line:?}");
+            assert_eq!(
+                cli.into_command().1.data_dir,
+                PathBuf::from("/x"),
+                "{line:?}"
+            );
         }
     }
 

@@ -18,6 +18,8 @@ use crate::model::Secret;
 pub const DEFAULT_ACCESS_TTL: &str = "15m";
 /// Default refresh-token (session) lifetime.
 pub const DEFAULT_REFRESH_TTL: &str = "7d";
+/// Default absolute lifetime of a session: after it, log in again.
+pub const DEFAULT_SESSION_MAX_AGE: &str = "30d";
 /// Default pause between two sweeps of expired refresh tokens.
 pub const DEFAULT_SWEEP_INTERVAL: &str = "10m";
 /// Default `iss` claim.
@@ -38,6 +40,21 @@ pub const DEFAULT_LOGIN_ACCOUNT_RATE: &str = "10/1m,100/1h";
 pub const DEFAULT_REGISTER_IP_RATE: &str = "20/1h";
 /// Default refreshes per client IP.
 pub const DEFAULT_REFRESH_IP_RATE: &str = "120/1m";
+/// Default number of requests that may wait for a password hash.
+pub const DEFAULT_HASH_QUEUE: u32 = 64;
+/// Default longest wait for a password hash.
+pub const DEFAULT_HASH_QUEUE_TIMEOUT: &str = "3s";
+/// Default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+/// Default cap on open connections from one client address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 64;
+/// Default time a client has to send a request head (and, over HTTP/1.1,
+/// the longest an idle keep-alive connection waits for the next one).
+pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+/// Default time a client has to send a request body.
+pub const DEFAULT_BODY_TIMEOUT: &str = "10s";
+/// Default time a connection may sit without a request before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
 
 /// The settings the latchkey core runs with.
 ///
@@ -57,6 +74,10 @@ pub struct Config {
     /// Refresh-token lifetime, the longest a session lives without a login (humantime: 12h, 7d).
     #[arg(long, env = "LATCHKEY_REFRESH_TTL", default_value = DEFAULT_REFRESH_TTL, value_parser = humantime::parse_duration)]
     pub refresh_ttl: Duration,
+    /// The longest a session lives, however often it is refreshed; then the
+    /// user logs in again (OWASP ASVS 3.3).
+    #[arg(long, env = "LATCHKEY_SESSION_MAX_AGE", default_value = DEFAULT_SESSION_MAX_AGE, value_parser = humantime::parse_duration)]
+    pub session_max_age: Duration,
     /// Pause between two sweeps of expired refresh tokens (humantime).
     #[arg(long, env = "LATCHKEY_SWEEP_INTERVAL", default_value = DEFAULT_SWEEP_INTERVAL, value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
@@ -73,6 +94,13 @@ pub struct Config {
     /// number of cores, at least one, so token checks keep a core).
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub hash_concurrency: Option<u16>,
+    /// How many requests may wait for a password hash; more get 503 `overloaded`.
+    #[arg(long, env = "LATCHKEY_HASH_QUEUE", default_value_t = DEFAULT_HASH_QUEUE)]
+    pub hash_queue: u32,
+    /// The longest a request waits for its password hash before it gets 503
+    /// `overloaded` (humantime).
+    #[arg(long, env = "LATCHKEY_HASH_QUEUE_TIMEOUT", default_value = DEFAULT_HASH_QUEUE_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub hash_queue_timeout: Duration,
     /// How long after a rotation the old refresh token may still be
     /// exchanged (same family, nothing revoked) before reuse counts as theft
     /// and revokes the session; `0s` makes every reuse theft.
@@ -84,6 +112,14 @@ pub struct Config {
     /// Rate limits.
     #[command(flatten)]
     pub limits: RateLimits,
+    /// Connection caps and timeouts.
+    #[command(flatten)]
+    pub connections: ConnectionLimits,
+    /// Role names accounts may hold besides `user` and `admin` (for an
+    /// embedding app's own `RequireRole` guards). On the command line it is
+    /// the global `--extra-roles`, which the user commands share.
+    #[arg(skip)]
+    pub extra_roles: Vec<String>,
     /// Comma-separated CIDRs of reverse proxies whose `Forwarded` /
     /// `X-Forwarded-For` headers are believed (default: none, the socket
     /// address is the client).
@@ -124,6 +160,139 @@ impl Config {
         self.jwt_secret = read("JWT_SECRET").map(Secret::new);
         self.refresh_secret = read("REFRESH_TOKEN_SECRET").map(Secret::new);
         self
+    }
+
+    /// Refuses settings that make no sense or would break latchkey's
+    /// guarantees (an access token outliving a day, theft detection turned
+    /// off by an endless reuse grace, a sweep every few milliseconds,
+    /// lifetimes that overflow…), naming the flag and its allowed range.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) with one line saying what is wrong.
+    pub fn validate(&self) -> Result<(), crate::error::Error> {
+        const SECOND: Duration = Duration::from_secs(1);
+        const MINUTE: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        let within = |flag: &str, value: Duration, low: Duration, high: Duration| {
+            if value < low || value > high {
+                return Err(crate::error::Error::Config(format!(
+                    "{flag} must be between {} and {} (got {})",
+                    humantime::format_duration(low),
+                    humantime::format_duration(high),
+                    humantime::format_duration(value)
+                )));
+            }
+            Ok(())
+        };
+        let count = |flag: &str, value: u64, low: u64, high: u64| {
+            if value < low || value > high {
+                return Err(crate::error::Error::Config(format!(
+                    "{flag} must be between {low} and {high} (got {value})"
+                )));
+            }
+            Ok(())
+        };
+        within("--access-ttl", self.access_ttl, SECOND, DAY)?;
+        within(
+            "--refresh-ttl",
+            self.refresh_ttl,
+            self.access_ttl,
+            400 * DAY,
+        )?;
+        within(
+            "--session-max-age",
+            self.session_max_age,
+            self.refresh_ttl,
+            400 * DAY,
+        )?;
+        within("--reuse-grace", self.reuse_grace, Duration::ZERO, MINUTE)?;
+        within(
+            "--sweep-interval",
+            self.sweep_interval,
+            Duration::from_millis(100),
+            DAY,
+        )?;
+        within("--audit-retention", self.audit_retention, HOUR, 3650 * DAY)?;
+        within(
+            "--hash-queue-timeout",
+            self.hash_queue_timeout,
+            Duration::from_millis(100),
+            MINUTE,
+        )?;
+        count(
+            "--hash-concurrency",
+            self.hash_concurrency.map_or(1, u64::from),
+            1,
+            64,
+        )?;
+        count("--hash-queue", u64::from(self.hash_queue), 1, 100_000)?;
+        let connections = &self.connections;
+        count(
+            "--max-connections",
+            u64::from(connections.max_connections),
+            1,
+            1_000_000,
+        )?;
+        count(
+            "--max-connections-per-ip",
+            u64::from(connections.max_connections_per_ip),
+            1,
+            u64::from(connections.max_connections),
+        )?;
+        let tenth = Duration::from_millis(100);
+        within(
+            "--header-timeout",
+            connections.header_timeout,
+            tenth,
+            5 * MINUTE,
+        )?;
+        within(
+            "--body-timeout",
+            connections.body_timeout,
+            tenth,
+            5 * MINUTE,
+        )?;
+        within("--idle-timeout", connections.idle_timeout, tenth, HOUR)?;
+        let limits = &self.limits;
+        let rates = [
+            ("--rate-login-ip", &limits.login_ip),
+            ("--rate-register-ip", &limits.register_ip),
+            ("--rate-refresh-ip", &limits.refresh_ip),
+        ];
+        for (flag, rate) in rates.into_iter().chain(
+            limits
+                .login_account
+                .iter()
+                .map(|rate| ("--rate-login-account", rate)),
+        ) {
+            count(flag, u64::from(rate.count), 1, 1_000_000)?;
+            within(flag, rate.per, SECOND, 30 * DAY)?;
+        }
+        if let Some(bad) = self
+            .extra_roles
+            .iter()
+            .find(|role| !crate::model::is_role_name(role))
+        {
+            return Err(crate::error::Error::Config(format!(
+                "--extra-roles: {bad:?} is not a role name (1 to 32 of a-z, 0-9, '_', '.', '-')"
+            )));
+        }
+        if self.issuer.trim().is_empty() {
+            return Err(crate::error::Error::Config(
+                "--issuer must not be empty".into(),
+            ));
+        }
+        if self
+            .audience
+            .as_deref()
+            .is_some_and(|audience| audience.trim().is_empty())
+        {
+            return Err(crate::error::Error::Config(
+                "--audience must not be empty".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether latchkey serves HTTPS itself (`--tls-cert` and `--tls-key`).
@@ -267,6 +436,46 @@ impl Default for RateLimits {
     }
 }
 
+/// What one client's sockets may cost: caps on open connections and the
+/// time each part of a request may take.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionLimits {
+    /// Open connections at most; beyond it new ones wait in the kernel's
+    /// backlog. Lowered at start to what the open-file limit allows.
+    #[arg(long = "max-connections", env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: u32,
+    /// Open connections from one client address at most (trusted proxies
+    /// are exempt); beyond it new ones are closed at once.
+    #[arg(long = "max-connections-per-ip", env = "LATCHKEY_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: u32,
+    /// Time to send a whole request head (and the TLS handshake); an idle
+    /// HTTP/1.1 keep-alive connection is closed after it too.
+    #[arg(long = "header-timeout", env = "LATCHKEY_HEADER_TIMEOUT", default_value = DEFAULT_HEADER_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Time to send a whole request body; a slower one gets 408.
+    #[arg(long = "body-timeout", env = "LATCHKEY_BODY_TIMEOUT", default_value = DEFAULT_BODY_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// Time a connection (HTTP/2 included) may sit with no request before
+    /// it is closed.
+    #[arg(long = "idle-timeout", env = "LATCHKEY_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        let duration = |text: &str| {
+            humantime::parse_duration(text).expect("invariant: default durations parse")
+        };
+        ConnectionLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            header_timeout: duration(DEFAULT_HEADER_TIMEOUT),
+            body_timeout: duration(DEFAULT_BODY_TIMEOUT),
+            idle_timeout: duration(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}
+
 /// An allowed browser origin: `scheme://host[:port]`, no path, never `*`
 /// (credentials must never be allowed for every origin).
 fn parse_origin(text: &str) -> Result<String, String> {
@@ -297,14 +506,19 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             access_ttl: duration(DEFAULT_ACCESS_TTL),
             refresh_ttl: duration(DEFAULT_REFRESH_TTL),
+            session_max_age: duration(DEFAULT_SESSION_MAX_AGE),
             sweep_interval: duration(DEFAULT_SWEEP_INTERVAL),
             secure_cookies: false,
             issuer: DEFAULT_ISSUER.to_owned(),
             audience: None,
             hash_concurrency: None,
+            hash_queue: DEFAULT_HASH_QUEUE,
+            hash_queue_timeout: duration(DEFAULT_HASH_QUEUE_TIMEOUT),
             reuse_grace: duration(DEFAULT_REUSE_GRACE),
             audit_retention: duration(DEFAULT_AUDIT_RETENTION),
             limits: RateLimits::default(),
+            connections: ConnectionLimits::default(),
+            extra_roles: Vec::new(),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             tls_cert: None,
@@ -319,6 +533,75 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_nonsense_is_refused_naming_the_flag() {
+        Config::default().validate().expect("defaults are valid");
+        let huge = Duration::from_secs(18_446_744_073_709_551_000);
+        let cases: Vec<(&str, Config)> = vec![
+            (
+                "--access-ttl",
+                Config {
+                    access_ttl: huge,
+                    ..Config::default()
+                },
+            ),
+            (
+                "--access-ttl",
+                Config {
+                    access_ttl: Duration::ZERO,
+                    ..Config::default()
+                },
+            ),
+            (
+                "--refresh-ttl",
+                Config {
+                    refresh_ttl: Duration::from_secs(60),
+                    ..Config::default()
+                },
+            ),
+            (
+                "--refresh-ttl",
+                Config {
+                    refresh_ttl: huge,
+                    ..Config::default()
+                },
+            ),
+            (
+                "--reuse-grace",
+                Config {
+                    reuse_grace: Duration::from_secs(100 * 365 * 86_400),
+                    ..Config::default()
+                },
+            ),
+            (
+                "--sweep-interval",
+                Config {
+                    sweep_interval: Duration::ZERO,
+                    ..Config::default()
+                },
+            ),
+            (
+                "--session-max-age",
+                Config {
+                    session_max_age: Duration::from_secs(3600),
+                    ..Config::default()
+                },
+            ),
+            (
+                "--hash-concurrency",
+                Config {
+                    hash_concurrency: Some(1000),
+                    ..Config::default()
+                },
+            ),
+        ];
+        for (flag, config) in cases {
+            let refused = config.validate().expect_err(flag).to_string();
+            assert!(refused.contains(flag), "{refused}");
+            assert_eq!(refused.lines().count(), 1, "{refused}");
+        }
+    }
 
     #[test]
     fn rates_parse_and_bad_ones_are_refused() {

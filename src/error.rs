@@ -65,6 +65,12 @@ pub enum Error {
         /// Seconds until a retry can succeed.
         retry_after: u64,
     },
+    /// Too many password hashes are waiting: the request was not served.
+    #[error("The server is busy; retry in {retry_after} seconds")]
+    Overloaded {
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
     /// A cookie-authenticated state-changing request from a foreign origin.
     #[error("Cross-site request rejected")]
     CsrfRejected,
@@ -112,6 +118,7 @@ impl Error {
             Error::SessionRevoked => "session_revoked",
             Error::WeakPassword(_) => "weak_password",
             Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
             Error::CsrfRejected => "csrf_rejected",
             Error::Forbidden => "forbidden",
             Error::AccountDisabled => "account_disabled",

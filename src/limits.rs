@@ -1,10 +1,17 @@
 //! Rate limits: the only importer of `governor`.
 //!
 //! One keyed GCRA limiter per rule: login per client IP, login per account
-//! (several tiers, so repeated failures slow down progressively instead of
-//! locking the account), registration per IP and refresh per IP. IPv6
-//! clients are keyed by their /64, the block one subscriber usually holds,
-//! so rotating addresses inside it does not escape the limit.
+//! (several tiers, so repeated failures slow down progressively), registration
+//! per IP and refresh per IP. IPv6 clients are keyed by their /64, the block
+//! one subscriber usually holds, so rotating addresses inside it does not
+//! escape the limit.
+//!
+//! The account tiers are a throttle no stranger can turn into a lockout
+//! (OWASP's device cookie): a client that presents a valid device token for
+//! the account counts against that device's own tiers; only untrusted
+//! clients share the account's. A password check by the holder of a valid
+//! access token (changing the password, deleting the account) counts against
+//! that user's own tiers, which strangers cannot reach.
 //!
 //! Memory stays bounded under a flood of distinct clients: a limiter that
 //! grows past its key budget first forgets keys whose state has fully
@@ -35,10 +42,23 @@ pub struct Limited {
     pub retry_after: u64,
 }
 
+/// Whose attempt at a password a login-like request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt<'a> {
+    /// An untrusted client trying the account with this (normalized) email.
+    Account(&'a str),
+    /// A client with a valid device token (this device id) for the account.
+    KnownDevice(&'a str),
+    /// The holder of a valid access token of this user, re-entering their
+    /// password.
+    Holder(&'a str),
+}
+
 /// Every rate limit latchkey enforces.
 pub struct Limits {
     enabled: bool,
     login_ip: Bucket<IpAddr>,
+    /// The account tiers, keyed by `Attempt` (one key space each).
     login_account: Vec<Bucket<String>>,
     register_ip: Bucket<IpAddr>,
     refresh_ip: Bucket<IpAddr>,
@@ -69,22 +89,28 @@ impl Limits {
         }
     }
 
-    /// Counts a login attempt from `ip` for `account` (a normalized email,
-    /// whether or not it has an account).
+    /// Counts a password attempt from `ip`: per IP, then against the tiers
+    /// of whoever `attempt` says is trying (an account whether or not it
+    /// exists, a known device, or a token holder).
     ///
     /// # Errors
     /// The first rule that refuses it.
-    pub fn login(&self, ip: Option<IpAddr>, account: &str) -> Result<(), Limited> {
+    pub fn login(&self, ip: Option<IpAddr>, attempt: Attempt<'_>) -> Result<(), Limited> {
         if !self.enabled {
             return Ok(());
         }
         if let Some(ip) = ip {
             self.login_ip.check(&client_key(ip))?;
         }
-        let account = account.to_owned();
+        let (rule, key) = match attempt {
+            Attempt::Account(email) => ("login/account", format!("a:{email}")),
+            Attempt::KnownDevice(device) => ("login/device", format!("d:{device}")),
+            Attempt::Holder(user_id) => ("password/user", format!("u:{user_id}")),
+        };
         self.login_account
             .iter()
-            .try_for_each(|tier| tier.check(&account))
+            .try_for_each(|tier| tier.check(&key))
+            .map_err(|limited| Limited { rule, ..limited })
     }
 
     /// Counts a registration from `ip`.
@@ -261,19 +287,28 @@ mod tests {
         let mut settings = settings("100/1m");
         settings.login_account = vec!["5/1m".parse().expect("rate"), "7/1h".parse().expect("rate")];
         let limits = Limits::new(&settings, DEFAULT_MAX_KEYS);
+        let victim = Attempt::Account("victim@example.com");
         for attempt in 0..5 {
             let ip = Some(IpAddr::from([10, 0, 0, attempt]));
-            limits
-                .login(ip, "victim@example.com")
-                .expect("first tier allows 5");
+            limits.login(ip, victim).expect("first tier allows 5");
         }
+        let stranger = Some("10.9.9.9".parse().expect("ip"));
         let refused = limits
-            .login(Some("10.9.9.9".parse().expect("ip")), "victim@example.com")
+            .login(stranger, victim)
             .expect_err("sixth attempt on one account");
         assert_eq!(refused.rule, "login/account");
         limits
-            .login(Some("10.9.9.9".parse().expect("ip")), "other@example.com")
+            .login(stranger, Attempt::Account("other@example.com"))
             .expect("another account");
+        // The owner's known device and the owner holding a token are not
+        // throttled by what strangers spent on the account.
+        let owner = Some("10.7.7.7".parse().expect("ip"));
+        limits
+            .login(owner, Attempt::KnownDevice("device-1"))
+            .expect("a known device has its own tiers");
+        limits
+            .login(owner, Attempt::Holder("user-1"))
+            .expect("a token holder has their own tiers");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 mod cli;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -17,22 +16,22 @@ fn main() -> ExitCode {
     // `.env` in the working directory, if present, feeds the environment
     // (JWT_SECRET, REFRESH_TOKEN_SECRET, PORT…); real variables win.
     let _ = dotenvy::dotenv();
-    let (command, data_dir) = Cli::parse().into_command();
+    let (command, shared) = Cli::parse().into_command();
     match command {
         Command::Openapi => {
             println!("{}", http::spec());
             ExitCode::SUCCESS
         }
         Command::Audit(args) => {
-            exit_with(cli::audit(&args, &data_dir, &mut std::io::stdout().lock()))
+            exit_with(cli::audit(&args, &shared, &mut std::io::stdout().lock()))
         }
-        Command::User(command) => exit_with(user(command, &data_dir)),
+        Command::User(command) => exit_with(user(command, &shared)),
         Command::Keys(command) => {
-            exit_with(cli::keys(command, &data_dir, &mut std::io::stdout().lock()))
+            exit_with(cli::keys(command, &shared, &mut std::io::stdout().lock()))
         }
         Command::Serve(args) => {
             init_logging();
-            match serve(args, data_dir) {
+            match serve(args, shared) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("latchkey: {err:#}");
@@ -44,11 +43,11 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn user(command: cli::UserCommand, data_dir: &std::path::Path) -> latchkey::Result<()> {
+async fn user(command: cli::UserCommand, shared: &cli::Shared) -> latchkey::Result<()> {
     let stdin = std::io::stdin();
     cli::user(
         command,
-        data_dir,
+        shared,
         &mut stdin.lock(),
         &mut std::io::stdout().lock(),
     )
@@ -77,12 +76,19 @@ fn init_logging() {
 }
 
 #[tokio::main]
-async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, shared: cli::Shared) -> anyhow::Result<()> {
+    // Every connection is a descriptor: take all the kernel allows (the
+    // server caps connections below it).
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %err, "cannot raise the open-file limit");
+    }
     let config = latchkey::Config {
-        data_dir,
+        data_dir: shared.data_dir,
+        extra_roles: shared.extra_roles,
         ..args.config
     }
     .with_secrets_from_env();
+    config.validate()?;
     let shown = config.data_dir.display().to_string();
     let core = Latchkey::open(config)
         .with_context(|| format!("cannot start on data directory {shown}"))?;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Error, Result};
 
@@ -84,7 +85,13 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A syntactically valid email address, trimmed and lower-cased, at most 254 characters.
+/// A mailbox address in its one canonical form, so that addresses that look
+/// alike are one account: trimmed, NFKC-normalized (fullwidth `ａ` is `a`),
+/// lower-cased, the domain in ASCII (an internationalized domain as its
+/// `xn--` form, so a Cyrillic look-alike is a visibly different string).
+/// Only plain mailboxes: an ASCII dot-atom local part (no quoted strings, no
+/// invisible characters) at a DNS name of two labels or more (no IP
+/// literals); at most 254 characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -97,18 +104,40 @@ impl Email {
     /// # Errors
     /// [`Error::InvalidInput`] naming the `email` field.
     pub fn parse(raw: &str) -> Result<Email> {
-        let email = raw.trim().to_lowercase();
-        if email.is_empty() {
-            return Err(invalid("email is required"));
+        let folded: String = raw.trim().nfkc().collect::<String>().to_lowercase();
+        if folded.is_empty() {
+            return Err(invalid("email: required"));
         }
-        if email.chars().count() > Self::MAX_LEN {
-            return Err(invalid("email must be at most 254 characters"));
+        if folded.chars().count() > Self::MAX_LEN {
+            return Err(invalid("email: must be at most 254 characters"));
         }
-        let options = email_address::Options::default()
-            .without_display_text()
-            .without_domain_literal();
-        email_address::EmailAddress::parse_with_options(&email, options)
-            .map_err(|_| invalid("email is not a valid email address"))?;
+        let (local, domain) = folded
+            .rsplit_once('@')
+            .ok_or_else(|| invalid("email: not an address like name@example.com"))?;
+        let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+        let dot_atom = !local.is_empty()
+            && local.len() <= 64
+            && local
+                .split('.')
+                .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+        if !dot_atom {
+            return Err(invalid(
+                "email: the part before @ may hold only letters, digits, dots and !#$%&'*+/=?^_`{|}~- (no quotes, spaces or invisible characters)",
+            ));
+        }
+        let domain = idna::domain_to_ascii_strict(domain)
+            .map_err(|_| invalid("email: the domain is not a valid host name"))?;
+        let labels: Vec<&str> = domain.split('.').collect();
+        let top = labels.last().copied().unwrap_or_default();
+        if labels.len() < 2 || top.is_empty() || top.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid(
+                "email: the domain must be a host name like example.com (no IP addresses)",
+            ));
+        }
+        let email = format!("{local}@{domain}");
+        if email.len() > Self::MAX_LEN {
+            return Err(invalid("email: must be at most 254 characters"));
+        }
         Ok(Email(email))
     }
 
@@ -129,18 +158,19 @@ impl Username {
     /// # Errors
     /// [`Error::InvalidInput`] naming the `username` field.
     pub fn parse(raw: &str) -> Result<Username> {
-        let name = raw.trim();
+        // NFKC first, so a fullwidth `ａｌｉｃｅ` is `alice` (and taken if she is).
+        let name: String = raw.trim().nfkc().collect();
         let length = name.chars().count();
         if !(3..=32).contains(&length) {
-            return Err(invalid("username must be 3 to 32 characters"));
+            return Err(invalid("username: must be 3 to 32 characters"));
         }
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
         if !name.chars().all(allowed) {
             return Err(invalid(
-                "username may contain only letters, digits, '_', '.' and '-'",
+                "username: may contain only letters, digits, '_', '.' and '-'",
             ));
         }
-        Ok(Username(name.to_owned()))
+        Ok(Username(name))
     }
 
     /// The username as the user typed it.
@@ -159,10 +189,17 @@ fn username_key(username: &str) -> String {
     username.to_ascii_lowercase()
 }
 
-/// A candidate password: 8 to 128 characters (Unicode scalar values), no
-/// composition rules (NIST 800-63B).
+/// A candidate password: 8 to 128 characters (Unicode scalar values, as
+/// typed), no composition rules (NIST 800-63B). It is hashed and checked in
+/// NFKC form (NIST 800-63B §5.1.1.2), so the same password typed as composed
+/// or decomposed characters, or in fullwidth, is the same password.
 #[derive(Clone)]
-pub struct Password(Secret);
+pub struct Password {
+    normalized: Secret,
+    /// The password as typed, when NFKC changed it: a hash made before
+    /// passwords were normalized is checked against it too.
+    as_typed: Option<Secret>,
+}
 
 impl Password {
     /// Shortest accepted password.
@@ -170,19 +207,15 @@ impl Password {
     /// Longest accepted password; bounds the hashing work one request can ask for.
     pub const MAX_CHARS: usize = 128;
 
-    /// Validates a password's length.
+    /// Validates a password's length (field `password`).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the `password` field.
     pub fn parse(raw: &str) -> Result<Password> {
-        let length = raw.chars().count();
-        if length < Self::MIN_CHARS {
-            return Err(invalid("password must be at least 8 characters"));
+        if raw.chars().count() < Self::MIN_CHARS {
+            return Err(invalid("password: must be at least 8 characters"));
         }
-        if length > Self::MAX_CHARS {
-            return Err(invalid("password must be at most 128 characters"));
-        }
-        Ok(Password(Secret::new(raw)))
+        Password::presented(raw)
     }
 
     /// Accepts any password a user might have set, for checking at login:
@@ -193,17 +226,28 @@ impl Password {
     /// [`Error::InvalidInput`] naming the `password` field.
     pub fn presented(raw: &str) -> Result<Password> {
         if raw.is_empty() {
-            return Err(invalid("password is required"));
+            return Err(invalid("password: required"));
         }
         if raw.chars().count() > Self::MAX_CHARS {
-            return Err(invalid("password must be at most 128 characters"));
+            return Err(invalid("password: must be at most 128 characters"));
         }
-        Ok(Password(Secret::new(raw)))
+        let normalized: String = raw.nfkc().collect();
+        let as_typed = (normalized != raw).then(|| Secret::new(raw));
+        Ok(Password {
+            normalized: Secret::new(normalized),
+            as_typed,
+        })
     }
 
-    /// The password, for hashing or verifying only.
+    /// The password in NFKC form: what is hashed and checked.
     pub fn expose(&self) -> &str {
-        self.0.expose()
+        self.normalized.expose()
+    }
+
+    /// The password as typed, if NFKC changed it (for hashes made before
+    /// normalization).
+    pub fn as_typed(&self) -> Option<&str> {
+        self.as_typed.as_ref().map(Secret::expose)
     }
 }
 
@@ -313,28 +357,41 @@ fn default_roles() -> Vec<String> {
     vec![DEFAULT_ROLE.to_owned()]
 }
 
-/// Validates a list of role names: 1 to 16 roles of 1 to 32 characters of
-/// `[a-z0-9_.-]`; duplicates are dropped, order kept.
+/// Whether `role` is a well-formed role name: 1 to 32 characters of `[a-z0-9_.-]`.
+pub fn is_role_name(role: &str) -> bool {
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
+    !role.is_empty() && role.len() <= 32 && role.chars().all(allowed)
+}
+
+/// Validates an account's roles: 1 to 16 known roles (`user`, `admin` and
+/// the deployment's `extra` ones), `user` among them (every account keeps
+/// it); duplicates are dropped, order kept.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] naming the `roles` field.
-pub fn parse_roles<S: AsRef<str>>(raw: &[S]) -> Result<Vec<String>> {
+pub fn parse_roles<S: AsRef<str>>(raw: &[S], extra: &[String]) -> Result<Vec<String>> {
     let mut roles: Vec<String> = Vec::new();
     for role in raw {
         let role = role.as_ref().trim();
-        let allowed =
-            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
-        if role.is_empty() || role.len() > 32 || !role.chars().all(allowed) {
-            return Err(invalid(
-                "roles must be 1 to 32 characters of lower-case letters, digits, '_', '.' and '-'",
-            ));
+        let known = role == DEFAULT_ROLE || role == ADMIN_ROLE || extra.iter().any(|e| e == role);
+        if !known {
+            let mut names = vec![DEFAULT_ROLE.to_owned(), ADMIN_ROLE.to_owned()];
+            names.extend(extra.iter().cloned());
+            return Err(Error::InvalidInput(format!(
+                "roles: {role:?} is not a known role (known: {}; add more with --extra-roles)",
+                names.join(", ")
+            )));
         }
         if !roles.iter().any(|held| held == role) {
             roles.push(role.to_owned());
         }
     }
     if roles.is_empty() || roles.len() > 16 {
-        return Err(invalid("roles must list 1 to 16 roles"));
+        return Err(invalid("roles: must list 1 to 16 roles"));
+    }
+    if !roles.iter().any(|role| role == DEFAULT_ROLE) {
+        return Err(invalid("roles: every account keeps the user role"));
     }
     Ok(roles)
 }
@@ -691,6 +748,50 @@ mod tests {
     }
 
     #[test]
+    fn look_alike_and_odd_addresses_are_folded_or_refused() {
+        // Folded into the plain form (so they clash with it).
+        for (raw, canonical) in [
+            ("\u{ff41}lice@example.com", "alice@example.com"),
+            ("ALICE@EXAMPLE.COM", "alice@example.com"),
+            ("alice@b\u{fc}cher.example", "alice@xn--bcher-kva.example"),
+            ("alice@exam\u{00ad}ple.com", "alice@example.com"),
+        ] {
+            assert_eq!(
+                Email::parse(raw).map(|e| e.0).ok().as_deref(),
+                Some(canonical),
+                "{raw:?}"
+            );
+        }
+        // A Cyrillic look-alike domain is kept apart as its xn-- form.
+        let cyrillic = Email::parse("alice@\u{0435}xample.com").expect("an IDN domain");
+        assert!(cyrillic.as_str().contains("xn--"), "{cyrillic:?}");
+        for raw in [
+            "\u{0430}lice@example.com",
+            "carol\u{200b}@example.com",
+            "\"x@evil.com\"@example.com",
+            "hank@127.0.0.1",
+            "hank@[127.0.0.1]",
+            "hank@localhost",
+            "a..b@example.com",
+            ".a@example.com",
+            "a b@example.com",
+        ] {
+            assert!(Email::parse(raw).is_err(), "{raw:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn a_password_is_the_same_however_its_characters_are_composed() {
+        let composed = Password::parse("caf\u{e9} au lait").expect("valid");
+        let decomposed = Password::parse("cafe\u{301} au lait").expect("valid");
+        assert_eq!(composed.expose(), decomposed.expose());
+        assert_eq!(composed.as_typed(), None);
+        assert_eq!(decomposed.as_typed(), Some("cafe\u{301} au lait"));
+        let fullwidth = Username::parse("\u{ff41}lice").expect("folded");
+        assert_eq!(fullwidth.as_str(), "alice");
+    }
+
+    #[test]
     fn email_longer_than_254_is_refused() {
         let raw = format!("{}@example.com", "a".repeat(250));
         assert!(matches!(Email::parse(&raw), Err(Error::InvalidInput(m)) if m.contains("254")));
@@ -724,12 +825,25 @@ mod tests {
 
     #[test]
     fn roles_are_validated_and_deduplicated() {
+        let extra = ["auditor".to_owned()];
         assert_eq!(
-            parse_roles(&["admin", "user", "admin"]).expect("valid"),
+            parse_roles(&["admin", "user", "admin"], &extra).expect("valid"),
             ["admin", "user"]
         );
-        for bad in [vec![], vec!["Admin"], vec!["a b"], vec![""]] {
-            assert!(parse_roles(&bad).is_err(), "{bad:?}");
+        assert_eq!(
+            parse_roles(&["user", "auditor"], &extra).expect("valid"),
+            ["user", "auditor"]
+        );
+        for bad in [
+            vec![],
+            vec!["Admin"],
+            vec!["a b"],
+            vec![""],
+            vec!["false", "true"],
+            vec!["admin"],
+            vec!["user", "superuser"],
+        ] {
+            assert!(parse_roles(&bad, &extra).is_err(), "{bad:?}");
         }
         let old: User = serde_json::from_str(
             r#"{"id":"i","username":"u","email":"e@x.io","password_hash":"h","created_at":1}"#,

@@ -3,7 +3,11 @@
 //!
 //! Hashing and verifying take ~20–30 ms of CPU and ~19 MiB of memory each, so
 //! they run on tokio's blocking pool behind a semaphore: a login storm queues
-//! here instead of starving the async workers that serve token checks. An
+//! here instead of starving the async workers that serve token checks. The
+//! queue is bounded in length and in waiting time: past either, the request
+//! is refused as overloaded (503) instead of making everyone behind it wait.
+//! A request whose client hangs up leaves the queue (its future is dropped);
+//! a hash already running finishes, and only then frees its place. An
 //! unknown user is "verified" against a dummy hash so that the response time
 //! does not reveal whether an email has an account.
 //!
@@ -15,6 +19,8 @@
 //! username or the email's local part.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version, password_hash::phc::PasswordHash};
@@ -24,24 +30,73 @@ use zxcvbn::matching::patterns::MatchPattern;
 use crate::error::{Error, Result};
 use crate::model::Password;
 
-/// Hashes and verifies passwords with bounded concurrency.
+/// How a presented password compared with a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// It does not match (or there is no such account).
+    Wrong,
+    /// It matches.
+    Right,
+    /// It matches only as typed, not in NFKC form: the hash predates
+    /// normalization and should be replaced.
+    RightAsTyped,
+}
+
+impl Verified {
+    /// Whether the password is right, in either form.
+    pub fn is_right(self) -> bool {
+        self != Verified::Wrong
+    }
+}
+
+/// How many hashes may run and wait, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct HashQueue {
+    /// Hashes running at once (at least 1).
+    pub concurrency: usize,
+    /// Requests waiting for a hash at most; more are refused.
+    pub max_waiting: usize,
+    /// The longest a request waits for its hash; longer, it is refused.
+    pub max_wait: Duration,
+}
+
+/// Hashes and verifies passwords with bounded concurrency and a bounded queue.
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    queue: HashQueue,
     dummy_hash: Arc<str>,
 }
 
+/// A place in the queue, given back on drop (also when the request is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Passwords {
-    /// A hasher running at most `concurrency` (at least 1) hashes at once.
-    /// Computes the dummy hash once, which takes one hash's time.
+    /// A hasher with this queue. Computes the dummy hash once, which takes
+    /// one hash's time.
     ///
     /// # Errors
     /// [`Error::Internal`] if argon2 fails.
-    pub fn new(concurrency: usize) -> Result<Self> {
+    pub fn new(queue: HashQueue) -> Result<Self> {
         let dummy_hash = hash_now("latchkey dummy password, never matches")?;
         Ok(Passwords {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(queue.concurrency.max(1))),
+            waiting: AtomicUsize::new(0),
+            queue,
             dummy_hash: dummy_hash.into(),
         })
+    }
+
+    /// How many requests wait for a hash now.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// The default concurrency: one less than the cores, at least one.
@@ -62,40 +117,68 @@ impl Passwords {
         self.run_blocking(move || hash_now(password.expose())).await
     }
 
-    /// Checks `password` against a stored PHC string; with `None` (no such
-    /// user) it spends the same time on a dummy hash and returns `false`.
+    /// Checks `password` against a stored PHC string: its NFKC form, then,
+    /// if that differs and fails, the form typed (a hash from before
+    /// passwords were normalized). With `None` (no such user) it spends the
+    /// same time on a dummy hash and answers [`Verified::Wrong`].
     ///
     /// # Errors
-    /// [`Error::Internal`] if the stored hash cannot be parsed or the pool fails.
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<bool> {
+    /// [`Error::Internal`] if the stored hash cannot be parsed or the pool
+    /// fails, [`Error::Overloaded`] when the queue is full.
+    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verified> {
         let password = password.clone();
         let known = stored.is_some();
         let phc: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
-        let matches = self
+        let verified = self
             .run_blocking(move || {
                 let parsed = PasswordHash::new(&phc).map_err(|err| {
                     Error::Internal(format!("stored password hash is unreadable: {err}"))
                 })?;
-                Ok(Argon2::default()
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok())
+                let matches = |text: &str| {
+                    Argon2::default()
+                        .verify_password(text.as_bytes(), &parsed)
+                        .is_ok()
+                };
+                Ok(if matches(password.expose()) {
+                    Verified::Right
+                } else if password.as_typed().is_some_and(matches) {
+                    Verified::RightAsTyped
+                } else {
+                    Verified::Wrong
+                })
             })
             .await?;
-        Ok(known && matches)
+        Ok(if known { verified } else { Verified::Wrong })
     }
 
     async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("password hasher is shut down".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|err| Error::Internal(format!("password task failed: {err}")))?
+        let overloaded = || Error::Overloaded {
+            retry_after: self.queue.max_wait.as_secs().max(1),
+        };
+        let place = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting(&self.waiting);
+        if place >= self.queue.max_waiting {
+            return Err(overloaded());
+        }
+        let permit = tokio::time::timeout(
+            self.queue.max_wait,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| overloaded())?
+        .map_err(|_| Error::Internal("password hasher is shut down".into()))?;
+        drop(waiting);
+        tokio::task::spawn_blocking(move || {
+            // Held until the hash is done, even if the request is dropped
+            // meanwhile: the semaphore counts hashes running, not requests.
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("password task failed: {err}")))?
     }
 }
 
@@ -179,32 +262,109 @@ fn hash_now(password: &str) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn queue(concurrency: usize, max_waiting: usize) -> HashQueue {
+        HashQueue {
+            concurrency,
+            max_waiting,
+            max_wait: Duration::from_secs(5),
+        }
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_nothing_else() {
-        let passwords = Passwords::new(1).expect("hasher");
+        let passwords = Passwords::new(queue(1, 8)).expect("hasher");
         let right = Password::parse("correct horse battery").expect("valid");
         let wrong = Password::parse("incorrect horse battery").expect("valid");
         let hash = passwords.hash(&right).await.expect("hashed");
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(
+        assert_eq!(
             passwords
                 .verify(&right, Some(&hash))
                 .await
-                .expect("verified")
+                .expect("verified"),
+            Verified::Right
         );
-        assert!(
-            !passwords
+        assert_eq!(
+            passwords
                 .verify(&wrong, Some(&hash))
                 .await
-                .expect("verified")
+                .expect("verified"),
+            Verified::Wrong
         );
     }
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
-        let passwords = Passwords::new(1).expect("hasher");
+        let passwords = Passwords::new(queue(1, 8)).expect("hasher");
         let guess = Password::parse("latchkey dummy password, never matches").expect("valid");
-        assert!(!passwords.verify(&guess, None).await.expect("verified"));
+        assert_eq!(
+            passwords.verify(&guess, None).await.expect("verified"),
+            Verified::Wrong
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hash_made_before_normalization_still_verifies_and_asks_for_a_new_one() {
+        let passwords = Passwords::new(queue(1, 8)).expect("hasher");
+        let typed = "cafe\u{301} au lait";
+        let legacy = hash_now(typed).expect("hash of the password as typed");
+        let presented = Password::parse(typed).expect("valid");
+        assert_eq!(
+            passwords
+                .verify(&presented, Some(&legacy))
+                .await
+                .expect("verified"),
+            Verified::RightAsTyped
+        );
+        let current = passwords.hash(&presented).await.expect("hash");
+        let composed = Password::parse("caf\u{e9} au lait").expect("valid");
+        assert_eq!(
+            passwords
+                .verify(&composed, Some(&current))
+                .await
+                .expect("verified"),
+            Verified::Right,
+            "NFC and NFD spellings are one password"
+        );
+    }
+
+    #[tokio::test]
+    async fn beyond_the_queue_requests_are_refused_as_overloaded() {
+        let passwords = Arc::new(Passwords::new(queue(1, 2)).expect("hasher"));
+        let password = Password::parse("correct horse battery").expect("valid");
+        let hashes: Vec<_> = (0..6)
+            .map(|_| {
+                let passwords = Arc::clone(&passwords);
+                let password = password.clone();
+                tokio::spawn(async move { passwords.hash(&password).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for hash in hashes {
+            match hash.await.expect("task") {
+                Ok(_) => {}
+                Err(Error::Overloaded { retry_after }) => {
+                    assert!(retry_after >= 1);
+                    refused += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(
+            refused >= 3,
+            "{refused} of 6 refused with 1 running and 2 waiting"
+        );
+        assert_eq!(passwords.waiting(), 0, "every place was given back");
+        let slow = Passwords::new(HashQueue {
+            max_wait: Duration::ZERO,
+            ..queue(1, 8)
+        })
+        .expect("hasher");
+        let (first, second) = tokio::join!(slow.hash(&password), slow.hash(&password));
+        assert!(
+            first.is_err() || second.is_err(),
+            "a request that cannot start at once is refused"
+        );
     }
 
     fn policy(password: &str) -> Result<()> {

@@ -12,7 +12,6 @@ use crate::service::Latchkey;
 /// runs one interval after start.
 pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
-    let interval = interval.max(Duration::from_millis(10));
     loop {
         tokio::select! {
             () = &mut shutdown => break,

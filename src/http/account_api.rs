@@ -24,19 +24,17 @@ pub(super) struct AccountApi;
 #[oai(rename_all = "camelCase", example)]
 struct PasswordChange {
     /// The password in use now.
-    #[oai(deserialize_with = "fields::current_password")]
-    current_password: String,
+    current_password: fields::CurrentPassword,
     /// The new password: 8 to 128 characters, not common, not containing
     /// the username or email.
-    #[oai(deserialize_with = "fields::new_password")]
-    new_password: String,
+    new_password: fields::ChangedPassword,
 }
 
 impl Example for PasswordChange {
     fn example() -> Self {
         PasswordChange {
-            current_password: "correct horse battery staple".into(),
-            new_password: "a new and longer passphrase".into(),
+            current_password: fields::CurrentPassword("correct horse battery staple".into()),
+            new_password: fields::ChangedPassword("a new and longer passphrase".into()),
         }
     }
 }
@@ -46,14 +44,13 @@ impl Example for PasswordChange {
 #[oai(example)]
 struct DeleteAccount {
     /// The account's current password.
-    #[oai(deserialize_with = "fields::password")]
-    password: String,
+    password: fields::Password,
 }
 
 impl Example for DeleteAccount {
     fn example() -> Self {
         DeleteAccount {
-            password: "correct horse battery staple".into(),
+            password: fields::Password("correct horse battery staple".into()),
         }
     }
 }
@@ -65,7 +62,7 @@ enum PasswordResponse {
     Ok(Json<MessageBody>),
 }
 
-error_responses!(PasswordError {
+error_responses!(PasswordError with body {
     /// `invalid_input` or `weak_password` (the message says why).
     400 => BadRequest,
     /// `invalid_credentials` (wrong current password), or the token errors:
@@ -89,7 +86,7 @@ enum DeleteResponse {
     ),
 }
 
-error_responses!(DeleteError {
+error_responses!(DeleteError with body {
     /// `invalid_input`: the password is missing.
     400 => BadRequest,
     /// `invalid_credentials` (wrong password), or the token errors:

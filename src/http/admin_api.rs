@@ -63,6 +63,7 @@ struct UsersBody {
     /// Users in email order.
     users: Vec<AdminUserView>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
     next_cursor: Option<String>,
 }
 
@@ -71,11 +72,11 @@ struct UsersBody {
 #[oai(example)]
 struct UserPatch {
     /// The new roles (1 to 16 of `[a-z0-9_.-]`, e.g. `["user","admin"]`).
-    #[oai(deserialize_with = "fields::roles")]
+    #[oai(deserialize_with = "fields::roles", skip_serializing_if_is_none)]
     roles: Option<Vec<String>>,
     /// `true` disables the account and revokes every session at once;
     /// `false` enables it again.
-    #[oai(deserialize_with = "fields::disabled")]
+    #[oai(deserialize_with = "fields::disabled", skip_serializing_if_is_none)]
     disabled: Option<bool>,
 }
 
@@ -107,14 +108,19 @@ struct AuditView {
     /// `account_deleted`, `account_changed`.
     kind: String,
     /// The user concerned.
+    #[oai(skip_serializing_if_is_none)]
     user_id: Option<String>,
     /// The session concerned.
+    #[oai(skip_serializing_if_is_none)]
     session_id: Option<String>,
     /// The client's IP address.
+    #[oai(skip_serializing_if_is_none)]
     ip: Option<String>,
     /// The client's user agent.
+    #[oai(skip_serializing_if_is_none)]
     user_agent: Option<String>,
     /// Why, or what changed.
+    #[oai(skip_serializing_if_is_none)]
     detail: Option<String>,
 }
 
@@ -168,6 +174,18 @@ enum AuditResponse {
 }
 
 error_responses!(AdminError {
+    /// `invalid_input`: a parameter or field is invalid (the message names it).
+    400 => BadRequest,
+    /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
+    401 => Unauthorized,
+    /// `forbidden` ("Insufficient role"): the caller is not an admin; or
+    /// `csrf_rejected` for a cookie-carrying request from a foreign origin.
+    403 => Forbidden,
+    /// `user_not_found`.
+    404 => NotFound,
+});
+
+error_responses!(AdminPatchError with body {
     /// `invalid_input`: a parameter or field is invalid (the message names it).
     400 => BadRequest,
     /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
@@ -259,7 +277,7 @@ impl AdminApi {
         /// The user id.
         id: Path<String>,
         body: Json<UserPatch>,
-    ) -> Result<UserResponse, AdminError> {
+    ) -> Result<UserResponse, AdminPatchError> {
         let change = UserChange {
             roles: body.0.roles,
             disabled: body.0.disabled,

@@ -92,6 +92,17 @@ pub(crate) fn core_of(req: &Request) -> poem::Result<&Latchkey> {
     })
 }
 
+/// Whether the socket peer of `req` is one of `trusted_proxies`.
+pub(crate) fn peer_is_trusted(req: &Request, trusted_proxies: &[IpNet]) -> bool {
+    match req.remote_addr() {
+        RemoteAddr(poem::Addr::SocketAddr(addr)) => {
+            let ip = addr.ip().to_canonical();
+            trusted_proxies.iter().any(|net| net.contains(&ip))
+        }
+        _ => false,
+    }
+}
+
 /// [`client_info`] with the core's trusted proxies.
 pub(crate) fn client_of(req: &Request, core: &Latchkey) -> ClientInfo {
     client_info(req, &core.config().trusted_proxies)

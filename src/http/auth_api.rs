@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use super::auth::client_of;
-use super::cookies::{clear_refresh_cookie, refresh_cookie};
+use super::cookies::{self, clear_refresh_cookie, device_cookie, refresh_cookie};
 use super::error::error_responses;
 use super::fields;
 use super::views::{MessageBody, UserView};
@@ -27,22 +27,20 @@ pub(super) struct AuthApi;
 #[oai(rename_all = "camelCase", example)]
 struct RegisterRequest {
     /// 3 to 32 characters of letters, digits, `_`, `.` and `-`; unique regardless of case.
-    #[oai(deserialize_with = "fields::username")]
-    username: String,
-    /// A valid address of at most 254 characters; stored trimmed and lower-cased.
-    #[oai(deserialize_with = "fields::email")]
-    email: String,
-    /// 8 to 128 characters.
-    #[oai(deserialize_with = "fields::password")]
-    password: String,
+    username: fields::Username,
+    /// A mailbox of at most 254 characters (a plain `name@host.example`: no
+    /// quoted names, no IP addresses); stored in one canonical form.
+    email: fields::EmailAddress,
+    /// 8 to 128 characters, not common, not containing the username or email.
+    password: fields::NewPassword,
 }
 
 impl Example for RegisterRequest {
     fn example() -> Self {
         RegisterRequest {
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            password: "correct horse battery staple".into(),
+            username: fields::Username("alice".into()),
+            email: fields::EmailAddress("alice@example.com".into()),
+            password: fields::NewPassword("correct horse battery staple".into()),
         }
     }
 }
@@ -52,18 +50,16 @@ impl Example for RegisterRequest {
 #[oai(rename_all = "camelCase", example)]
 struct LoginRequest {
     /// The account's email (case does not matter).
-    #[oai(deserialize_with = "fields::email")]
-    email: String,
+    email: fields::EmailAddress,
     /// The account's password.
-    #[oai(deserialize_with = "fields::password")]
-    password: String,
+    password: fields::Password,
 }
 
 impl Example for LoginRequest {
     fn example() -> Self {
         LoginRequest {
-            email: "alice@example.com".into(),
-            password: "correct horse battery staple".into(),
+            email: fields::EmailAddress("alice@example.com".into()),
+            password: fields::Password("correct horse battery staple".into()),
         }
     }
 }
@@ -108,7 +104,7 @@ enum RegisterResponse {
     Created(Json<RegisterBody>),
 }
 
-error_responses!(RegisterError {
+error_responses!(RegisterError with body {
     /// `invalid_input` (a field is missing or invalid; the message names it)
     /// or `weak_password` (common, a pattern, or containing the username or
     /// email; the message says which).
@@ -123,10 +119,11 @@ error_responses!(RegisterError {
 enum TokenResponse {
     /// Tokens issued: the access token in the body, the refresh token in an
     /// HttpOnly `refresh_token` cookie (`SameSite=Strict; Path=/api/auth`).
+    /// A login also sets the `latchkey_device` cookie (`Path=/api/auth/login`).
     #[oai(status = 200)]
     Ok(
         Json<TokenBody>,
-        /// `refresh_token=<token>; HttpOnly; SameSite=Strict; Path=/api/auth; Max-Age=<refresh ttl>` (plus `Secure` over TLS).
+        /// `refresh_token=<token>; HttpOnly; SameSite=Strict; Path=/api/auth; Max-Age=<refresh ttl>` (plus `Secure` over TLS); after a login also `latchkey_device=<token>; HttpOnly; SameSite=Strict; Path=/api/auth/login; Max-Age=15552000`.
         #[oai(header = "Set-Cookie")]
         String,
         /// Always `no-store`: tokens must not be cached.
@@ -150,7 +147,7 @@ impl TokenResponse {
     }
 }
 
-error_responses!(LoginError {
+error_responses!(LoginError with body {
     /// A field is missing or invalid.
     400 => BadRequest,
     /// `invalid_credentials`: unknown email or wrong password (indistinguishable).
@@ -164,6 +161,8 @@ error_responses!(LoginError {
 });
 
 error_responses!(RefreshError {
+    /// `invalid_input`: two `refresh_token` cookies were sent.
+    400 => BadRequest,
     /// `missing_refresh_token`, `invalid_refresh_token`, `refresh_token_not_recognized`,
     /// `refresh_token_revoked`, `refresh_token_expired`, or
     /// `refresh_token_reused` (a rotated token came back after the reuse
@@ -192,6 +191,8 @@ enum LogoutResponse {
 // Logout with a bad or missing cookie still succeeds: only a cross-site
 // request or a storage failure (a 500) can make it fail.
 error_responses!(LogoutError {
+    /// `invalid_input`: two `refresh_token` cookies were sent.
+    400 => BadRequest,
     /// `csrf_rejected`: the request carries cookies and comes from an origin
     /// that is neither this server nor one of `--cors-origins`.
     403 => Forbidden,
@@ -228,18 +229,32 @@ impl AuthApi {
     ///
     /// Returns an access token and sets the `refresh_token` cookie, starting a
     /// new session. An unknown email and a wrong password give the same answer
-    /// in the same time.
+    /// in the same time. Also sets a `latchkey_device` cookie: sent with this
+    /// account's next login, it keeps this device out of the throttle that
+    /// strangers' failed guesses put on the account.
     #[oai(path = "/login", method = "post")]
     async fn login(
         &self,
         core: Data<&Latchkey>,
         request: &Request,
+        /// The device token of an earlier login of this account.
+        #[oai(name = "latchkey_device")]
+        device: CookieParam<Option<String>>,
         body: Json<LoginRequest>,
     ) -> Result<TokenResponse, LoginError> {
+        let secure = core.config().cookies_secure();
         let pair = core
-            .login(&body.email, &body.password, client_of(request, &core))
+            .login(
+                &body.email,
+                &body.password,
+                device.0.as_deref(),
+                client_of(request, &core),
+            )
             .await?;
-        Ok(TokenResponse::issued(pair, core.config().cookies_secure()))
+        if let Some(token) = &pair.device_token {
+            request.cookie().add(device_cookie(token.expose(), secure));
+        }
+        Ok(TokenResponse::issued(pair, secure))
     }
 
     /// Refresh the tokens
@@ -257,10 +272,11 @@ impl AuthApi {
         request: &Request,
         /// The refresh token set by login or the previous refresh.
         #[oai(name = "refresh_token")]
-        refresh_token: CookieParam<Option<String>>,
+        _refresh_token: CookieParam<Option<String>>,
     ) -> Result<TokenResponse, RefreshError> {
+        let token = cookies::single(request, cookies::REFRESH_TOKEN_COOKIE)?;
         let pair = core
-            .refresh(refresh_token.0.as_deref(), client_of(request, &core))
+            .refresh(token.as_deref(), client_of(request, &core))
             .await?;
         Ok(TokenResponse::issued(pair, core.config().cookies_secure()))
     }
@@ -276,9 +292,10 @@ impl AuthApi {
         request: &Request,
         /// The refresh token of the session to end.
         #[oai(name = "refresh_token")]
-        refresh_token: CookieParam<Option<String>>,
+        _refresh_token: CookieParam<Option<String>>,
     ) -> Result<LogoutResponse, LogoutError> {
-        core.logout(refresh_token.0.as_deref(), client_of(request, &core))
+        let token = cookies::single(request, cookies::REFRESH_TOKEN_COOKIE)?;
+        core.logout(token.as_deref(), client_of(request, &core))
             .await?;
         Ok(LogoutResponse::Ok(
             Json(MessageBody::new("Logged out")),

@@ -4,7 +4,6 @@
 //! standard JWT library, without sharing a secret.
 
 use poem::Request;
-use poem::http::header;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
@@ -130,20 +129,14 @@ impl DiscoveryApi {
         core: Data<&Latchkey>,
         request: &Request,
     ) -> DiscoveryResponse {
-        let issuer = core.config().issuer.clone();
+        let config = core.config();
+        let issuer = config.issuer.clone();
         let base = if issuer.starts_with("https://") || issuer.starts_with("http://") {
             issuer.trim_end_matches('/').to_owned()
         } else {
-            let scheme = if core.config().serves_tls() {
-                "https"
-            } else {
-                "http"
-            };
-            let host = request
-                .headers()
-                .get(header::HOST)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("localhost");
+            let scheme = if config.serves_tls() { "https" } else { "http" };
+            let host = super::origin::authority(request, &config.trusted_proxies)
+                .unwrap_or_else(|| "localhost".to_owned());
             format!("{scheme}://{host}")
         };
         DiscoveryResponse::Ok(Json(DiscoveryBody {

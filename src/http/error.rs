@@ -89,6 +89,7 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
         Error::InvalidInput(_) | Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
         Error::CsrfRejected | Error::Forbidden | Error::AccountDisabled => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::UserExists | Error::UsernameTaken => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::MissingToken
@@ -102,17 +103,31 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
         | Error::RefreshTokenReused
         | Error::SessionRevoked => StatusCode::UNAUTHORIZED,
         Error::UserNotFound | Error::SessionNotFound => StatusCode::NOT_FOUND,
-        Error::DataDirLocked(_) | Error::Config(_) | Error::Storage(_) | Error::Internal(_) => {
+        Error::Storage(_) => {
+            // A full or failing disk: nothing was acknowledged; the client may
+            // retry once the operator has made room.
+            tracing::error!(error = %err, "request failed: storage unavailable");
+            let mut body = ErrorBody::new(
+                "storage_unavailable",
+                "Storage is unavailable; nothing was changed. Retry later",
+            );
+            body.retry_after = Some(STORAGE_RETRY_AFTER);
+            return (StatusCode::SERVICE_UNAVAILABLE, body);
+        }
+        Error::DataDirLocked(_) | Error::Config(_) | Error::Internal(_) => {
             tracing::error!(error = %err, "request failed");
             return (StatusCode::INTERNAL_SERVER_ERROR, internal_body());
         }
     };
     let mut body = ErrorBody::new(err.code(), err.to_string());
-    if let Error::RateLimited { retry_after } = err {
+    if let Error::RateLimited { retry_after } | Error::Overloaded { retry_after } = err {
         body.retry_after = Some(*retry_after);
     }
     (status, body)
 }
+
+/// Seconds a client should wait before retrying after a storage failure.
+const STORAGE_RETRY_AFTER: u64 = 5;
 
 /// The body of every 500: no detail leaves the server.
 pub fn internal_body() -> ErrorBody {
@@ -120,10 +135,24 @@ pub fn internal_body() -> ErrorBody {
 }
 
 /// Declares an error-response enum for one operation: one variant per listed
-/// status (each documented in the spec with an [`ErrorBody`]) plus a 500, and
-/// a conversion from the domain [`Error`] through [`describe`]. A domain error
-/// whose status the operation does not list is a bug and becomes a 500.
+/// status (each documented in the spec with an [`ErrorBody`]) plus the two
+/// every operation can answer, 500 and 503, and a conversion from the domain
+/// [`Error`] through [`describe`]. A domain error whose status the operation
+/// does not list is a bug and becomes a 500.
 macro_rules! error_responses {
+    // An operation with a JSON body can also be refused before its handler
+    // runs: the body is too slow, too large, or not JSON.
+    ($(#[$meta:meta])* $name:ident with body { $($listed:tt)* }) => {
+        $crate::http::error::error_responses!($(#[$meta])* $name {
+            $($listed)*
+            /// `request_timeout`: the body did not arrive within `--body-timeout`.
+            408 => RequestTimeout,
+            /// `payload_too_large`: the body is over 16 KiB.
+            413 => PayloadTooLarge,
+            /// `unsupported_media_type`: the body is not `application/json`.
+            415 => UnsupportedMediaType,
+        });
+    };
     ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $status:literal => $variant:ident),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, poem_openapi::ApiResponse)]
@@ -136,6 +165,11 @@ macro_rules! error_responses {
             /// Internal error (a bug); details are only in the server log.
             #[oai(status = 500)]
             Internal($crate::http::error::ErrorJson),
+            /// `storage_unavailable` (the disk is full or failing; nothing
+            /// was changed) or `overloaded` (too many password checks
+            /// waiting); `Retry-After` says when to retry.
+            #[oai(status = 503)]
+            Unavailable($crate::http::error::ErrorJson),
         }
 
         impl From<$crate::error::Error> for $name {
@@ -144,6 +178,7 @@ macro_rules! error_responses {
                 match status.as_u16() {
                     $($status => $name::$variant($crate::http::error::ErrorJson(body)),)*
                     500 => $name::Internal($crate::http::error::ErrorJson(body)),
+                    503 => $name::Unavailable($crate::http::error::ErrorJson(body)),
                     other => {
                         tracing::error!(status = other, code = body.code, operation = stringify!($name), "error status not declared for this operation");
                         $name::Internal($crate::http::error::ErrorJson($crate::http::error::internal_body()))
@@ -166,6 +201,7 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
         status if status.is_client_error() => "bad_request",
         _ => "internal_error",
     }

@@ -22,7 +22,9 @@ mod discovery_api;
 mod error;
 mod fields;
 mod meta_api;
+mod origin;
 mod profile_api;
+mod server;
 mod sessions_api;
 mod tls;
 mod views;
@@ -34,10 +36,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use poem::endpoint::make_sync;
 use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use poem::listener::{Acceptor, AcceptorExt, TcpAcceptor};
-use poem::middleware::Cors;
 use poem::web::Html;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::error::ParseRequestPayloadError;
 use poem_openapi::registry::{MetaApi, MetaPath, Registry};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
@@ -51,8 +51,6 @@ pub use error::ErrorBody;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// How long shutdown waits for in-flight requests.
-const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// The spec's tags, in the order people use them (and Swagger UI lists them).
 #[derive(Tags, Clone, Copy)]
@@ -171,7 +169,7 @@ fn with_tag_order(spec: &str) -> String {
 
 /// The whole latchkey endpoint: the API, Swagger UI at `/docs`, the spec at
 /// `/openapi.json`, JSON errors for everything (unknown routes, bad bodies),
-/// a 16 KiB body limit and the security headers.
+/// a 16 KiB body limit, CSRF and CORS checks, and the security headers.
 pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     let service = api_service();
     let generated = service.spec();
@@ -184,25 +182,12 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
             .content_type("application/json")
             .body(ordered.clone())
     });
-    let config = core.config();
-    let settings = Arc::new(GuardSettings {
-        cors_origins: config.cors_origins.clone(),
-        trusted_proxies: config.trusted_proxies.clone(),
-        hsts: config.serves_tls(),
-    });
-    let cors = Cors::new()
-        .allow_origins(config.cors_origins.iter().map(String::as_str))
-        .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
-        .max_age(600);
+    let settings = Arc::new(GuardSettings::of(core.config()));
     Route::new()
         .nest("/docs", Route::new().at("/", docs))
         .at("/openapi.json", spec)
         .nest("/", service)
-        .data(core.clone())
-        .with_if(!config.cors_origins.is_empty(), cors)
+        .data(core)
         .around(move |next, req| {
             let settings = Arc::clone(&settings);
             async move { guard(next, req, &settings).await }
@@ -210,7 +195,9 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish (up to 30 s).
+/// in-flight requests finish (up to 30 s); idle connections close at once.
+/// Every connection is bounded as `--max-connections`, `--header-timeout`
+/// and the other connection settings say.
 ///
 /// # Errors
 /// The I/O error that stopped the server.
@@ -219,90 +206,123 @@ pub async fn serve(
     core: Latchkey,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
-    let tls = tls::config(core.config())?;
-    for address in acceptor.local_addr() {
-        if let Some(address) = address.as_socket_addr() {
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            tracing::info!(%address, scheme, "latchkey listening");
-        }
-    }
-    let endpoint = app(core);
-    match tls {
-        Some(tls) => {
-            let acceptor =
-                tls::ConfigFirst::new(acceptor).rustls(futures_util::stream::iter([tls]));
-            Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(endpoint, shutdown, Some(GRACEFUL_SHUTDOWN))
-                .await
-        }
-        None => {
-            Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(endpoint, shutdown, Some(GRACEFUL_SHUTDOWN))
-                .await
-        }
-    }
+    let config = core.config();
+    let tls = tls::acceptor(config)?;
+    let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, "latchkey listening");
+    let settings = server::Settings {
+        limits: config.connections.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        tls,
+        header_lines: security_headers(config.serves_tls())
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap_or_default()))
+            .collect::<String>()
+            .into_bytes(),
+    };
+    server::serve(listener, app(core), settings, shutdown).await
 }
 
 /// What the outermost middleware needs from the configuration.
-struct GuardSettings {
+pub(crate) struct GuardSettings {
     cors_origins: Vec<String>,
     trusted_proxies: Vec<IpNet>,
     hsts: bool,
+    body_timeout: Duration,
+    allowed: AllowedMethods,
 }
 
-/// Whether a request that carries cookies and changes state comes from an
-/// origin we do not trust (CSRF, OWASP ASVS 4.0 §13.2.3): its `Origin`
-/// (or, without one, its `Referer`) is present and is neither this server
-/// nor an allowed `--cors-origins` entry. Requests without either header
-/// (curl, server-to-server) are not browsers acting for someone else.
-fn cross_site(req: &Request, settings: &GuardSettings) -> bool {
-    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !unsafe_method || !req.headers().contains_key(header::COOKIE) {
-        return false;
+impl GuardSettings {
+    fn of(config: &crate::config::Config) -> Self {
+        GuardSettings {
+            cors_origins: config.cors_origins.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            hsts: config.serves_tls(),
+            body_timeout: config.connections.body_timeout,
+            allowed: AllowedMethods::of_spec(),
+        }
     }
-    let text = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|value: &HeaderValue| value.to_str().ok())
-    };
-    let origin = match text(header::ORIGIN) {
-        Some(origin) => origin.to_ascii_lowercase(),
-        None => match text(header::REFERER).and_then(origin_of) {
-            Some(origin) => origin,
-            None => return false,
-        },
-    };
-    if settings.cors_origins.contains(&origin) {
-        return false;
+}
+
+/// The methods each path answers, from the spec (plus the docs and the spec
+/// itself), for the `Allow` header of a 405 (RFC 9110 §15.5.6).
+struct AllowedMethods(Vec<(Vec<String>, String)>);
+
+impl AllowedMethods {
+    fn of_spec() -> Self {
+        let mut paths: Vec<(Vec<String>, String)> = Apis::meta()
+            .into_iter()
+            .flat_map(|api| api.paths)
+            .map(|path| {
+                let methods: Vec<String> = path
+                    .operations
+                    .iter()
+                    .map(|operation| operation.method.to_string())
+                    .collect();
+                (segments(&path.path), methods.join(", "))
+            })
+            .collect();
+        for fixed in ["/docs", "/openapi.json"] {
+            paths.push((segments(fixed), "GET".to_owned()));
+        }
+        AllowedMethods(paths)
     }
-    // Same origin: the origin's authority is the host the request was sent
-    // to (as a trusted proxy reports it, else the Host header).
-    let Some((_, authority)) = origin.split_once("://") else {
-        return true;
-    };
-    let peer_trusted = match req.remote_addr().as_socket_addr() {
-        Some(peer) => settings
-            .trusted_proxies
+
+    /// The `Allow` value for a request path (`{id}` in a template matches
+    /// any one segment).
+    fn for_path(&self, path: &str) -> Option<&str> {
+        let wanted = segments(path);
+        self.0
             .iter()
-            .any(|net| net.contains(&peer.ip().to_canonical())),
-        None => false,
-    };
-    let forwarded_host = text(X_FORWARDED_HOST).filter(|_| peer_trusted);
-    let host = forwarded_host.or_else(|| text(header::HOST));
-    !host.is_some_and(|host| host.eq_ignore_ascii_case(authority))
+            .find(|(template, _)| {
+                template.len() == wanted.len()
+                    && template
+                        .iter()
+                        .zip(&wanted)
+                        .all(|(expected, found)| expected.starts_with('{') || expected == found)
+            })
+            .map(|(_, methods)| methods.as_str())
+    }
 }
 
-/// `scheme://authority` of a URL (a `Referer`), lower-cased.
-fn origin_of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    Some(format!("{scheme}://{authority}").to_ascii_lowercase())
+fn segments(path: &str) -> Vec<String> {
+    path.trim_end_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect()
 }
 
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// Sent over TLS: browsers then refuse plain HTTP to this host for a year.
-const HSTS: &str = "max-age=31536000";
+/// The headers every response carries (HSTS only over TLS): no sniffing, no
+/// referrer, no framing.
+fn security_headers(hsts: bool) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    ];
+    if hsts {
+        // Browsers then refuse plain HTTP to this host for a year.
+        headers.push((
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ));
+    }
+    headers
+}
+
+/// Methods a browser may send cross-origin to an allowed origin.
+const CORS_METHODS: &str = "GET, POST, PATCH, DELETE";
+/// Request headers an allowed origin may send.
+const CORS_HEADERS: &str = "authorization, content-type";
+/// Response headers an allowed origin may read.
+const CORS_EXPOSED: &str = "retry-after, www-authenticate";
 
 /// A domain error as a poem error whose response is the JSON body.
 pub(crate) fn error_response(err: &CoreError) -> poem::Error {
@@ -310,63 +330,43 @@ pub(crate) fn error_response(err: &CoreError) -> poem::Error {
     poem::Error::from_response(error::error_json(status, body))
 }
 
-/// The outermost middleware: body limit in, JSON errors and headers out.
+/// The outermost middleware: origin checks and the body limit in, JSON
+/// errors and headers out.
 async fn guard<E: Endpoint>(
     next: E,
     mut req: Request,
     settings: &GuardSettings,
 ) -> poem::Result<Response> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    let too_large = match declared {
-        Some(length) => length > MAX_BODY_BYTES as u64,
-        None if req.headers().contains_key(header::TRANSFER_ENCODING) => {
-            // A chunked body has no declared length: read it up to the limit.
-            match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
-                Ok(bytes) => {
-                    req.set_body(bytes);
-                    false
-                }
-                Err(_) => true,
-            }
-        }
-        None => false,
-    };
-    let mut response = if cross_site(&req, settings) {
+    let relation = origin::relation(&req, settings);
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut response = if relation == origin::Relation::Foreign && (preflight || unsafe_method) {
+        // A page of another origin asking to change state (or to be allowed
+        // to): CSRF, or CORS for an origin nobody listed (OWASP ASVS 13.2.3).
         error_response(&CoreError::CsrfRejected).into_response()
-    } else if too_large {
-        error::error_json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorBody::new(
-                "payload_too_large",
-                format!("Request body exceeds {MAX_BODY_BYTES} bytes"),
-            ),
-        )
+    } else if preflight && matches!(relation, origin::Relation::Allowed(_)) {
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(header::ACCESS_CONTROL_ALLOW_METHODS, CORS_METHODS)
+            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_HEADERS)
+            .header(header::ACCESS_CONTROL_MAX_AGE, "600")
+            .finish()
     } else {
-        match next.call(req).await {
-            Ok(response) => response.into_response(),
-            Err(err) if err.is_from_response() => err.into_response(),
-            Err(err) => {
-                let status = err.status();
-                let message = match status {
-                    StatusCode::NOT_FOUND => "Not found".to_owned(),
-                    StatusCode::METHOD_NOT_ALLOWED => "Method not allowed".to_owned(),
-                    _ if status.is_server_error() => {
-                        tracing::error!(error = %err, "request failed");
-                        "Internal server error".to_owned()
-                    }
-                    _ => match err.downcast_ref::<ParseRequestPayloadError>() {
-                        Some(payload) => fields::body_error(&payload.reason),
-                        None => err.to_string(),
-                    },
-                };
-                error::error_json(
-                    status,
-                    ErrorBody::new(error::code_for_status(status), message),
-                )
+        let path = req.uri().path().to_owned();
+        match read_body(&mut req, settings.body_timeout).await {
+            Err(refused) => refused,
+            Ok(()) => {
+                let mut response = respond(next, req).await;
+                if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                    && let Some(allow) = settings.allowed.for_path(&path)
+                    && let Ok(allow) = HeaderValue::from_str(allow)
+                {
+                    response.headers_mut().insert(header::ALLOW, allow);
+                }
+                response
             }
         }
     };
@@ -376,20 +376,98 @@ async fn guard<E: Endpoint>(
         // RFC 6750 §3: a 401 names the scheme the client should use.
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if settings.hsts {
+    if let origin::Relation::Allowed(origin) = relation
+        && let Ok(origin) = HeaderValue::from_str(&origin)
+    {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(HSTS),
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(CORS_EXPOSED),
         );
     }
+    if !settings.cors_origins.is_empty() {
+        // The answer differs by Origin: caches must keep them apart.
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    for (name, value) in security_headers(settings.hsts) {
+        headers.insert(name, value);
+    }
     Ok(response)
+}
+
+/// Reads the whole body, up to [`MAX_BODY_BYTES`] and within `timeout`,
+/// whatever the protocol (HTTP/2 requests carry no `Content-Length`), and
+/// puts it back for the handler. A declared length over the limit is
+/// refused without reading.
+async fn read_body(req: &mut Request, timeout: Duration) -> Result<(), Response> {
+    let too_large = || {
+        error::error_json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorBody::new(
+                "payload_too_large",
+                format!("Request body exceeds {MAX_BODY_BYTES} bytes"),
+            ),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = req.take_body();
+    match tokio::time::timeout(timeout, body.into_bytes_limit(MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            req.set_body(bytes);
+            Ok(())
+        }
+        Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => Err(too_large()),
+        Ok(Err(_)) => Err(error::error_json(
+            StatusCode::BAD_REQUEST,
+            ErrorBody::new("invalid_input", "body: could not be read"),
+        )),
+        Err(_) => Err(error::error_json(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorBody::new(
+                "request_timeout",
+                format!(
+                    "body: not received within {}",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+        )),
+    }
+}
+
+/// Calls the routes and turns every error into the JSON body.
+async fn respond<E: Endpoint>(next: E, req: Request) -> Response {
+    match next.call(req).await {
+        Ok(response) => response.into_response(),
+        Err(err) if err.is_from_response() => err.into_response(),
+        Err(err) => {
+            let status = err.status();
+            let message = match status {
+                StatusCode::NOT_FOUND => "Not found".to_owned(),
+                StatusCode::METHOD_NOT_ALLOWED => "Method not allowed".to_owned(),
+                _ if status.is_server_error() => {
+                    tracing::error!(error = %err, "request failed");
+                    "Internal server error".to_owned()
+                }
+                _ => match err.downcast_ref::<ParseRequestPayloadError>() {
+                    Some(payload) => fields::body_error(&payload.reason),
+                    None => err.to_string(),
+                },
+            };
+            error::error_json(
+                status,
+                ErrorBody::new(error::code_for_status(status), message),
+            )
+        }
+    }
 }

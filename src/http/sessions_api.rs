@@ -32,8 +32,10 @@ struct SessionView {
     /// When it ends unless refreshed again.
     expires_at: String,
     /// The client's IP address at the last login or refresh.
+    #[oai(skip_serializing_if_is_none)]
     ip: Option<String>,
     /// The client's user agent at the last login or refresh.
+    #[oai(skip_serializing_if_is_none)]
     user_agent: Option<String>,
     /// Whether this is the session of the access token making the request.
     current: bool,

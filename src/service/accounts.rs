@@ -5,6 +5,7 @@
 //! change was under way cannot survive it.
 
 use crate::error::{Error, Result};
+use crate::limits::Attempt;
 use crate::model::{AuditKind, ClientInfo, Password, RevokeReason, Session, User};
 use crate::password;
 use crate::storage::Ending;
@@ -178,7 +179,9 @@ impl Latchkey {
     }
 
     /// The user, after checking `password` with the login rate limits (a
-    /// stolen access token must not become a password-guessing oracle).
+    /// stolen access token must not become a password-guessing oracle): per
+    /// IP and the user's own tiers, which strangers guessing at the login
+    /// cannot exhaust.
     async fn verified_user(
         &self,
         user_id: &str,
@@ -187,7 +190,9 @@ impl Latchkey {
     ) -> Result<User> {
         let user = self.user(user_id)?;
         self.limited(
-            self.inner.limits.login(client.ip, &user.email),
+            self.inner
+                .limits
+                .login(client.ip, Attempt::Holder(&user.id)),
             Some(&user.id),
             client,
         )
@@ -197,7 +202,7 @@ impl Latchkey {
             .passwords
             .verify(password, Some(&user.password_hash))
             .await?;
-        if !verified {
+        if !verified.is_right() {
             let event = self
                 .event(AuditKind::LoginFailed, client)
                 .user(&user.id)

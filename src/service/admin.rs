@@ -102,7 +102,12 @@ impl Latchkey {
         change: UserChange,
         client: ClientInfo,
     ) -> Result<User> {
-        let roles = change.roles.as_deref().map(parse_roles).transpose()?;
+        let extra = &self.inner.config.extra_roles;
+        let roles = change
+            .roles
+            .as_deref()
+            .map(|roles| parse_roles(roles, extra))
+            .transpose()?;
         if admin_id == user_id {
             if roles
                 .as_ref()

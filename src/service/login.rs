@@ -4,8 +4,9 @@
 //! is verified, [`admit_login`] inside the transaction.
 
 use crate::error::{Error, Result};
+use crate::limits::Attempt;
 use crate::model::{AuditKind, ClientInfo, Email, Password, User};
-use crate::password;
+use crate::password::{self, Verified};
 use crate::storage::NewSession;
 use crate::tokens::new_id;
 
@@ -31,10 +32,10 @@ enum Verdict {
     },
 }
 
-/// Judges a login from the account found (if any) and whether the password
+/// Judges a login from the account found (if any) and how the password
 /// verified. An unknown email and a wrong password are the same refusal;
 /// a disabled account is told so only after the right password.
-fn judge_login(user: Option<&User>, verified: bool) -> Verdict {
+fn judge_login(user: Option<&User>, verified: Verified) -> Verdict {
     let refused = |error, kind, reason| Verdict::Refused {
         error,
         kind,
@@ -46,7 +47,7 @@ fn judge_login(user: Option<&User>, verified: bool) -> Verdict {
             AuditKind::LoginFailed,
             "unknown_email",
         ),
-        Some(_) if !verified => refused(
+        Some(_) if !verified.is_right() => refused(
             Error::InvalidCredentials,
             AuditKind::LoginFailed,
             "wrong_password",
@@ -57,7 +58,8 @@ fn judge_login(user: Option<&User>, verified: bool) -> Verdict {
             "account_disabled",
         ),
         Some(user) => Verdict::Admitted {
-            rehash: password::needs_rehash(&user.password_hash),
+            rehash: verified == Verified::RightAsTyped
+                || password::needs_rehash(&user.password_hash),
         },
     }
 }
@@ -91,6 +93,11 @@ impl Latchkey {
     /// same error. A stored hash made with weaker argon2 settings than the
     /// current ones is replaced by a fresh hash.
     ///
+    /// `device_token` is the device token a previous login of this account
+    /// handed this client ([`TokenPair::device_token`]): with it, the attempt
+    /// counts against this device's own rate limit, not the account's, so
+    /// strangers guessing the password cannot throttle the owner.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`], [`Error::RateLimited`],
     /// [`Error::InvalidCredentials`], [`Error::AccountDisabled`] (only
@@ -100,16 +107,20 @@ impl Latchkey {
         &self,
         email: &str,
         password: &str,
+        device_token: Option<&str>,
         client: ClientInfo,
     ) -> Result<TokenPair> {
         let email = Email::parse(email)?;
         let password = Password::presented(password)?;
-        self.limited(
-            self.inner.limits.login(client.ip, email.as_str()),
-            None,
-            &client,
-        )
-        .await?;
+        let devices = self.inner.tokens.devices();
+        let device =
+            device_token.and_then(|token| devices.verify(token, email.as_str(), self.now()));
+        let attempt = match &device {
+            Some(device) => Attempt::KnownDevice(device),
+            None => Attempt::Account(email.as_str()),
+        };
+        self.limited(self.inner.limits.login(client.ip, attempt), None, &client)
+            .await?;
         let found = self.inner.store.user_by_email(email.as_str())?;
         let stored_hash = found.as_ref().map(|user| user.password_hash.as_str());
         let verified = self.inner.passwords.verify(&password, stored_hash).await?;
@@ -136,10 +147,11 @@ impl Latchkey {
         };
         let now = self.now();
         let session_id = new_id();
+        let session_ends = now.saturating_add(self.inner.config.session_max_age.as_secs());
         let refresh = self
             .inner
             .tokens
-            .issue_refresh(&user.id, &session_id, now)?;
+            .issue_refresh(&user.id, &session_id, now, session_ends)?;
         let new = NewSession {
             id: &session_id,
             now,
@@ -168,7 +180,8 @@ impl Latchkey {
         if rehashed.is_some() {
             tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
         }
-        let pair = self.token_pair(&user, &session_id, refresh.token, now)?;
+        let mut pair = self.token_pair(&user, &session_id, &refresh, now)?;
+        pair.device_token = Some(devices.issue(&user.email, now));
         let event = self
             .event(AuditKind::LoginSucceeded, &client)
             .user(&user.id)
@@ -237,49 +250,32 @@ mod tests {
                 .into(),
             ..user()
         };
+        use Verified::{Right, RightAsTyped, Wrong};
+        let failed = |reason| refused(Error::InvalidCredentials, AuditKind::LoginFailed, reason);
         let cases = [
-            (
-                None,
-                false,
-                refused(
-                    Error::InvalidCredentials,
-                    AuditKind::LoginFailed,
-                    "unknown_email",
-                ),
-            ),
-            (
-                Some(user()),
-                false,
-                refused(
-                    Error::InvalidCredentials,
-                    AuditKind::LoginFailed,
-                    "wrong_password",
-                ),
-            ),
+            (None, Wrong, failed("unknown_email")),
+            (Some(user()), Wrong, failed("wrong_password")),
+            (Some(disabled()), Wrong, failed("wrong_password")),
             (
                 Some(disabled()),
-                false,
-                refused(
-                    Error::InvalidCredentials,
-                    AuditKind::LoginFailed,
-                    "wrong_password",
-                ),
-            ),
-            (
-                Some(disabled()),
-                true,
+                Right,
                 refused(
                     Error::AccountDisabled,
                     AuditKind::LoginRefused,
                     "account_disabled",
                 ),
             ),
-            (Some(user()), true, Verdict::Admitted { rehash: false }),
-            (Some(weak), true, Verdict::Admitted { rehash: true }),
+            (Some(user()), Right, Verdict::Admitted { rehash: false }),
+            (Some(weak), Right, Verdict::Admitted { rehash: true }),
+            (
+                Some(user()),
+                RightAsTyped,
+                Verdict::Admitted { rehash: true },
+            ),
         ];
         for (account, verified, expected) in cases {
             let case = format!(
-                "{:?} verified={verified}",
+                "{:?} verified={verified:?}",
                 account.as_ref().map(|u| u.disabled)
             );
             assert_eq!(judge_login(account.as_ref(), verified), expected, "{case}");
@@ -370,7 +366,7 @@ mod tests {
             })
             .expect("downgraded");
         for _ in 0..2 {
-            core.login("alice@example.com", PASSWORD, Default::default())
+            core.login("alice@example.com", PASSWORD, None, Default::default())
                 .await
                 .expect("login");
             let stored = core.user(&user.id).expect("user").password_hash;

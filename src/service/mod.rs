@@ -25,11 +25,11 @@ use crate::model::{
     AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Email, Password, RefreshRecord, Secret,
     UnixTime, User, Username, parse_roles,
 };
-use crate::password::{self, Passwords};
+use crate::password::{self, HashQueue, Passwords};
 use crate::secrets;
 use crate::storage::Store;
 use crate::tokens::keys::{KeyRing, SigningKeyInfo};
-use crate::tokens::{AccessClaims, AccessSigner, PublicJwk, Tokens, new_id};
+use crate::tokens::{AccessClaims, AccessSigner, IssuedRefresh, PublicJwk, Tokens, new_id};
 
 pub use admin::{MAX_PAGE, UserChange, UsersPage};
 
@@ -51,6 +51,9 @@ pub struct TokenPair {
     pub refresh_expires_in: u64,
     /// The session (refresh-token family) the pair belongs to.
     pub session_id: String,
+    /// After a login: the device token to hand back with this account's
+    /// next login (see [`Latchkey::login`]); `None` after a refresh.
+    pub device_token: Option<Secret>,
 }
 
 /// The verified caller of a protected operation: the access token's claims
@@ -114,9 +117,10 @@ impl Latchkey {
     /// loading or generating the signing keys and secrets.
     ///
     /// # Errors
+    /// [`Error::Config`] for settings that make no sense (see
+    /// [`Config::validate`]) or an unusable secret or key file,
     /// [`Error::DataDirLocked`] when another process has the directory,
-    /// [`Error::Storage`] when it cannot be opened or is corrupt,
-    /// [`Error::Config`] for an unusable secret or key file.
+    /// [`Error::Storage`] when it cannot be opened or is corrupt.
     ///
     /// # Example
     /// ```no_run
@@ -136,6 +140,7 @@ impl Latchkey {
     /// # Errors
     /// As [`Latchkey::open`].
     pub fn open_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
+        config.validate()?;
         // The store first: its lock keeps a second instance from racing us to
         // create the secret files.
         let store = Store::open(&config.data_dir)?;
@@ -166,6 +171,7 @@ impl Latchkey {
     /// # Errors
     /// As [`Latchkey::open`].
     pub fn open_offline_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
+        config.validate()?;
         let store = Store::open(&config.data_dir)?;
         let throwaway = || Secret::new(new_id() + &new_id());
         let tokens = Tokens::new(&AccessSigner::Secret(throwaway()), &throwaway(), &config)?;
@@ -173,10 +179,13 @@ impl Latchkey {
     }
 
     fn assemble(config: Config, clock: Clock, store: Store, tokens: Tokens) -> Result<Latchkey> {
-        let concurrency = config
-            .hash_concurrency
-            .map_or_else(Passwords::default_concurrency, usize::from);
-        let passwords = Passwords::new(concurrency)?;
+        let passwords = Passwords::new(HashQueue {
+            concurrency: config
+                .hash_concurrency
+                .map_or_else(Passwords::default_concurrency, usize::from),
+            max_waiting: config.hash_queue as usize,
+            max_wait: config.hash_queue_timeout,
+        })?;
         let limits = Limits::new(&config.limits, limits::DEFAULT_MAX_KEYS);
         Ok(Latchkey {
             inner: Arc::new(Inner {
@@ -261,7 +270,7 @@ impl Latchkey {
         let username = Username::parse(username)?;
         let email = Email::parse(email)?;
         let password = Password::parse(password)?;
-        let roles = parse_roles(roles)?;
+        let roles = parse_roles(roles, &self.inner.config.extra_roles)?;
         password::check_policy(&password, username.as_str(), email.as_str())?;
         let store = &self.inner.store;
         // Cheap checks before the expensive hash; the transaction re-checks.
@@ -470,16 +479,17 @@ impl Latchkey {
         &self,
         user: &User,
         session_id: &str,
-        refresh_token: Secret,
+        refresh: &IssuedRefresh,
         now: UnixTime,
     ) -> Result<TokenPair> {
         let access = self.inner.tokens.issue_access(user, session_id, now)?;
         Ok(TokenPair {
             access_token: access.token,
             expires_in: access.expires_in,
-            refresh_token,
-            refresh_expires_in: self.refresh_ttl(),
+            refresh_token: refresh.token.clone(),
+            refresh_expires_in: refresh.expires_at.saturating_sub(now),
             session_id: session_id.to_owned(),
+            device_token: None,
         })
     }
 }

@@ -155,7 +155,11 @@ impl Latchkey {
         let now = self.now();
         let tokens = &self.inner.tokens;
         let claims = tokens.verify_refresh(token, now)?;
-        let next = tokens.issue_refresh(&claims.sub, &claims.fam, now)?;
+        // A token from before sessions had a deadline starts one now.
+        let session_ends = claims
+            .sxp
+            .unwrap_or_else(|| now.saturating_add(self.inner.config.session_max_age.as_secs()));
+        let next = tokens.issue_refresh(&claims.sub, &claims.fam, now, session_ends)?;
         let successor = Successor {
             digest: next.digest,
             jti: &next.jti,
@@ -205,7 +209,7 @@ impl Latchkey {
             (Rotation::Rotated, Some(user)) => (user, AuditKind::Refresh),
             (_, None) => return Err(Error::Internal("a refresh rotated without a user".into())),
         };
-        let pair = self.token_pair(&user, &claims.fam, next.token, now)?;
+        let pair = self.token_pair(&user, &claims.fam, &next, now)?;
         self.record(event(kind), Durability::Wait).await?;
         tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced = (rotation == Rotation::Raced), "refresh token rotated");
         Ok(pair)
@@ -304,6 +308,7 @@ mod tests {
             exp: NOW - 100 + TTL,
             jti: "j1".into(),
             nbf: None,
+            sxp: None,
         }
     }
 

@@ -26,29 +26,9 @@ impl Store {
     /// [`Error::DataDirLocked`] when another process has it open, otherwise
     /// [`Error::Storage`] (unwritable directory, corrupt files, a newer format).
     pub(crate) fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|err| {
-            Error::Storage(format!(
-                "cannot create data directory {}: {err}",
-                dir.display()
-            ))
-        })?;
+        create_private_dir(dir)?;
         let existed = dir.join("db").exists();
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|err| match err {
-                sled::Error::Corruption { .. } => Error::Storage(format!(
-                    "the database in {} is corrupt; restore the directory from a backup",
-                    dir.display()
-                )),
-                err if err.to_string().contains("could not acquire lock") => {
-                    Error::DataDirLocked(dir.display().to_string())
-                }
-                err => Error::Storage(format!(
-                    "cannot open data directory {}: {err}",
-                    dir.display()
-                )),
-            })?;
+        let db = open_db(dir)?;
         let trees = TreeId::ALL
             .iter()
             .map(|id| db.open_tree(id.name()).map_err(storage_error))
@@ -61,6 +41,7 @@ impl Store {
             }),
         };
         store.check_format(existed, dir)?;
+        keep_private(dir);
         Ok(store)
     }
 
@@ -136,6 +117,96 @@ impl Store {
     /// [`Error::Storage`] if the flush fails.
     pub(crate) fn flush_blocking(&self) -> Result<()> {
         self.inner.db.flush().map(drop).map_err(storage_error)
+    }
+}
+
+/// Opens sled in `dir`. sled's I/O threads can hold the directory's lock a
+/// moment after the previous owner in this process closed it (a restart in
+/// tests, an embedding app reopening): a held lock is retried for a second
+/// before it counts as another process's.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let mut attempts = 0;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Corruption { .. }) => {
+                return Err(Error::Storage(format!(
+                    "the database in {} is corrupt; restore the directory from a backup",
+                    dir.display()
+                )));
+            }
+            Err(err) if err.to_string().contains("could not acquire lock") => {
+                attempts += 1;
+                if attempts >= 10 {
+                    return Err(Error::DataDirLocked(dir.display().to_string()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(err) => {
+                return Err(Error::Storage(format!(
+                    "cannot open data directory {}: {err}",
+                    dir.display()
+                )));
+            }
+        }
+    }
+}
+
+/// Creates `dir` (and missing parents) readable by the owner only.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|err| {
+            Error::Storage(format!(
+                "cannot create data directory {}: {err}",
+                dir.display()
+            ))
+        })
+}
+
+/// Makes the database's files owner-only (sled creates them with the
+/// process umask) and warns when the directory itself lets others in: it
+/// holds every email and password hash. Best effort: a file that cannot be
+/// changed is logged, not fatal.
+fn keep_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|metadata| metadata.permissions().mode() & 0o777)
+            .ok()
+    };
+    if let Some(found) = mode(dir)
+        && found & 0o077 != 0
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{found:o}"),
+            "the data directory can be read by other users: run `chmod 700` on it"
+        );
+    }
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let private = if path.is_dir() {
+                pending.push(path.clone());
+                0o700
+            } else {
+                0o600
+            };
+            if mode(&path).is_some_and(|found| found & 0o077 != 0)
+                && let Err(err) =
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private))
+            {
+                tracing::warn!(file = %path.display(), error = %err, "cannot make a data file private");
+            }
+        }
     }
 }
 
@@ -229,6 +300,27 @@ mod tests {
             .contains_key(child_key("s1", &[9u8; 32]))
             .expect("read");
         assert!(indexed, "the record is indexed under its session");
+    }
+
+    #[test]
+    fn a_new_data_directory_and_its_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().expect("temp dir");
+        let dir = parent.path().join("data");
+        let store = Store::open(&dir).expect("opens");
+        store.flush_blocking().expect("flush");
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&dir), 0o700);
+        for entry in std::fs::read_dir(&dir).expect("list") {
+            let path = entry.expect("entry").path();
+            assert_eq!(mode(&path) & 0o077, 0, "{} is private", path.display());
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! extensions (`crit`), and judges time against the injected clock, not
 //! jsonwebtoken's own (RFC 8725 §3.1, §3.11).
 
+pub mod device;
 pub mod keys;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use crate::config::{Config, SigningAlg};
 use crate::error::{Error, Result};
 use crate::model::{Secret, TokenDigest, UnixTime, User};
 use crate::secrets;
+use device::DeviceTokens;
 use keys::KeyRing;
 
 /// Header `typ` of access tokens (RFC 9068).
@@ -102,6 +104,10 @@ pub struct RefreshClaims {
     /// Not before; latchkey never sets it but honours it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<UnixTime>,
+    /// When the session ends however often it is refreshed
+    /// (`--session-max-age` after its login); every rotation keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sxp: Option<UnixTime>,
 }
 
 impl TokenDigest {
@@ -218,6 +224,7 @@ pub struct Tokens {
     access_verifiers: HashMap<String, Verifier>,
     refresh_signer: Signer,
     refresh_verifiers: HashMap<String, Verifier>,
+    devices: DeviceTokens,
     access_ttl: u64,
     refresh_ttl: u64,
     issuer: String,
@@ -260,6 +267,7 @@ impl Tokens {
             access_verifiers,
             refresh_signer,
             refresh_verifiers,
+            devices: DeviceTokens::new(refresh_secret),
             access_ttl,
             refresh_ttl: config.refresh_ttl.as_secs().max(1),
             issuer: config.issuer.clone(),
@@ -279,6 +287,11 @@ impl Tokens {
         // The active key first, then by kid, so the document is stable.
         keys.sort_by_key(|key| (key.kid != self.access_signer.kid, key.kid.clone()));
         keys
+    }
+
+    /// The device tokens (see [`device`]).
+    pub(crate) fn devices(&self) -> &DeviceTokens {
+        &self.devices
     }
 
     /// Lifetime of access tokens in seconds.
@@ -309,7 +322,7 @@ impl Tokens {
             sid: session_id.to_owned(),
             roles: user.roles.clone(),
             iat: now,
-            exp: now + self.access_ttl,
+            exp: now.saturating_add(self.access_ttl),
             jti: new_id(),
             nbf: None,
         };
@@ -342,7 +355,8 @@ impl Tokens {
         Ok(claims)
     }
 
-    /// Signs a refresh token for `user_id` in family `family_id`.
+    /// Signs a refresh token for `user_id` in family `family_id`, whose
+    /// session ends at `session_ends` whatever the refresh lifetime.
     ///
     /// # Errors
     /// [`Error::Internal`] if signing fails.
@@ -351,15 +365,17 @@ impl Tokens {
         user_id: &str,
         family_id: &str,
         now: UnixTime,
+        session_ends: UnixTime,
     ) -> Result<IssuedRefresh> {
         let claims = RefreshClaims {
             iss: self.issuer.clone(),
             sub: user_id.to_owned(),
             fam: family_id.to_owned(),
             iat: now,
-            exp: now + self.refresh_ttl,
+            exp: now.saturating_add(self.refresh_ttl).min(session_ends),
             jti: new_id(),
             nbf: None,
+            sxp: Some(session_ends),
         };
         let token = sign(REFRESH_TOKEN_TYPE, &claims, &self.refresh_signer)?;
         Ok(IssuedRefresh {
@@ -618,7 +634,9 @@ mod tests {
     fn a_refresh_token_is_not_an_access_token_even_with_equal_secrets() {
         let secret = Secret::new("same-secret-same-secret-same-secret");
         let tokens = hmac(&secret, &secret, &config());
-        let refresh = tokens.issue_refresh("u1", "f1", NOW).expect("issued");
+        let refresh = tokens
+            .issue_refresh("u1", "f1", NOW, NOW + 86_400)
+            .expect("issued");
         assert!(matches!(
             tokens.verify_access(refresh.token.expose(), NOW),
             Err(Error::InvalidToken)
@@ -668,7 +686,9 @@ mod tests {
                 Err(Error::InvalidToken)
             ));
         }
-        let refresh = other_issuer.issue_refresh("u1", "f1", NOW).expect("issued");
+        let refresh = other_issuer
+            .issue_refresh("u1", "f1", NOW, NOW + 86_400)
+            .expect("issued");
         assert!(matches!(
             api.verify_refresh(refresh.token.expose(), NOW),
             Err(Error::InvalidRefreshToken)
@@ -677,7 +697,9 @@ mod tests {
 
     #[test]
     fn the_digest_is_blake3_of_the_token() {
-        let issued = tokens().issue_refresh("u1", "f1", NOW).expect("issued");
+        let issued = tokens()
+            .issue_refresh("u1", "f1", NOW, NOW + 86_400)
+            .expect("issued");
         assert_eq!(issued.digest, TokenDigest::of(issued.token.expose()));
         assert_ne!(issued.digest, TokenDigest::of("something else"));
     }

@@ -257,7 +257,15 @@ async fn role_changes_count_at_once_and_an_admin_cannot_lock_themselves_out() {
         )
         .await;
     }
-    for bad in [json!({"roles": []}), json!({"roles": ["Admin!"]})] {
+    for bad in [
+        json!({"roles": []}),
+        json!({"roles": ["Admin!"]}),
+        json!({"roles": [false, true]}),
+        json!({"roles": ["false", "true"]}),
+        json!({"roles": ["user", "superuser"]}),
+        json!({"roles": ["admin"]}),
+        json!({"disabled": "yes"}),
+    ] {
         assert_error(
             app.call(Method::PATCH, &bob_path, &root.access_token, Some(&bad))
                 .await,

@@ -37,11 +37,14 @@ fn command(cwd: &Path) -> Command {
 
 /// Starts `latchkey --port 0 <args>` in `cwd` and waits until it listens.
 fn start(cwd: &Path, args: &[&str]) -> Server {
-    let mut child = command(cwd)
-        .args(["--port", "0"])
-        .args(args)
-        .spawn()
-        .expect("spawn latchkey");
+    let mut command = command(cwd);
+    command.args(["--port", "0"]).args(args);
+    start_command(command)
+}
+
+/// Starts `command` (a latchkey that logs its address) and waits until it listens.
+fn start_command(mut command: Command) -> Server {
+    let mut child = command.spawn().expect("spawn latchkey");
     let stderr = child.stderr.take().expect("stderr");
     let log = Arc::new(Mutex::new(Vec::new()));
     let (address_tx, address_rx) = mpsc::channel();
@@ -96,6 +99,25 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// CPU time (user + system) the process has used, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("/proc stat");
+        // Fields after the command name (which ends with ')').
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    }
+
+    /// The listening address, for raw sockets.
+    fn address(&self) -> String {
+        self.base.split("://").nth(1).expect("address").to_owned()
+    }
+
     /// A client of this server.
     fn api(&self) -> Api {
         Api::new(self.base.clone())
@@ -521,7 +543,19 @@ async fn the_first_admin_is_created_offline_and_users_are_managed_from_the_comma
     let root: Value = serde_json::from_str(json_lines.trim()).expect("one JSON line");
     assert_eq!(root["roles"], json!(["user", "admin"]));
 
-    let demoted = run(dir, &["user", "set-roles", &root_id, "user,auditor"]);
+    let unknown_role = run(dir, &["user", "set-roles", &root_id, "user,auditor"]);
+    assert_fails_with_one_line(&unknown_role, "not a known role");
+    let demoted = run(
+        dir,
+        &[
+            "user",
+            "set-roles",
+            &root_id,
+            "user,auditor",
+            "--extra-roles",
+            "auditor",
+        ],
+    );
     assert!(String::from_utf8_lossy(&demoted.stdout).contains("roles=user,auditor"));
     let disabled = run(dir, &["user", "disable", "bob@example.com"]);
     assert!(String::from_utf8_lossy(&disabled.stdout).starts_with("disabled "));
@@ -641,4 +675,178 @@ fn user_create_asks_for_the_password_twice_on_a_terminal() {
         shown.contains("created ") && shown.contains("tty@example.com"),
         "{shown}"
     );
+}
+
+#[tokio::test]
+async fn sigterm_closes_silent_and_half_sent_connections_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let cwd = tempfile::tempdir().expect("temp dir");
+    // Long timeouts: only the shutdown can close these connections quickly.
+    let server = start(
+        cwd.path(),
+        &["--header-timeout", "60s", "--idle-timeout", "120s"],
+    );
+    let mut sockets = Vec::new();
+    for n in 0..30 {
+        let mut socket = tokio::net::TcpStream::connect(server.address())
+            .await
+            .expect("connect");
+        if n % 3 == 0 {
+            socket
+                .write_all(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("half a head");
+        }
+        sockets.push(socket);
+    }
+    // An idle keep-alive connection too.
+    assert_eq!(server.api().get("/").await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn with_few_descriptors_and_many_silent_sockets_it_neither_spins_nor_stays_down() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let mut limited = Command::new("prlimit");
+    limited
+        .args(["--nofile=128:128", BINARY, "--port", "0"])
+        .args(["--header-timeout", "2s", "--max-connections", "100000"])
+        .current_dir(cwd.path())
+        .env_remove("JWT_SECRET")
+        .env_remove("REFRESH_TOKEN_SECRET")
+        .env_remove("PORT")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let server = start_command(limited);
+    let mut sockets = Vec::new();
+    for _ in 0..300 {
+        match tokio::net::TcpStream::connect(server.address()).await {
+            Ok(socket) => sockets.push(socket),
+            Err(_) => break,
+        }
+    }
+    let before = server.cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = server.cpu_ticks() - before;
+    // A spinning accept loop burns ~100 ticks a second.
+    assert!(
+        spent < 30,
+        "{spent} ticks of CPU in one second with silent sockets"
+    );
+    let log = server.log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("lowered"),
+        "the cap follows the descriptor limit: {log}"
+    );
+    drop(sockets);
+    // Once the silent sockets are gone, everyone is served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answered = server
+            .api()
+            .client
+            .get(server.api().url("/"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if answered.is_ok_and(|response| response.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+    }
+}
+
+#[tokio::test]
+async fn over_tls_browsers_speak_http2_and_same_origin_refresh_works() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let (trusted, cert, key) = self_signed(cwd.path());
+    let server = start(cwd.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([trusted])
+        .build()
+        .expect("client");
+    let api = Api::with_client(server.base.clone(), client);
+    let session = api.logged_in_user().await;
+    let refreshed = api
+        .client
+        .post(api.url("/api/auth/refresh"))
+        .header("Origin", &server.base)
+        .header("Cookie", format!("refresh_token={}", session.refresh_token))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(
+        refreshed.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN chose h2"
+    );
+    Session::from_token_response(refreshed).await;
+    let discovery: Value = api
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        discovery["jwks_uri"],
+        format!("{}/.well-known/jwks.json", server.base)
+    );
+}
+
+#[test]
+fn nonsense_settings_are_refused_with_one_line_naming_the_flag() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    for (flag, value) in [
+        ("--access-ttl", "18446744073709551000s"),
+        ("--refresh-ttl", "1m"),
+        ("--reuse-grace", "100y"),
+        ("--sweep-interval", "0s"),
+        ("--refresh-ttl", "600000000years"),
+        ("--max-connections", "0"),
+    ] {
+        let output = run(cwd.path(), &["--port", "0", flag, value]);
+        assert_fails_with_one_line(&output, flag);
+    }
+    assert!(!cwd.path().join("data").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_data_dir_others_can_read_is_warned_about_and_its_files_kept_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let data = cwd.path().join("data");
+    std::fs::create_dir(&data).expect("dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server = start(cwd.path(), &[]);
+    server.api().logged_in_user().await;
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    assert!(
+        log.iter()
+            .any(|line| line.contains("can be read by other users")),
+        "{log:?}"
+    );
+    let fresh = tempfile::tempdir().expect("temp dir");
+    let server = start(fresh.path(), &[]);
+    server.terminate();
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&fresh.path().join("data")), 0o700);
+    assert_eq!(mode(&fresh.path().join("data/db")) & 0o077, 0);
 }

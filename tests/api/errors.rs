@@ -5,7 +5,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Options, PASSWORD, assert_error, spawn_app, spawn_app_with, token_header};
+use crate::helpers::{
+    Options, PASSWORD, assert_error, header, spawn_app, spawn_app_with, token_header,
+};
 
 #[tokio::test]
 async fn register_names_the_invalid_field() {
@@ -238,6 +240,7 @@ async fn refresh_with_a_well_signed_but_unknown_token_is_not_recognized() {
 #[tokio::test]
 async fn refresh_after_the_refresh_ttl_is_refresh_token_expired() {
     let app = spawn_app_with(Options {
+        access_ttl: Duration::from_secs(30),
         refresh_ttl: Duration::from_secs(60),
         ..Default::default()
     })
@@ -278,6 +281,21 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let missing = app.get("/api/nothing-here").await;
     assert_error(missing, StatusCode::NOT_FOUND, "not_found", None).await;
     let wrong_method = app.get("/api/auth/login").await;
+    assert_eq!(header(&wrong_method, "allow"), "POST");
+    let put = app
+        .client
+        .put(app.url("/api/profile/me"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(header(&put, "allow"), "GET, DELETE");
+    let put_session = app
+        .client
+        .put(app.url("/api/auth/sessions/some-id"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(header(&put_session, "allow"), "DELETE");
     assert_error(
         wrong_method,
         StatusCode::METHOD_NOT_ALLOWED,

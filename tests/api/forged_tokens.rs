@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, Session, TestApp, assert_error, hs256, spawn_app_with, token_header,
+    Options, Session, TestApp, assert_error, header, hs256, spawn_app_with, token_header,
 };
 
 fn b64(value: &Value) -> String {
@@ -162,18 +162,30 @@ async fn an_oversized_token_is_refused_without_a_server_error() {
 }
 
 #[tokio::test]
-async fn a_64_kib_token_is_refused_in_header_or_cookie() {
+async fn a_token_too_large_for_a_request_head_is_refused_in_header_or_cookie() {
     let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
-    let huge = format!("{}.{}.sig", "a".repeat(32 * 1024), "b".repeat(32 * 1024));
-    assert_invalid(&app, &huge, "64 KiB bearer").await;
+    // 24 KiB: within the 32 KiB request head, refused by the verifier.
+    let large = format!("{}.{}.sig", "a".repeat(12 * 1024), "b".repeat(12 * 1024));
+    assert_invalid(&app, &large, "24 KiB bearer").await;
     assert_error(
-        app.refresh_with(&huge).await,
+        app.refresh_with(&large).await,
         StatusCode::UNAUTHORIZED,
         "invalid_refresh_token",
         None,
     )
     .await;
+    // 64 KiB: over the head limit, refused before any handler runs, still
+    // with the security headers.
+    let huge = format!("{}.{}.sig", "a".repeat(32 * 1024), "b".repeat(32 * 1024));
+    for response in [app.me(&huge).await, app.refresh_with(&huge).await] {
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&response, "x-frame-options"), "DENY");
+    }
     // The server is unharmed.
     assert_eq!(app.me(&session.access_token).await.status(), StatusCode::OK);
 }

@@ -99,6 +99,26 @@ impl Api {
         Session::from_token_response(self.login(email, PASSWORD).await).await
     }
 
+    /// A login sent with this device token (`latchkey_device` cookie) and
+    /// from this client address (an `X-Forwarded-For` a trusted proxy vouches for).
+    pub async fn login_from(
+        &self,
+        email: &str,
+        password: &str,
+        device_token: Option<&str>,
+        address: &str,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(self.url("/api/auth/login"))
+            .header("X-Forwarded-For", address)
+            .json(&json!({"email": email, "password": password}));
+        if let Some(token) = device_token {
+            request = request.header("Cookie", format!("latchkey_device={token}"));
+        }
+        request.send().await.expect("request")
+    }
+
     /// A login of an existing user with a chosen `User-Agent`.
     pub async fn login_as_device(&self, email: &str, user_agent: &str) -> Session {
         let response = self
@@ -414,20 +434,18 @@ pub struct Session {
     pub user_id: String,
     pub access_token: String,
     pub refresh_token: String,
+    /// The refresh cookie's whole `Set-Cookie` value.
     pub set_cookie: String,
+    /// The device token a login sets (`latchkey_device`), if any.
+    pub device_token: Option<String>,
     pub body: Value,
 }
 
 impl Session {
     pub async fn from_token_response(response: Response) -> Session {
         assert_eq!(response.status(), StatusCode::OK);
-        let set_cookie = response
-            .headers()
-            .get("set-cookie")
-            .expect("set-cookie header")
-            .to_str()
-            .expect("ascii")
-            .to_owned();
+        let set_cookie = set_cookie(&response, "refresh_token").expect("refresh cookie");
+        let device_token = set_cookie_value(&response, "latchkey_device");
         let body: Value = response.json().await.expect("json");
         let mut session = Session {
             user_id: String::new(),
@@ -437,6 +455,7 @@ impl Session {
                 .to_owned(),
             refresh_token: cookie_value(&set_cookie, "refresh_token").expect("refresh cookie"),
             set_cookie,
+            device_token,
             body,
         };
         session.user_id = session.access_claims()["sub"]
@@ -498,6 +517,22 @@ pub fn hs256() -> Options {
         tweak: |config| config.signing_alg = Some(latchkey::config::SigningAlg::Hs256),
         ..Options::default()
     }
+}
+
+/// The whole `Set-Cookie` header of a response that sets cookie `name`.
+pub fn set_cookie(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| cookie_value(value, name).is_some())
+        .map(str::to_owned)
+}
+
+/// The value a response sets for cookie `name`.
+pub fn set_cookie_value(response: &Response, name: &str) -> Option<String> {
+    set_cookie(response, name).and_then(|header| cookie_value(&header, name))
 }
 
 /// The value of cookie `name` in a `Set-Cookie` header.

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{PASSWORD, assert_error, spawn_app};
+use crate::helpers::{PASSWORD, Session, assert_error, spawn_app};
 
 #[tokio::test]
 async fn bodies_that_are_not_the_expected_json_get_400() {
@@ -77,6 +77,30 @@ async fn body_errors_are_sentences_naming_the_field() {
     let body: serde_json::Value = response.json().await.expect("json");
     let message = body["message"].as_str().expect("message");
     assert!(message.starts_with("body: not valid JSON"), "{message}");
+}
+
+#[tokio::test]
+async fn two_refresh_cookies_are_refused_instead_of_guessed() {
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    for path in ["/api/auth/refresh", "/api/auth/logout"] {
+        let response = app
+            .client
+            .post(app.url(path))
+            .header(
+                "Cookie",
+                format!(
+                    "refresh_token=planted; refresh_token={}",
+                    session.refresh_token
+                ),
+            )
+            .send()
+            .await
+            .expect("request");
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_input", None).await;
+    }
+    // Nothing was rotated or ended.
+    Session::from_token_response(app.refresh_with(&session.refresh_token).await).await;
 }
 
 #[tokio::test]

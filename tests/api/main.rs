@@ -3,6 +3,7 @@
 
 mod admin;
 mod binary;
+mod connections;
 mod errors;
 mod flow;
 mod forged_tokens;

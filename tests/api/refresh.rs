@@ -244,3 +244,35 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn a_session_ends_at_its_max_age_however_often_it_is_refreshed() {
+    let app = spawn_app_with(Options {
+        refresh_ttl: Duration::from_secs(1800),
+        tweak: |config| config.session_max_age = Duration::from_secs(3600),
+        ..Options::default()
+    })
+    .await;
+    let mut session = app.logged_in_user().await;
+    for _ in 0..2 {
+        app.clock.advance(Duration::from_secs(1500));
+        session =
+            Session::from_token_response(app.refresh_with(&session.refresh_token).await).await;
+    }
+    // 50 minutes in: the new refresh token lives only to the hour's end.
+    assert!(
+        session.set_cookie.contains("Max-Age=600"),
+        "{}",
+        session.set_cookie
+    );
+    app.clock.advance(Duration::from_secs(601));
+    assert_error(
+        app.refresh_with(&session.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_expired",
+        None,
+    )
+    .await;
+    // A new login starts a new session.
+    Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
+}

@@ -77,6 +77,80 @@ async fn failed_logins_for_one_account_are_throttled_without_locking_out_others(
 }
 
 #[tokio::test]
+async fn strangers_guessing_a_password_cannot_throttle_the_owner_on_a_known_device() {
+    let app = spawn_app_with(Options {
+        tweak: |config| {
+            config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+            config.limits.login_account =
+                vec!["3/1m".parse().expect("rate"), "5/1h".parse().expect("rate")];
+        },
+        ..Options::default()
+    })
+    .await;
+    let owner = app.logged_in_user().await;
+    let device = owner
+        .device_token
+        .clone()
+        .expect("a login sets a device cookie");
+    assert!(
+        owner.set_cookie.contains("refresh_token="),
+        "the refresh cookie is still set"
+    );
+    // Twenty addresses guess alice's password until the account is throttled.
+    let mut refused = 0;
+    for n in 0..20 {
+        for _ in 0..2 {
+            let guess = app
+                .login_from(
+                    "alice@example.com",
+                    "guess guess guess",
+                    None,
+                    &format!("203.0.113.{n}"),
+                )
+                .await;
+            if guess.status() == StatusCode::TOO_MANY_REQUESTS {
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused >= 30,
+        "the account's shared tiers throttle strangers ({refused})"
+    );
+    // A client the account has never seen is throttled with them…
+    assert_rate_limited(
+        app.login_from("alice@example.com", PASSWORD, None, "198.51.100.1")
+            .await,
+    )
+    .await;
+    // …but the owner's known device logs in, again and again.
+    for _ in 0..3 {
+        let login = app
+            .login_from("alice@example.com", PASSWORD, Some(&device), "198.51.100.2")
+            .await;
+        Session::from_token_response(login).await;
+    }
+    // A device token is bound to its account.
+    app.register("bob", "bob@example.com", PASSWORD).await;
+    let bob = Session::from_token_response(app.login("bob@example.com", PASSWORD).await).await;
+    assert_rate_limited(
+        app.login_from(
+            "alice@example.com",
+            PASSWORD,
+            bob.device_token.as_deref(),
+            "198.51.100.3",
+        )
+        .await,
+    )
+    .await;
+    // The owner, holding a token, can still change the password.
+    let changed = app
+        .change_password(&owner.access_token, PASSWORD, "a fresh passphrase 2027")
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn registrations_and_refreshes_are_limited_per_ip() {
     let app = spawn_app_with(Options {
         tweak: |config| {

@@ -50,8 +50,9 @@ async fn users_sessions_and_secrets_survive_a_restart() {
 #[tokio::test]
 async fn the_sweeper_removes_expired_refresh_records_and_keeps_live_ones() {
     let app = spawn_app_with(Options {
+        access_ttl: Duration::from_secs(30),
         refresh_ttl: Duration::from_secs(60),
-        sweep_interval: Duration::from_millis(50),
+        sweep_interval: Duration::from_millis(100),
         ..Default::default()
     })
     .await;
@@ -85,6 +86,7 @@ async fn the_sweeper_removes_expired_refresh_records_and_keeps_live_ones() {
 #[tokio::test]
 async fn a_sweep_deletes_only_what_has_expired() {
     let app = spawn_app_with(Options {
+        access_ttl: Duration::from_secs(30),
         refresh_ttl: Duration::from_secs(60),
         ..Default::default()
     })
