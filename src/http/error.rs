@@ -109,7 +109,7 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
             tracing::error!(error = %err, "request failed: storage unavailable");
             let mut body = ErrorBody::new(
                 "storage_unavailable",
-                "Storage is unavailable; nothing was changed. Retry later",
+                "Storage is unavailable (the disk is full or failing); the change was not saved. Retry later",
             );
             body.retry_after = Some(STORAGE_RETRY_AFTER);
             return (StatusCode::SERVICE_UNAVAILABLE, body);
@@ -165,9 +165,9 @@ macro_rules! error_responses {
             /// Internal error (a bug); details are only in the server log.
             #[oai(status = 500)]
             Internal($crate::http::error::ErrorJson),
-            /// `storage_unavailable` (the disk is full or failing; nothing
-            /// was changed) or `overloaded` (too many password checks
-            /// waiting); `Retry-After` says when to retry.
+            /// `storage_unavailable` (the disk is full or failing; the change
+            /// was not acknowledged) or `overloaded` (too many password
+            /// checks waiting); `Retry-After` says when to retry.
             #[oai(status = 503)]
             Unavailable($crate::http::error::ErrorJson),
         }

@@ -10,11 +10,12 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
     pub(crate) fn append_audit(&self, event: &AuditEvent) -> Result<()> {
-        let id = self.inner.db.generate_id().map_err(storage_error)?;
-        self.tree(TreeId::Audit)
+        let opened = self.opened()?;
+        let id = opened.db.generate_id().map_err(|err| self.failed(err))?;
+        self.tree(TreeId::Audit)?
             .insert(time_key(event.at, &id.to_be_bytes()), encode(event)?)
             .map(drop)
-            .map_err(storage_error)
+            .map_err(|err| self.failed(err))
     }
 
     /// Audit events at or after `since`, oldest first, optionally of one
@@ -30,7 +31,7 @@ impl Store {
     ) -> Result<Vec<AuditEvent>> {
         let mut events = Vec::new();
         for value in self
-            .tree(TreeId::Audit)
+            .tree(TreeId::Audit)?
             .range(since.to_be_bytes()..)
             .values()
         {

@@ -31,6 +31,12 @@
 //! writes its log with `sync_file_range`, which survives a killed process but
 //! is weaker than `fdatasync` against power loss.
 //!
+//! When a write fails with an I/O error (a full or read-only disk), sled
+//! refuses every later write, even once the disk is fine again; reads keep
+//! working. A recovery thread then waits until the data directory takes
+//! writes again and opens the database afresh, so service resumes without a
+//! restart (see `open`).
+//!
 //! [`User`]: crate::model::User
 //! [`RefreshRecord`]: crate::model::RefreshRecord
 //! [`Session`]: crate::model::Session
@@ -42,7 +48,9 @@ mod sessions;
 mod sweep;
 mod users;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -105,29 +113,83 @@ trees! {
 /// A cheap-to-clone handle on latchkey's database.
 #[derive(Clone)]
 pub(crate) struct Store {
-    inner: Arc<StoreInner>,
+    inner: Arc<Shared>,
 }
 
-struct StoreInner {
+/// What every clone of a [`Store`] shares: the open database, swapped for a
+/// fresh one when a failed write has left sled unusable (see `open`).
+struct Shared {
+    dir: PathBuf,
+    /// `None` only while the database is being reopened.
+    slot: RwLock<Option<Arc<Opened>>>,
+    /// Set when a write failed with an I/O error (a full or read-only disk):
+    /// sled refuses every later write until it is opened again.
+    faulted: AtomicBool,
+    /// Dropping it stops the recovery thread.
+    _stop: Mutex<mpsc::Sender<()>>,
+}
+
+/// One opening of the database: sled, its trees and the flusher.
+pub(super) struct Opened {
     db: sled::Db,
     /// Indexed by `TreeId as usize`.
     trees: Vec<sled::Tree>,
     flusher: open::Flusher,
 }
 
+/// A tree of the database as opened now; dereferences to the sled tree.
+pub(super) struct TreeHandle {
+    opened: Arc<Opened>,
+    index: usize,
+}
+
+impl std::ops::Deref for TreeHandle {
+    type Target = sled::Tree;
+
+    fn deref(&self) -> &sled::Tree {
+        &self.opened.trees[self.index]
+    }
+}
+
 impl Store {
-    fn tree(&self, id: TreeId) -> &sled::Tree {
-        &self.inner.trees[id as usize]
+    /// The database as opened now.
+    fn opened(&self) -> Result<Arc<Opened>> {
+        let slot = self
+            .inner
+            .slot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot.clone()
+            .ok_or_else(|| Error::Storage("the database is being reopened".into()))
+    }
+
+    fn tree(&self, id: TreeId) -> Result<TreeHandle> {
+        Ok(TreeHandle {
+            opened: self.opened()?,
+            index: id as usize,
+        })
+    }
+
+    /// A sled error as latchkey's, noting an I/O failure for recovery.
+    fn failed(&self, err: sled::Error) -> Error {
+        if matches!(err, sled::Error::Io(_)) {
+            self.inner.faulted.store(true, Ordering::SeqCst);
+        }
+        storage_error(err)
     }
 
     /// Runs `body` as one sled transaction over the trees `ids`; inside,
     /// [`Tx::tree`] reaches each of them by id.
     fn transaction<T>(&self, ids: &[TreeId], body: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
-        let trees: Vec<&sled::Tree> = ids.iter().map(|id| self.tree(*id)).collect();
+        let opened = self.opened()?;
+        let trees: Vec<&sled::Tree> = ids.iter().map(|id| &opened.trees[*id as usize]).collect();
         trees
             .as_slice()
             .transaction(|view| body(&Tx { ids, trees: view }))
-            .map_err(transaction_error)
+            .map_err(|err| match err {
+                TransactionError::Abort(err) => err,
+                TransactionError::Storage(err) => self.failed(err),
+            })
     }
 }
 
@@ -237,11 +299,4 @@ fn suffixes(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
 
 fn storage_error(err: sled::Error) -> Error {
     Error::Storage(err.to_string())
-}
-
-fn transaction_error(err: TransactionError<Error>) -> Error {
-    match err {
-        TransactionError::Abort(err) => err,
-        TransactionError::Storage(err) => storage_error(err),
-    }
 }

@@ -1,13 +1,15 @@
-//! Opening the database (with its format marker and migrations) and making
-//! writes durable: the grouped flusher.
+//! Opening the database (with its format marker and migrations), making
+//! writes durable (the grouped flusher), and opening it again after a
+//! failed write once the disk takes writes again (the recovery thread).
 
 use std::path::Path;
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{EMPTY, Store, StoreInner, TreeId, child_key, decode, storage_error};
+use super::{EMPTY, Opened, Shared, Store, TreeId, child_key, decode, storage_error};
 use crate::error::{Error, Result};
 use crate::model::RefreshRecord;
 
@@ -20,29 +22,149 @@ const FORMAT_KEY: &[u8] = b"latchkey.format";
 const FORMAT_VERSION: u32 = 2;
 
 impl Store {
-    /// Opens (or creates) the database in `dir`, migrating an older format.
+    /// Opens (or creates) the database in `dir`, migrating an older format,
+    /// and starts the thread that reopens it after a failed write.
     ///
     /// # Errors
     /// [`Error::DataDirLocked`] when another process has it open, otherwise
     /// [`Error::Storage`] (unwritable directory, corrupt files, a newer format).
     pub(crate) fn open(dir: &Path) -> Result<Store> {
         create_private_dir(dir)?;
+        let opened = Opened::open(dir)?;
+        keep_private(dir);
+        let (stop, stopped) = mpsc::channel();
+        let store = Store {
+            inner: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                slot: RwLock::new(Some(Arc::new(opened))),
+                faulted: AtomicBool::new(false),
+                _stop: Mutex::new(stop),
+            }),
+        };
+        let shared = Arc::downgrade(&store.inner);
+        std::thread::Builder::new()
+            .name("latchkey-recover".into())
+            .spawn(move || recover_when_possible(&shared, &stopped))
+            .map_err(|err| Error::Internal(format!("cannot start the recovery thread: {err}")))?;
+        Ok(store)
+    }
+
+    /// Waits until every write made before this call is on disk. Concurrent
+    /// callers share one flush.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the flush fails.
+    pub(crate) async fn durable(&self) -> Result<()> {
+        let opened = self.opened()?;
+        let flushed = opened.flusher.flush().await;
+        if flushed.is_err() {
+            self.inner.faulted.store(true, Ordering::SeqCst);
+        }
+        flushed
+    }
+
+    /// Flushes on the calling thread (for shutdown).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the flush fails.
+    pub(crate) fn flush_blocking(&self) -> Result<()> {
+        let opened = self.opened()?;
+        opened.db.flush().map(drop).map_err(|err| self.failed(err))
+    }
+
+    /// Opens the database afresh when a write has failed and the data
+    /// directory takes writes again. Returns whether it did.
+    fn recover(&self) -> bool {
+        if !self.inner.faulted.load(Ordering::SeqCst) || !takes_writes(&self.inner.dir) {
+            return false;
+        }
+        let old = {
+            let mut slot = self
+                .inner
+                .slot
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            slot.take()
+        };
+        // Requests in flight hold the old opening; sled's lock is free only
+        // once the last of them lets go.
+        if let Some(old) = old {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            drop(old);
+        }
+        let reopened = Opened::open(&self.inner.dir);
+        let recovered = reopened.is_ok();
+        match reopened {
+            Ok(opened) => {
+                self.inner.faulted.store(false, Ordering::SeqCst);
+                tracing::warn!(dir = %self.inner.dir.display(), "storage recovered: the database was opened again");
+                *self
+                    .inner
+                    .slot
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(opened));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "storage still unavailable; retrying");
+            }
+        }
+        recovered
+    }
+}
+
+/// The recovery thread: once a second, while the store lives, reopens the
+/// database if a write failed and the disk takes writes again.
+fn recover_when_possible(shared: &std::sync::Weak<Shared>, stopped: &mpsc::Receiver<()>) {
+    loop {
+        match stopped.recv_timeout(RECOVERY_CHECK) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // The store was dropped.
+            _ => return,
+        }
+        let Some(inner) = shared.upgrade() else {
+            return;
+        };
+        Store { inner }.recover();
+    }
+}
+
+/// How often the recovery thread looks at a faulted store.
+const RECOVERY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes a probe writes to tell that the data directory has room again.
+const PROBE_BYTES: usize = 1 << 20;
+
+/// Whether `dir` takes a synced write of [`PROBE_BYTES`] now (the disk has
+/// room and is writable).
+fn takes_writes(dir: &Path) -> bool {
+    use std::io::Write;
+    let probe = dir.join(".latchkey-probe");
+    let written = std::fs::File::create(&probe).and_then(|mut file| {
+        file.write_all(&vec![0u8; PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.is_ok()
+}
+
+impl Opened {
+    /// Opens sled in `dir` with every tree, checks the format and migrates.
+    fn open(dir: &Path) -> Result<Opened> {
         let existed = dir.join("db").exists();
         let db = open_db(dir)?;
         let trees = TreeId::ALL
             .iter()
             .map(|id| db.open_tree(id.name()).map_err(storage_error))
             .collect::<Result<Vec<_>>>()?;
-        let store = Store {
-            inner: Arc::new(StoreInner {
-                flusher: Flusher::spawn(db.clone())?,
-                db,
-                trees,
-            }),
+        let opened = Opened {
+            flusher: Flusher::spawn(db.clone())?,
+            db,
+            trees,
         };
-        store.check_format(existed, dir)?;
-        keep_private(dir);
-        Ok(store)
+        opened.check_format(existed, dir)?;
+        Ok(opened)
     }
 
     /// sled recovers a damaged log by truncating it, which can silently turn
@@ -50,7 +172,7 @@ impl Store {
     /// tells "new" from "lost everything": an existing database without it
     /// is refused. An older format is migrated, a newer one refused.
     fn check_format(&self, existed: bool, dir: &Path) -> Result<()> {
-        let db = &self.inner.db;
+        let db = &self.db;
         let found = db.get(FORMAT_KEY).map_err(storage_error)?;
         let version = match found {
             Some(ref bytes) => std::str::from_utf8(bytes)
@@ -91,8 +213,8 @@ impl Store {
 
     /// Format 1 → 2: indexes every refresh record under its session.
     fn index_session_tokens(&self) -> Result<()> {
-        let index = self.tree(TreeId::SessionTokens);
-        for entry in self.tree(TreeId::RefreshTokens).iter() {
+        let index = &self.trees[TreeId::SessionTokens as usize];
+        for entry in self.trees[TreeId::RefreshTokens as usize].iter() {
             let (digest, value) = entry.map_err(storage_error)?;
             let record: RefreshRecord = decode(&value)?;
             index
@@ -100,23 +222,6 @@ impl Store {
                 .map_err(storage_error)?;
         }
         Ok(())
-    }
-
-    /// Waits until every write made before this call is on disk. Concurrent
-    /// callers share one flush.
-    ///
-    /// # Errors
-    /// [`Error::Storage`] if the flush fails.
-    pub(crate) async fn durable(&self) -> Result<()> {
-        self.inner.flusher.flush().await
-    }
-
-    /// Flushes on the calling thread (for shutdown).
-    ///
-    /// # Errors
-    /// [`Error::Storage`] if the flush fails.
-    pub(crate) fn flush_blocking(&self) -> Result<()> {
-        self.inner.db.flush().map(drop).map_err(storage_error)
     }
 }
 
@@ -288,15 +393,12 @@ mod tests {
             db.flush().expect("flush");
         }
         let store = Store::open(dir.path()).expect("opens");
-        let marker = store
-            .inner
-            .db
-            .get(FORMAT_KEY)
-            .expect("read")
-            .expect("marker");
+        let opened = store.opened().expect("open");
+        let marker = opened.db.get(FORMAT_KEY).expect("read").expect("marker");
         assert_eq!(marker.as_ref(), b"2");
         let indexed = store
             .tree(TreeId::SessionTokens)
+            .expect("tree")
             .contains_key(child_key("s1", &[9u8; 32]))
             .expect("read");
         assert!(indexed, "the record is indexed under its session");

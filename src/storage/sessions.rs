@@ -167,7 +167,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`].
     pub(crate) fn refresh_record(&self, digest: &TokenDigest) -> Result<Option<RefreshRecord>> {
-        get(self.tree(TreeId::RefreshTokens), &digest.0)
+        get(&*self.tree(TreeId::RefreshTokens)?, &digest.0)
     }
 
     /// The session with this id (live, revoked or expired-but-unswept).
@@ -175,7 +175,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`].
     pub(crate) fn session(&self, id: &str) -> Result<Option<Session>> {
-        get(self.tree(TreeId::Sessions), id.as_bytes())
+        get(&*self.tree(TreeId::Sessions)?, id.as_bytes())
     }
 
     /// Every stored session of a user (live or not).
@@ -194,12 +194,13 @@ impl Store {
 
     /// How many refresh records are stored, live or not.
     pub(crate) fn refresh_record_count(&self) -> usize {
-        self.tree(TreeId::RefreshTokens).len()
+        self.tree(TreeId::RefreshTokens)
+            .map_or(0, |tree| tree.len())
     }
 
     /// How many sessions are stored, live or not.
     pub(crate) fn session_count(&self) -> usize {
-        self.tree(TreeId::Sessions).len()
+        self.tree(TreeId::Sessions).map_or(0, |tree| tree.len())
     }
 
     /// Everything stored under a user's sessions, listed now (outside any
@@ -208,7 +209,7 @@ impl Store {
         let sessions = self.session_ids_of(user_id)?;
         let mut tokens = Vec::new();
         for id in &sessions {
-            for digest in suffixes(self.tree(TreeId::SessionTokens), &child_prefix(id))? {
+            for digest in suffixes(&*self.tree(TreeId::SessionTokens)?, &child_prefix(id))? {
                 tokens.push((id.clone(), digest));
             }
         }

@@ -14,7 +14,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
     pub(crate) fn sweep_expired_refresh(&self, now: UnixTime, limit: usize) -> Result<usize> {
-        let expired = expired_keys(self.tree(TreeId::RefreshExpiry), now, limit)?;
+        let expired = expired_keys(&*self.tree(TreeId::RefreshExpiry)?, now, limit)?;
         if expired.is_empty() {
             return Ok(0);
         }
@@ -43,7 +43,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
     pub(crate) fn sweep_expired_sessions(&self, now: UnixTime, limit: usize) -> Result<usize> {
-        let expired = expired_keys(self.tree(TreeId::SessionExpiry), now, limit)?;
+        let expired = expired_keys(&*self.tree(TreeId::SessionExpiry)?, now, limit)?;
         if expired.is_empty() {
             return Ok(0);
         }
@@ -78,13 +78,13 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
     pub(crate) fn sweep_audit(&self, before: UnixTime, limit: usize) -> Result<usize> {
-        let audit = self.tree(TreeId::Audit);
-        let old = expired_keys(audit, before.saturating_sub(1), limit)?;
+        let audit = self.tree(TreeId::Audit)?;
+        let old = expired_keys(&audit, before.saturating_sub(1), limit)?;
         let mut batch = sled::Batch::default();
         for key in &old {
             batch.remove(key.as_ref());
         }
-        audit.apply_batch(batch).map_err(storage_error)?;
+        audit.apply_batch(batch).map_err(|err| self.failed(err))?;
         Ok(old.len())
     }
 }

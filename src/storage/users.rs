@@ -69,7 +69,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`].
     pub(crate) fn email_taken(&self, email: &str) -> Result<bool> {
-        self.tree(TreeId::UsersByEmail)
+        self.tree(TreeId::UsersByEmail)?
             .contains_key(email.as_bytes())
             .map_err(storage_error)
     }
@@ -79,7 +79,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`].
     pub(crate) fn username_taken(&self, username_key: &str) -> Result<bool> {
-        self.tree(TreeId::UsersByUsername)
+        self.tree(TreeId::UsersByUsername)?
             .contains_key(username_key.as_bytes())
             .map_err(storage_error)
     }
@@ -89,7 +89,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`].
     pub(crate) fn user(&self, id: &str) -> Result<Option<User>> {
-        get(self.tree(TreeId::Users), id.as_bytes())
+        get(&*self.tree(TreeId::Users)?, id.as_bytes())
     }
 
     /// The user with this normalized email.
@@ -98,11 +98,11 @@ impl Store {
     /// [`Error::Storage`].
     pub(crate) fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         match self
-            .tree(TreeId::UsersByEmail)
+            .tree(TreeId::UsersByEmail)?
             .get(email.as_bytes())
             .map_err(storage_error)?
         {
-            Some(id) => get(self.tree(TreeId::Users), &id),
+            Some(id) => get(&*self.tree(TreeId::Users)?, &id),
             None => Ok(None),
         }
     }
@@ -196,16 +196,16 @@ impl Store {
         let query = query.map(str::to_lowercase);
         let mut users = Vec::new();
         let mut last = None;
-        let entries = self
-            .tree(TreeId::UsersByEmail)
-            .range::<Vec<u8>, _>((start, Bound::Unbounded));
+        let by_email = self.tree(TreeId::UsersByEmail)?;
+        let users_tree = self.tree(TreeId::Users)?;
+        let entries = by_email.range::<Vec<u8>, _>((start, Bound::Unbounded));
         for (read, entry) in entries.enumerate() {
             if users.len() >= limit || read >= budget {
                 return Ok((users, last));
             }
             let (email, id) = entry.map_err(storage_error)?;
             last = Some(String::from_utf8_lossy(&email).into_owned());
-            let Some(user) = get::<User>(self.tree(TreeId::Users), &id)? else {
+            let Some(user) = get::<User>(&users_tree, &id)? else {
                 continue;
             };
             let matches = query.as_deref().is_none_or(|query| {
@@ -221,7 +221,7 @@ impl Store {
     /// The ids of every stored session of a user, through the per-user index.
     pub(super) fn session_ids_of(&self, user_id: &str) -> Result<Vec<String>> {
         Ok(
-            suffixes(self.tree(TreeId::UserSessions), &child_prefix(user_id))?
+            suffixes(&*self.tree(TreeId::UserSessions)?, &child_prefix(user_id))?
                 .into_iter()
                 .map(|id| String::from_utf8_lossy(&id).into_owned())
                 .collect(),
