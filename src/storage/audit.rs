@@ -10,6 +10,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
     pub(crate) fn append_audit(&self, event: &AuditEvent) -> Result<()> {
+        self.has_room()?;
         let opened = self.opened()?;
         let id = opened.db.generate_id().map_err(|err| self.failed(err))?;
         self.tree(TreeId::Audit)?

@@ -31,11 +31,14 @@
 //! writes its log with `sync_file_range`, which survives a killed process but
 //! is weaker than `fdatasync` against power loss.
 //!
-//! When a write fails with an I/O error (a full or read-only disk), sled
-//! refuses every later write, even once the disk is fine again; reads keep
-//! working. A recovery thread then waits until the data directory takes
-//! writes again and opens the database afresh, so service resumes without a
-//! restart (see `open`).
+//! sled fails for good when a write meets a full disk: it refuses every later
+//! write, and sometimes reads too, until it is opened again. So writes are
+//! refused (503) while the disk has less than 8 MiB free, and sled never
+//! meets a full disk; reads go on, and writes resume by themselves once
+//! there is room. Should a write fail anyway (the disk filled between two
+//! looks, or turned read-only), a recovery thread waits until the data
+//! directory takes writes again and opens the database afresh, so service
+//! resumes without a restart (see `open`).
 //!
 //! [`User`]: crate::model::User
 //! [`RefreshRecord`]: crate::model::RefreshRecord
@@ -170,6 +173,24 @@ impl Store {
         })
     }
 
+    /// Refuses a write while the data directory's disk has less than
+    /// [`DISK_RESERVE`] free: sled fails for good once a write meets a full
+    /// disk (reads included, until it is opened again), so it must never
+    /// meet one. One `statvfs` per write (about a microsecond).
+    fn has_room(&self) -> Result<()> {
+        let free = rustix::fs::statvfs(&self.inner.dir)
+            .map(|stats| stats.f_bavail.saturating_mul(stats.f_frsize))
+            .unwrap_or(u64::MAX);
+        match free >= DISK_RESERVE {
+            true => Ok(()),
+            false => Err(Error::Storage(format!(
+                "the disk of {} has less than {} MiB free; writes are refused until there is room",
+                self.inner.dir.display(),
+                DISK_RESERVE >> 20
+            ))),
+        }
+    }
+
     /// A sled error as latchkey's, noting an I/O failure for recovery.
     fn failed(&self, err: sled::Error) -> Error {
         if matches!(err, sled::Error::Io(_)) {
@@ -181,6 +202,7 @@ impl Store {
     /// Runs `body` as one sled transaction over the trees `ids`; inside,
     /// [`Tx::tree`] reaches each of them by id.
     fn transaction<T>(&self, ids: &[TreeId], body: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
+        self.has_room()?;
         let opened = self.opened()?;
         let trees: Vec<&sled::Tree> = ids.iter().map(|id| &opened.trees[*id as usize]).collect();
         trees
@@ -239,6 +261,9 @@ impl Tx<'_> {
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
+
+/// Free bytes the data directory's disk must keep for writes to be accepted.
+const DISK_RESERVE: u64 = 8 << 20;
 
 /// The value of index entries, which carry everything in their key.
 const EMPTY: &[u8] = &[];

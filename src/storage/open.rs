@@ -133,8 +133,10 @@ fn recover_when_possible(shared: &std::sync::Weak<Shared>, stopped: &mpsc::Recei
 
 /// How often the recovery thread looks at a faulted store.
 const RECOVERY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-/// Bytes a probe writes to tell that the data directory has room again.
-const PROBE_BYTES: usize = 1 << 20;
+/// Bytes a probe writes to tell that the data directory has room again:
+/// enough that reopening (which the old opening must release first, so
+/// reads stop until it succeeds) will not fail for want of space.
+const PROBE_BYTES: usize = 8 << 20;
 
 /// Whether `dir` takes a synced write of [`PROBE_BYTES`] now (the disk has
 /// room and is writable).
@@ -423,6 +425,29 @@ mod tests {
             let path = entry.expect("entry").path();
             assert_eq!(mode(&path) & 0o077, 0, "{} is private", path.display());
         }
+    }
+
+    #[test]
+    fn a_faulted_store_is_opened_again_and_keeps_what_was_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        let record = RefreshRecord::issued("u1", "j1", "s1", 1, 100, &ClientInfo::default());
+        store
+            .tree(TreeId::RefreshTokens)
+            .expect("tree")
+            .insert([1u8; 32], serde_json::to_vec(&record).expect("json"))
+            .expect("insert");
+        store.flush_blocking().expect("flush");
+        assert!(!store.recover(), "a healthy store is left alone");
+        // As after a write that met a full disk.
+        store.inner.faulted.store(true, Ordering::SeqCst);
+        let held = store.clone();
+        assert!(store.recover(), "reopened once the directory takes writes");
+        assert!(!store.inner.faulted.load(Ordering::SeqCst));
+        let kept = held
+            .refresh_record(&crate::model::TokenDigest([1u8; 32]))
+            .expect("read");
+        assert_eq!(kept, Some(record), "every clone sees the new opening");
     }
 
     #[test]
