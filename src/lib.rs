@@ -40,6 +40,9 @@
 
 pub mod config;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod limits;
 mod model;

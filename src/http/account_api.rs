@@ -22,7 +22,7 @@ pub(super) struct AccountApi;
 /// A password change.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", example)]
-struct PasswordChange {
+pub(super) struct PasswordChange {
     /// The password in use now.
     current_password: fields::CurrentPassword,
     /// The new password: 8 to 128 characters, not common, not containing
@@ -42,7 +42,7 @@ impl Example for PasswordChange {
 /// The password that confirms an account deletion.
 #[derive(Object)]
 #[oai(example)]
-struct DeleteAccount {
+pub(super) struct DeleteAccount {
     /// The account's current password.
     password: fields::Password,
 }

@@ -70,10 +70,10 @@ struct UsersBody {
 /// What to change about a user; absent fields stay as they are.
 #[derive(Object)]
 #[oai(example)]
-struct UserPatch {
+pub(super) struct UserPatch {
     /// The new roles (1 to 16 of `[a-z0-9_.-]`, e.g. `["user","admin"]`).
     #[oai(deserialize_with = "fields::roles", skip_serializing_if_is_none)]
-    roles: Option<Vec<String>>,
+    roles: Option<fields::Roles>,
     /// `true` disables the account and revokes every session at once;
     /// `false` enables it again.
     #[oai(deserialize_with = "fields::disabled", skip_serializing_if_is_none)]
@@ -83,7 +83,7 @@ struct UserPatch {
 impl Example for UserPatch {
     fn example() -> Self {
         UserPatch {
-            roles: Some(vec!["user".into(), "admin".into()]),
+            roles: Some(fields::Roles(vec!["user".into(), "admin".into()])),
             disabled: None,
         }
     }
@@ -203,18 +203,68 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_AUDIT_EVENTS: usize = 1000;
 
 /// `since` as a duration back from now (`24h`) or an RFC 3339 time.
+/// Exactly the two forms the spec declares: digits and a unit (`s`, `m`,
+/// `h`, `d`, `w`), or an RFC 3339 UTC time to the second naming a real
+/// instant (`2026-11-27T08:00:00Z`).
 fn parse_since(text: &str, now: u64) -> Result<u64, Error> {
-    if let Ok(window) = humantime::parse_duration(text) {
+    let refused =
+        || Error::InvalidInput("since: must be a duration (24h, 7d) or an RFC 3339 time".into());
+    // The last character, not byte: `since` is whatever the client sent.
+    let cut = text.char_indices().last().map_or(0, |(at, _)| at);
+    let (digits, unit) = text.split_at(cut);
+    let is_duration = (1..=9).contains(&digits.len())
+        && digits.bytes().all(|byte| byte.is_ascii_digit())
+        && matches!(unit, "s" | "m" | "h" | "d" | "w");
+    if is_duration {
+        let window = humantime::parse_duration(text).map_err(|_| refused())?;
         return Ok(now.saturating_sub(window.as_secs()));
     }
-    humantime::parse_rfc3339_weak(text)
+    let bytes = text.as_bytes();
+    let shaped = bytes.len() == 20
+        && bytes.iter().enumerate().all(|(at, byte)| match at {
+            4 | 7 => *byte == b'-',
+            10 => *byte == b'T',
+            13 | 16 => *byte == b':',
+            19 => *byte == b'Z',
+            _ => byte.is_ascii_digit(),
+        });
+    if !shaped {
+        return Err(refused());
+    }
+    humantime::parse_rfc3339(text)
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .as_ref()
         .map(Duration::as_secs)
-        .ok_or_else(|| {
-            Error::InvalidInput("since: must be a duration (24h, 7d) or an RFC 3339 time".into())
-        })
+        .ok_or_else(refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_the_two_declared_forms_and_nothing_else() {
+        let now = 1_800_000_000;
+        assert_eq!(parse_since("24h", now).ok(), Some(now - 86_400));
+        assert_eq!(parse_since("0s", now).ok(), Some(now));
+        assert_eq!(
+            parse_since("2027-01-15T08:00:00Z", now).ok(),
+            Some(1_800_000_000)
+        );
+        // Found by schemathesis: a multi-byte last character panicked.
+        for bad in [
+            "\u{80}",
+            "0",
+            "1 h",
+            "2026-13-45T00:00:00Z",
+            "2026-01-01 00:00:00Z",
+            "",
+            "é",
+        ] {
+            assert!(parse_since(bad, now).is_err(), "{bad:?}");
+        }
+    }
 }
 
 #[OpenApi(prefix_path = "/api/admin", tag = "ApiTags::Admin")]
@@ -233,12 +283,13 @@ impl AdminApi {
         /// Part of an email or username to look for.
         query: Query<Option<String>>,
         /// Users per page, 1 to 100 (default 50).
-        limit: Query<Option<u32>>,
+        limit: Query<Option<fields::PageLimit>>,
         /// The `nextCursor` of the previous page.
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<fields::Cursor>>,
     ) -> Result<UsersResponse, AdminError> {
-        let limit = limit.0.map_or(DEFAULT_LIMIT, |limit| limit as usize);
-        let page = core.list_users(query.0.as_deref(), limit, cursor.0.as_deref())?;
+        let limit = limit.0.map_or(DEFAULT_LIMIT, |limit| limit.0 as usize);
+        let cursor = cursor.0.map(|cursor| cursor.0);
+        let page = core.list_users(query.0.as_deref(), limit, cursor.as_deref())?;
         let users = page
             .users
             .iter()
@@ -279,7 +330,7 @@ impl AdminApi {
         body: Json<UserPatch>,
     ) -> Result<UserResponse, AdminPatchError> {
         let change = UserChange {
-            roles: body.0.roles,
+            roles: body.0.roles.map(|roles| roles.0),
             disabled: body.0.disabled,
         };
         let user = core
@@ -319,15 +370,15 @@ impl AdminApi {
         /// Only events of this user id.
         user: Query<Option<String>>,
         /// Only events newer than this: a duration back from now (`24h`) or an RFC 3339 time.
-        since: Query<Option<String>>,
+        since: Query<Option<fields::Since>>,
         /// At most this many events, 1 to 1000 (default 100).
-        limit: Query<Option<u32>>,
+        limit: Query<Option<fields::EventLimit>>,
     ) -> Result<AuditResponse, AdminError> {
-        let since = match since.0.as_deref() {
-            Some(text) => parse_since(text, core.clock().now())?,
+        let since = match &since.0 {
+            Some(text) => parse_since(&text.0, core.clock().now())?,
             None => 0,
         };
-        let limit = limit.0.map_or(100, |limit| limit as usize);
+        let limit = limit.0.map_or(100, |limit| limit.0 as usize);
         if !(1..=MAX_AUDIT_EVENTS).contains(&limit) {
             return Err(
                 Error::InvalidInput(format!("limit: must be 1 to {MAX_AUDIT_EVENTS}")).into(),

@@ -66,7 +66,7 @@ impl std::ops::Deref for AuthUser {
 }
 
 /// The access token a request carries: the bearer header first, then the cookie.
-fn presented_token(req: &Request) -> Result<String, Error> {
+pub(super) fn presented_token(req: &Request) -> Result<String, Error> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| Error::MissingToken)?;
         let (scheme, token) = value.split_once(' ').ok_or(Error::MissingToken)?;
@@ -76,9 +76,11 @@ fn presented_token(req: &Request) -> Result<String, Error> {
         }
         return Ok(token.to_owned());
     }
-    req.cookie()
-        .get(ACCESS_TOKEN_COOKIE)
-        .map(|cookie| cookie.value_str().to_owned())
+    // The header itself, not poem's cookie jar: the jar exists only inside
+    // poem-openapi's middleware, and a guard must not depend on where it is
+    // mounted. Two access_token cookies are refused, not guessed between.
+    super::cookies::single(req, ACCESS_TOKEN_COOKIE)
+        .map_err(|_| Error::MissingToken)?
         .filter(|token| !token.is_empty())
         .ok_or(Error::MissingToken)
 }
@@ -347,6 +349,19 @@ mod tests {
             map.append(*name, HeaderValue::from_static(value));
         }
         map
+    }
+
+    #[test]
+    fn a_cookie_token_is_read_without_poems_cookie_jar() {
+        // Found by the property tests: reading the cookie through poem's
+        // jar panicked outside poem-openapi's middleware.
+        let with = |cookie: &str| {
+            let req = Request::builder().header(header::COOKIE, cookie).finish();
+            presented_token(&req).ok()
+        };
+        assert_eq!(with("access_token=abc; other=1").as_deref(), Some("abc"));
+        assert_eq!(with("access_token=a; access_token=b"), None, "ambiguous");
+        assert_eq!(with("=;;=="), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(super) struct AuthApi;
 /// A new account.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", example)]
-struct RegisterRequest {
+pub(super) struct RegisterRequest {
     /// 3 to 32 characters of letters, digits, `_`, `.` and `-`; unique regardless of case.
     username: fields::Username,
     /// A mailbox of at most 254 characters (a plain `name@host.example`: no
@@ -48,7 +48,7 @@ impl Example for RegisterRequest {
 /// Credentials.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", example)]
-struct LoginRequest {
+pub(super) struct LoginRequest {
     /// The account's email (case does not matter).
     email: fields::EmailAddress,
     /// The account's password.

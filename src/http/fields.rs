@@ -10,7 +10,9 @@
 use std::borrow::Cow;
 
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::types::{
+    ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
+};
 use serde_json::Value;
 
 /// A required JSON string.
@@ -131,22 +133,59 @@ string_field!(
     }
 );
 
-/// The optional boolean field `disabled`.
+/// The optional boolean field `disabled`: absent, or `true` or `false`
+/// (not `null`, which the schema does not allow).
 pub(super) fn disabled(value: Option<Value>) -> Result<Option<bool>, ParseError<Option<bool>>> {
     match value {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::Bool(flag)) => Ok(Some(flag)),
         Some(_) => Err(ParseError::custom("disabled: expected true or false")),
     }
 }
 
-/// The optional field `roles`: a list of strings.
-pub(super) fn roles(
-    value: Option<Value>,
-) -> Result<Option<Vec<String>>, ParseError<Option<Vec<String>>>> {
+/// An account's roles: 1 to 16 names of `[a-z0-9_.-]`, declared as such in
+/// the spec; which names exist is the core's to say (`--extra-roles`).
+pub(super) struct Roles(pub Vec<String>);
+
+impl Type for Roles {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Vec<String>;
+    type RawElementValueType = Vec<String>;
+
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("[string(role)]")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut item = MetaSchema::new("string");
+        item.pattern = Some("^[a-z0-9_.-]{1,32}$".into());
+        let mut schema = MetaSchema::new("array");
+        schema.items = Some(Box::new(MetaSchemaRef::Inline(Box::new(item))));
+        schema.min_items = Some(1);
+        schema.max_items = Some(16);
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Vec<String>> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Vec<String>> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ToJSON for Roles {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::from(self.0.clone()))
+    }
+}
+
+/// The optional field `roles`: absent, or a list of strings (not `null`).
+pub(super) fn roles(value: Option<Value>) -> Result<Option<Roles>, ParseError<Option<Roles>>> {
     let expected = || ParseError::custom("roles: expected a list of role names");
     match value {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::Array(items)) => items
             .into_iter()
             .map(|item| match item {
@@ -154,8 +193,132 @@ pub(super) fn roles(
                 _ => Err(expected()),
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(Some),
+            .map(|roles| Some(Roles(roles))),
         Some(_) => Err(expected()),
+    }
+}
+
+/// Declares a query parameter as a whole number whose range the spec
+/// declares and the core enforces (once, with its own message).
+macro_rules! count_param {
+    ($(#[$doc:meta])* $name:ident, $param:literal, $min:literal, $max:literal) => {
+        $(#[$doc])*
+        pub(super) struct $name(pub u32);
+
+        impl Type for $name {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = u32;
+            type RawElementValueType = u32;
+
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(concat!("integer(", $param, ")"))
+            }
+
+            fn schema_ref() -> MetaSchemaRef {
+                let mut schema = MetaSchema::new_with_format("integer", "uint32");
+                schema.minimum = Some($min as f64);
+                schema.maximum = Some($max as f64);
+                MetaSchemaRef::Inline(Box::new(schema))
+            }
+
+            fn as_raw_value(&self) -> Option<&u32> {
+                Some(&self.0)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a u32> + 'a> {
+                Box::new(std::iter::once(&self.0))
+            }
+        }
+
+        impl ParseFromParameter for $name {
+            fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+                value.trim().parse().map($name).map_err(|_| {
+                    ParseError::custom(concat!($param, ": expected a whole number from ", $min, " to ", $max))
+                })
+            }
+        }
+    };
+}
+
+count_param!(
+    /// A page size: 1 to 100.
+    PageLimit, "limit", 1, 100
+);
+count_param!(
+    /// How many audit events: 1 to 1000.
+    EventLimit, "limit", 1, 1000
+);
+
+/// A page cursor: base64url without padding (the shape declared; any text
+/// of that shape is a position in the list).
+pub(super) struct Cursor(pub String);
+
+impl Type for Cursor {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("string(cursor)")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new("string");
+        schema.pattern = Some("^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$".into());
+        schema.max_length = Some(400);
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromParameter for Cursor {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Ok(Cursor(value.to_owned()))
+    }
+}
+
+/// When audit events start: a duration back from now (`24h`) or an RFC
+/// 3339 time (`2026-11-27T08:00:00Z`), as the spec's pattern declares.
+pub(super) struct Since(pub String);
+
+/// The forms `since` takes.
+const SINCE_PATTERN: &str =
+    "^([0-9]{1,9}(s|m|h|d|w)|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)$";
+
+impl Type for Since {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("string(since)")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new("string");
+        schema.pattern = Some(SINCE_PATTERN.into());
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromParameter for Since {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Ok(Since(value.to_owned()))
     }
 }
 
@@ -215,11 +378,15 @@ mod tests {
         ] {
             assert!(EmailAddress::parse_from_json(bad).is_err());
         }
-        assert_eq!(
-            roles(Some(serde_json::json!(["admin"]))).ok(),
-            Some(Some(vec!["admin".to_owned()]))
-        );
+        let parsed = roles(Some(serde_json::json!(["admin"]))).ok().flatten();
+        assert_eq!(parsed.map(|roles| roles.0), Some(vec!["admin".to_owned()]));
         assert!(roles(Some(serde_json::json!([false, true]))).is_err());
+        assert!(roles(Some(Value::Null)).is_err(), "null is not a list");
         assert!(disabled(Some(Value::from("yes"))).is_err());
+        assert!(
+            disabled(Some(Value::Null)).is_err(),
+            "null is not a boolean"
+        );
+        assert!(matches!(disabled(None), Ok(None)));
     }
 }

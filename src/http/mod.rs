@@ -188,6 +188,8 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
         .at("/openapi.json", spec)
         .nest("/", service)
         .data(core)
+        // A bug must cost one request a 500, not the connection its answer.
+        .with(poem::middleware::CatchPanic::new())
         .around(move |next, req| {
             let settings = Arc::clone(&settings);
             async move { guard(next, req, &settings).await }
@@ -469,5 +471,49 @@ async fn respond<E: Endpoint>(next: E, req: Request) -> Response {
                 ErrorBody::new(error::code_for_status(status), message),
             )
         }
+    }
+}
+
+/// Feeds arbitrary bytes to the request parsers an attacker reaches before
+/// any handler: the bearer header, the cookies, the forwarding headers and
+/// every JSON body type. Panics only where latchkey would.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_request(data: &[u8]) {
+    use poem_openapi::types::ParseFromJSON;
+    let text = String::from_utf8_lossy(data);
+    let mut builder = Request::builder();
+    for name in [
+        "authorization",
+        "cookie",
+        "x-forwarded-for",
+        "forwarded",
+        "origin",
+    ] {
+        if let Ok(value) = HeaderValue::from_bytes(data) {
+            builder = builder.header(name, value);
+        }
+    }
+    let req = builder.finish();
+    let _ = auth::presented_token(&req);
+    let _ = cookies::single(&req, cookies::REFRESH_TOKEN_COOKIE);
+    let trusted: Vec<IpNet> = vec![
+        "0.0.0.0/0".parse().expect("net"),
+        "::/0".parse().expect("net"),
+    ];
+    let _ = auth::client_ip([127, 0, 0, 1].into(), req.headers(), &trusted);
+    let settings = GuardSettings::of(&crate::config::Config::default());
+    let _ = origin::relation(&req, &settings);
+    let _ = fields::body_error(&text);
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        fn parse<T: ParseFromJSON>(value: &serde_json::Value) {
+            if let Err(err) = T::parse_from_json(Some(value.clone())) {
+                let _ = fields::body_error(err.message());
+            }
+        }
+        parse::<auth_api::RegisterRequest>(&value);
+        parse::<auth_api::LoginRequest>(&value);
+        parse::<account_api::PasswordChange>(&value);
+        parse::<account_api::DeleteAccount>(&value);
+        parse::<admin_api::UserPatch>(&value);
     }
 }

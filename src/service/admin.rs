@@ -10,6 +10,16 @@ use crate::storage::Ending;
 
 use super::{Authenticated, Durability, Latchkey};
 
+/// Base64url without padding, taking any trailing bits (a cursor is only a
+/// position, so every well-formed one is accepted).
+const LENIENT_BASE64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
 /// Most users one list request returns, and the default page size's ceiling.
 pub const MAX_PAGE: usize = 100;
 /// Index entries one list request may read while filtering.
@@ -66,16 +76,14 @@ impl Latchkey {
         }
         let query = query.map(str::trim).filter(|query| !query.is_empty());
         // The cursor is the last email read, base64url-encoded: opaque to
-        // clients and safe in a query string whatever the email holds.
+        // clients and safe in a query string whatever the email holds. Any
+        // base64url text is a position in the email order, so any decodes.
         let after = cursor
             .map(|cursor| {
-                URL_SAFE_NO_PAD
+                LENIENT_BASE64URL
                     .decode(cursor)
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| {
-                        Error::InvalidInput("cursor: not one latchkey handed out".into())
-                    })
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .map_err(|_| Error::InvalidInput("cursor: not base64url".into()))
             })
             .transpose()?;
         let (users, next) =
