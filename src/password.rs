@@ -2,14 +2,16 @@
 //! password policy (the only importer of `zxcvbn`).
 //!
 //! Hashing and verifying take ~20–30 ms of CPU and ~19 MiB of memory each, so
-//! they run on tokio's blocking pool behind a semaphore: a login storm queues
-//! here instead of starving the async workers that serve token checks. The
-//! queue is bounded in length and in waiting time: past either, the request
-//! is refused as overloaded (503) instead of making everyone behind it wait.
-//! A request whose client hangs up leaves the queue (its future is dropped);
-//! a hash already running finishes, and only then frees its place. An
-//! unknown user is "verified" against a dummy hash so that the response time
-//! does not reveal whether an email has an account.
+//! they run on a fixed set of hashing threads (`--hash-concurrency`), each
+//! with its argon2 memory allocated once and reused: a login storm queues
+//! here instead of starving the async workers that serve token checks, and
+//! memory stays where it started (allocating 19 MiB per hash on a growing
+//! pool of threads left it in the allocator's per-thread arenas). The queue
+//! is bounded in length and in waiting time: past either, the request is
+//! refused as overloaded (503) instead of making everyone behind it wait. A
+//! request whose client hung up is skipped when its turn comes. An unknown
+//! user is "verified" against a dummy hash so that the response time does
+//! not reveal whether an email has an account.
 //!
 //! The policy follows NIST SP 800-63B §3.1.1.2: length only (8 to 128
 //! characters, checked in `model`), no composition rules, and a refusal of
@@ -18,13 +20,15 @@
 //! a single repeated, sequential or keyboard pattern, or that contain the
 //! username or the email's local part.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version, password_hash::phc::PasswordHash};
-use tokio::sync::Semaphore;
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use rand::Rng;
+use tokio::sync::oneshot;
 use zxcvbn::matching::patterns::MatchPattern;
 
 use crate::error::{Error, Result};
@@ -60,34 +64,41 @@ pub struct HashQueue {
     pub max_wait: Duration,
 }
 
-/// Hashes and verifies passwords with bounded concurrency and a bounded queue.
+/// Hashes and verifies passwords on a fixed set of threads, with a bounded queue.
 pub struct Passwords {
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    jobs: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    waiting: Arc<AtomicUsize>,
     queue: HashQueue,
     dummy_hash: Arc<str>,
 }
 
-/// A place in the queue, given back on drop (also when the request is cancelled).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+/// Work for a hashing thread, given the thread's argon2 memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 impl Passwords {
-    /// A hasher with this queue. Computes the dummy hash once, which takes
-    /// one hash's time.
+    /// A hasher with this queue: starts its threads, each with its memory.
+    /// Computes the dummy hash once, which takes one hash's time.
     ///
     /// # Errors
-    /// [`Error::Internal`] if argon2 fails.
+    /// [`Error::Internal`] if argon2 fails or a thread cannot start.
     pub fn new(queue: HashQueue) -> Result<Self> {
-        let dummy_hash = hash_now("latchkey dummy password, never matches")?;
+        let (jobs, received) = mpsc::channel::<Job>();
+        let received = Arc::new(Mutex::new(received));
+        let threads = (0..queue.concurrency.max(1))
+            .map(|n| {
+                let received = Arc::clone(&received);
+                std::thread::Builder::new()
+                    .name(format!("latchkey-hash-{n}"))
+                    .spawn(move || hash_thread(&received))
+                    .map_err(|err| Error::Internal(format!("cannot start a hashing thread: {err}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dummy_hash = hash_with(&mut memory(), "latchkey dummy password, never matches")?;
         Ok(Passwords {
-            permits: Arc::new(Semaphore::new(queue.concurrency.max(1))),
-            waiting: AtomicUsize::new(0),
+            jobs: Some(jobs),
+            threads,
+            waiting: Arc::new(AtomicUsize::new(0)),
             queue,
             dummy_hash: dummy_hash.into(),
         })
@@ -111,10 +122,12 @@ impl Passwords {
     /// m=19456 KiB, t=2, p=1, random salt).
     ///
     /// # Errors
-    /// [`Error::Internal`] if argon2 or the blocking pool fails.
+    /// [`Error::Internal`] if argon2 fails, [`Error::Overloaded`] when the
+    /// queue is full or the wait too long.
     pub async fn hash(&self, password: &Password) -> Result<String> {
         let password = password.clone();
-        self.run_blocking(move || hash_now(password.expose())).await
+        self.run(move |memory| hash_with(memory, password.expose()))
+            .await
     }
 
     /// Checks `password` against a stored PHC string: its NFKC form, then,
@@ -123,25 +136,19 @@ impl Passwords {
     /// same time on a dummy hash and answers [`Verified::Wrong`].
     ///
     /// # Errors
-    /// [`Error::Internal`] if the stored hash cannot be parsed or the pool
-    /// fails, [`Error::Overloaded`] when the queue is full.
+    /// [`Error::Internal`] if the stored hash cannot be parsed,
+    /// [`Error::Overloaded`] when the queue is full or the wait too long.
     pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verified> {
         let password = password.clone();
         let known = stored.is_some();
         let phc: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
         let verified = self
-            .run_blocking(move || {
-                let parsed = PasswordHash::new(&phc).map_err(|err| {
-                    Error::Internal(format!("stored password hash is unreadable: {err}"))
-                })?;
-                let matches = |text: &str| {
-                    Argon2::default()
-                        .verify_password(text.as_bytes(), &parsed)
-                        .is_ok()
-                };
-                Ok(if matches(password.expose()) {
+            .run(move |memory| {
+                Ok(if verify_with(memory, password.expose(), &phc)? {
                     Verified::Right
-                } else if password.as_typed().is_some_and(matches) {
+                } else if let Some(typed) = password.as_typed()
+                    && verify_with(memory, typed, &phc)?
+                {
                     Verified::RightAsTyped
                 } else {
                     Verified::Wrong
@@ -151,35 +158,132 @@ impl Passwords {
         Ok(if known { verified } else { Verified::Wrong })
     }
 
-    async fn run_blocking<T: Send + 'static>(
+    /// Queues `work` for a hashing thread and waits for its result.
+    async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T> + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let overloaded = || Error::Overloaded {
-            retry_after: self.queue.max_wait.as_secs().max(1),
-        };
-        let place = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let waiting = Waiting(&self.waiting);
-        if place >= self.queue.max_waiting {
-            return Err(overloaded());
+        let retry_after = self.queue.max_wait.as_secs().max(1);
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Overloaded { retry_after });
         }
-        let permit = tokio::time::timeout(
-            self.queue.max_wait,
-            Arc::clone(&self.permits).acquire_owned(),
-        )
-        .await
-        .map_err(|_| overloaded())?
-        .map_err(|_| Error::Internal("password hasher is shut down".into()))?;
-        drop(waiting);
-        tokio::task::spawn_blocking(move || {
-            // Held until the hash is done, even if the request is dropped
-            // meanwhile: the semaphore counts hashes running, not requests.
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|err| Error::Internal(format!("password task failed: {err}")))?
+        let (reply, result) = oneshot::channel();
+        let waiting = Arc::clone(&self.waiting);
+        let deadline = Instant::now() + self.queue.max_wait;
+        let job: Job = Box::new(move |memory| {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            // The client hung up, or waited too long: no hash.
+            if reply.is_closed() {
+                return;
+            }
+            let outcome = match Instant::now() < deadline {
+                true => work(memory),
+                false => Err(Error::Overloaded { retry_after }),
+            };
+            let _ = reply.send(outcome);
+        });
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Internal("the hashing threads have stopped".into()));
+        }
+        result
+            .await
+            .map_err(|_| Error::Internal("a hashing thread failed".into()))?
     }
+}
+
+impl Drop for Passwords {
+    fn drop(&mut self) {
+        // Closing the queue ends the threads once each finishes its hash.
+        self.jobs.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A hashing thread: takes jobs until the queue closes, reusing one
+/// allocation of argon2 memory for all of them.
+fn hash_thread(received: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory = memory();
+    loop {
+        let job = match received.lock() {
+            Ok(received) => received.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        match job {
+            Ok(job) => job(&mut memory),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Working memory for one argon2 hash with latchkey's parameters.
+fn memory() -> Vec<Block> {
+    vec![Block::default(); Params::DEFAULT.block_count()]
+}
+
+/// Hashes `password` with latchkey's parameters and a random salt, in
+/// `memory`, to a PHC string.
+fn hash_with(memory: &mut [Block], password: &str) -> Result<String> {
+    let params = Params::DEFAULT;
+    let mut salt = [0u8; Salt::RECOMMENDED_LENGTH];
+    rand::rng().fill_bytes(&mut salt);
+    let mut out = [0u8; 32];
+    let failed =
+        |err: &dyn std::fmt::Display| Error::Internal(format!("cannot hash a password: {err}"));
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
+        .map_err(|err| failed(&err))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|err| failed(&err))?,
+        salt: Some(Salt::new(&salt).map_err(|err| failed(&err))?),
+        hash: Some(Output::new(&out).map_err(|err| failed(&err))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `stored`, computed in `memory`
+/// (grown if the stored parameters ask for more) and compared in constant time.
+fn verify_with(memory: &mut Vec<Block>, password: &str, stored: &str) -> Result<bool> {
+    let unreadable = |err: &dyn std::fmt::Display| {
+        Error::Internal(format!("stored password hash is unreadable: {err}"))
+    };
+    let parsed = PasswordHash::new(stored).map_err(|err| unreadable(&err))?;
+    let algorithm =
+        Algorithm::try_from(parsed.algorithm.as_str()).map_err(|err| unreadable(&err))?;
+    let version = parsed
+        .version
+        .map_or(Ok(Version::V0x13), Version::try_from)
+        .map_err(|err| unreadable(&err))?;
+    let params = Params::try_from(&parsed).map_err(|err| unreadable(&err))?;
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return Err(Error::Internal(
+            "stored password hash has no salt or hash".into(),
+        ));
+    };
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), Block::default());
+    }
+    let expected = expected.as_bytes();
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt.as_ref(),
+            &mut out,
+            &mut memory[..params.block_count()],
+        )
+        .map_err(|err| unreadable(&err))?;
+    let difference = out
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    Ok(difference == 0)
 }
 
 /// Checks a new password against the policy for the account it will protect.
@@ -244,6 +348,7 @@ pub fn needs_rehash(stored: &str) -> bool {
 /// A hash made with older, weaker settings, as an account from those days has.
 #[cfg(test)]
 pub(crate) fn weak_hash(password: &str) -> String {
+    use argon2::password_hash::PasswordHasher;
     let params = Params::new(4096, 1, 1, None).expect("params");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes())
@@ -251,7 +356,10 @@ pub(crate) fn weak_hash(password: &str) -> String {
         .to_string()
 }
 
+/// A hash made by the argon2 crate's own hasher (for cross-checks).
+#[cfg(test)]
 fn hash_now(password: &str) -> Result<String> {
+    use argon2::password_hash::PasswordHasher;
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|hash| hash.to_string())
@@ -291,6 +399,31 @@ mod tests {
                 .expect("verified"),
             Verified::Wrong
         );
+    }
+
+    #[test]
+    fn hashes_made_with_reused_memory_agree_with_the_argon2_crate() {
+        use argon2::password_hash::PasswordVerifier;
+        let mut memory = memory();
+        let ours = hash_with(&mut memory, "correct horse battery").expect("hash");
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        let parsed = PasswordHash::new(&ours).expect("a PHC string");
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse battery", &parsed)
+                .is_ok(),
+            "the crate's verifier accepts ours"
+        );
+        let theirs = hash_now("correct horse battery").expect("hash");
+        assert!(verify_with(&mut memory, "correct horse battery", &theirs).expect("verified"));
+        assert!(!verify_with(&mut memory, "incorrect horse battery", &theirs).expect("verified"));
+        // A weaker legacy hash verifies in the same memory.
+        let weak = weak_hash("correct horse battery");
+        assert!(verify_with(&mut memory, "correct horse battery", &weak).expect("verified"));
+        assert!(verify_with(&mut memory, "x", "not a hash").is_err());
     }
 
     #[tokio::test]
@@ -420,6 +553,7 @@ mod tests {
 
     #[test]
     fn weaker_parameters_need_a_rehash_and_current_ones_do_not() {
+        use argon2::password_hash::PasswordHasher;
         let current = hash_now("correct horse battery").expect("hash");
         assert!(!needs_rehash(&current));
         assert!(needs_rehash(&weak_hash("correct horse battery")));

@@ -199,3 +199,71 @@ async fn a_hostile_refresh_cookie_is_an_invalid_refresh_token() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn look_alike_identifiers_are_one_account_or_refused() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.register("alice", "alice@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    // Fullwidth letters fold into the same address and name.
+    assert_error(
+        app.register("alice2", "\u{ff41}lice@example.com", PASSWORD)
+            .await,
+        StatusCode::CONFLICT,
+        "user_exists",
+        None,
+    )
+    .await;
+    assert_error(
+        app.register("\u{ff41}lice", "other@example.com", PASSWORD)
+            .await,
+        StatusCode::CONFLICT,
+        "username_taken",
+        None,
+    )
+    .await;
+    // A Cyrillic 'а', an invisible space, a quoted name, an IP address.
+    for email in [
+        "\u{0430}lice@example.com",
+        "carol\u{200b}@example.com",
+        "\"x@evil.com\"@example.com",
+        "hank@127.0.0.1",
+    ] {
+        let response = app.register("someone", email, PASSWORD).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_input", None).await;
+    }
+    // A password set in one Unicode form logs in typed in the other.
+    app.register("zoe", "zoe@example.com", "caf\u{e9} au lait le matin")
+        .await;
+    assert_eq!(
+        app.login("zoe@example.com", "cafe\u{301} au lait le matin")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_request_hyper_cannot_parse_gets_400_with_the_security_headers() {
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(app.address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GARBAGE REQUEST LINE\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    let lowered = response.to_ascii_lowercase();
+    assert!(
+        lowered.contains("x-content-type-options: nosniff"),
+        "{response}"
+    );
+    assert!(lowered.contains("x-frame-options: deny"), "{response}");
+}

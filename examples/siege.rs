@@ -1,0 +1,353 @@
+//! Siege: what the connection limits and timeouts withstand. Runs the real
+//! binary with its default limits and, while a legitimate client keeps
+//! calling `/api/profile/me` (and logging in), attacks it three ways:
+//! - idle sockets: connections that never send a byte, from one address
+//!   and then from many (loopback offers 127.0.0.0/8 as source addresses);
+//! - slow senders: request heads trickled a byte at a time (slowloris);
+//! - a login storm: hundreds of concurrent logins with wrong passwords.
+//!
+//! For each phase it prints the legitimate client's success rate and
+//! latency (p50, p99, max) and what the server did with the attackers.
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example siege [-- --binary target/release/latchkey]
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+const PASSWORD: &str = "correct horse battery staple";
+const PHASE: Duration = Duration::from_secs(12);
+
+fn binary() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut given = std::env::args().skip(1);
+    while let Some(flag) = given.next() {
+        if flag == "--binary"
+            && let Some(path) = given.next()
+        {
+            return PathBuf::from(path);
+        }
+    }
+    ["release", "debug"]
+        .iter()
+        .map(|profile| manifest.join("target").join(profile).join("latchkey"))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| manifest.join("target/debug/latchkey"))
+}
+
+struct Server {
+    child: Child,
+    address: SocketAddr,
+}
+
+fn start(binary: &Path, data_dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(binary)
+        .args(["--port", "0"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn,latchkey=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start latchkey");
+    let stderr = child.stderr.take().expect("stderr");
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = found.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let address = address
+        .recv_timeout(Duration::from_secs(30))
+        .expect("latchkey started")
+        .parse()
+        .expect("address");
+    Server { child, address }
+}
+
+/// A socket to `server` from source address `from`.
+async fn connect_from(from: Ipv4Addr, server: SocketAddr) -> Option<TcpStream> {
+    let socket = TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).ok()?;
+    tokio::time::timeout(Duration::from_secs(2), socket.connect(server))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// The legitimate client's view of a phase: how many of its calls worked
+/// and how long they took.
+struct Legit {
+    latencies: Vec<Duration>,
+    failures: u64,
+}
+
+impl Legit {
+    fn summary(&mut self) -> String {
+        self.latencies.sort_unstable();
+        let at = |share: f64| {
+            self.latencies
+                .get(((self.latencies.len() as f64 - 1.0) * share).round() as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        format!(
+            "{} ok, {} failed; p50 {:.1?}, p99 {:.1?}, max {:.1?}",
+            self.latencies.len(),
+            self.failures,
+            at(0.5),
+            at(0.99),
+            self.latencies.last().copied().unwrap_or_default()
+        )
+    }
+}
+
+/// Calls `/me` with a fresh connection each time (a new visitor), for
+/// `PHASE`, with a 15 s budget per call.
+async fn legit_client(base: String, token: String) -> Legit {
+    let mut legit = Legit {
+        latencies: Vec::new(),
+        failures: 0,
+    };
+    let started = Instant::now();
+    while started.elapsed() < PHASE {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client");
+        let call = Instant::now();
+        match http
+            .get(format!("{base}/api/profile/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => legit.latencies.push(call.elapsed()),
+            _ => legit.failures += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    legit
+}
+
+/// Holds `per_address` silent connections from each of `addresses` source
+/// addresses, reopening them as the server closes them, until `stop`.
+/// Returns the connections it managed to open.
+async fn idle_sockets(
+    server: SocketAddr,
+    addresses: u8,
+    per_address: usize,
+    stop: Arc<AtomicBool>,
+    trickle: bool,
+) -> u64 {
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for a in 0..addresses {
+        for _ in 0..per_address {
+            let stop = Arc::clone(&stop);
+            let opened = Arc::clone(&opened);
+            tasks.push(tokio::spawn(async move {
+                let from = Ipv4Addr::new(127, 0, 10, a + 1);
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(mut socket) = connect_from(from, server).await else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    };
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    if trickle {
+                        let _ = socket
+                            .write_all(b"GET /api/profile/me HTTP/1.1\r\nHost: x\r\n")
+                            .await;
+                    }
+                    // Hold it (trickling a byte a second) until the server hangs up.
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let alive = if trickle {
+                            socket.write_all(b"X").await.is_ok()
+                        } else {
+                            let mut probe = [0u8; 1];
+                            match socket.try_read(&mut probe) {
+                                Ok(0) => false,
+                                Ok(_) => true,
+                                Err(err) => err.kind() == std::io::ErrorKind::WouldBlock,
+                            }
+                        };
+                        if !alive {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(PHASE).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        let _ = task.await;
+    }
+    opened.load(Ordering::SeqCst)
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    match http.post(url).json(&body).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let binary = binary();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start(&binary, &dir.path().join("data"), &["--rate-limits", "off"]);
+    let base = format!("http://{}", server.address);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    post(
+        &http,
+        format!("{base}/api/auth/register"),
+        json!({"username": "legit", "email": "legit@example.com", "password": PASSWORD}),
+    )
+    .await;
+    let (_, login) = post(
+        &http,
+        format!("{base}/api/auth/login"),
+        json!({"email": "legit@example.com", "password": PASSWORD}),
+    )
+    .await;
+    let token = login["accessToken"].as_str().expect("token").to_owned();
+    println!(
+        "siege: {} with its default limits ({})",
+        server.address,
+        binary.display()
+    );
+
+    let baseline = legit_client(base.clone(), token.clone()).await.summary();
+    println!("  quiet:                          legit /me: {baseline}");
+    for (name, addresses, per_address, trickle) in [
+        ("1000 idle sockets, 1 address", 1u8, 1000usize, false),
+        ("1000 idle sockets, 16 addresses", 16, 63, false),
+        ("512 slowloris heads, 8 addresses", 8, 64, true),
+    ] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let attack = tokio::spawn(idle_sockets(
+            server.address,
+            addresses,
+            per_address,
+            Arc::clone(&stop),
+            trickle,
+        ));
+        let mut legit = legit_client(base.clone(), token.clone()).await;
+        stop.store(true, Ordering::SeqCst);
+        let opened = attack.await.unwrap_or(0);
+        println!(
+            "  {name:<32} legit /me: {}; attacker connections opened: {opened}",
+            legit.summary()
+        );
+    }
+
+    // A login storm: 400 concurrent wrong-password logins, over and over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(std::sync::Mutex::new([0u64; 4]));
+    let storm: Vec<_> = (0..400)
+        .map(|n| {
+            let stop = Arc::clone(&stop);
+            let outcomes = Arc::clone(&outcomes);
+            let base = base.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder().no_proxy().build().expect("client");
+                while !stop.load(Ordering::SeqCst) {
+                    let (status, _) = post(&http, format!("{base}/api/auth/login"), json!({"email": format!("storm{n}@example.com"), "password": "wrong wrong wrong"})).await;
+                    let slot = match status {
+                        401 => 0,
+                        503 => 1,
+                        0 => 2,
+                        _ => 3,
+                    };
+                    outcomes.lock().expect("outcomes")[slot] += 1;
+                }
+            })
+        })
+        .collect();
+    let legit_login = async {
+        let mut legit = Legit {
+            latencies: Vec::new(),
+            failures: 0,
+        };
+        let started = Instant::now();
+        while started.elapsed() < PHASE {
+            let call = Instant::now();
+            let (status, _) = post(
+                &http,
+                format!("{base}/api/auth/login"),
+                json!({"email": "legit@example.com", "password": PASSWORD}),
+            )
+            .await;
+            match status {
+                200 => legit.latencies.push(call.elapsed()),
+                _ => legit.failures += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        legit
+    };
+    let (mut me, mut login) = tokio::join!(legit_client(base.clone(), token.clone()), legit_login);
+    stop.store(true, Ordering::SeqCst);
+    for task in storm {
+        let _ = task.await;
+    }
+    let [refused, overloaded, failed, other] = *outcomes.lock().expect("outcomes");
+    println!(
+        "  login storm (400 at once):      legit /me: {}",
+        me.summary()
+    );
+    println!(
+        "                                  legit login: {}",
+        login.summary()
+    );
+    println!(
+        "                                  storm: {refused} answered 401, {overloaded} 503 overloaded, {failed} failed, {other} other"
+    );
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:").map(|v| v.trim().to_owned()))
+        })
+        .unwrap_or_default();
+    println!("  server RSS after the siege: {rss}");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
