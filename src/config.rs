@@ -101,9 +101,9 @@ pub struct Config {
     /// `overloaded` (humantime).
     #[arg(long, env = "LATCHKEY_HASH_QUEUE_TIMEOUT", default_value = DEFAULT_HASH_QUEUE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
-    /// How long after a rotation the old refresh token may still be
-    /// exchanged (same family, nothing revoked) before reuse counts as theft
-    /// and revokes the session; `0s` makes every reuse theft.
+    /// How long after a rotation the old refresh token is still answered
+    /// with the same successor (while that is unused) before reuse counts as
+    /// theft and revokes the session; `0s` makes every reuse theft.
     #[arg(long, env = "LATCHKEY_REUSE_GRACE", default_value = DEFAULT_REUSE_GRACE, value_parser = humantime::parse_duration)]
     pub reuse_grace: Duration,
     /// Age after which the sweeper deletes audit events (humantime).

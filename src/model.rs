@@ -439,6 +439,35 @@ impl ClientInfo {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenDigest(pub [u8; 32]);
 
+/// Stored as 64 hex digits.
+impl Serialize for TokenDigest {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        serializer.serialize_str(&hex)
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let hex = String::deserialize(deserializer)?;
+        let mut digest = [0u8; 32];
+        let pairs = hex.as_bytes().chunks(2);
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(serde::de::Error::custom("a token digest is 64 hex digits"));
+        }
+        for (byte, pair) in digest.iter_mut().zip(pairs) {
+            let pair = std::str::from_utf8(pair).map_err(serde::de::Error::custom)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(TokenDigest(digest))
+    }
+}
+
 impl fmt::Debug for TokenDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A digest is not secret, but eight bytes are enough to correlate logs.
@@ -469,6 +498,11 @@ pub struct RefreshRecord {
     pub revoked_at: Option<UnixTime>,
     /// The `jti` of the token that replaced this one at rotation.
     pub replaced_by: Option<String>,
+    /// The digest of the token that replaced this one, so that a client
+    /// retrying within the reuse grace is handed that same token again
+    /// (records rotated by versions before it lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<TokenDigest>,
     /// The client that obtained the token.
     pub client: ClientInfo,
 }
@@ -491,6 +525,7 @@ impl RefreshRecord {
             expires_at,
             revoked_at: None,
             replaced_by: None,
+            successor: None,
             client: client.clone(),
         }
     }
@@ -505,10 +540,12 @@ impl RefreshRecord {
         self.revoked_at.filter(|_| self.replaced_by.is_some())
     }
 
-    /// Marks the token rotated out in favour of `successor_jti`.
-    pub fn rotate(&mut self, now: UnixTime, successor_jti: &str) {
+    /// Marks the token rotated out in favour of the token `successor_jti`
+    /// whose digest is `successor`.
+    pub fn rotate(&mut self, now: UnixTime, successor_jti: &str, successor: TokenDigest) {
         self.revoked_at = Some(now);
         self.replaced_by = Some(successor_jti.to_owned());
+        self.successor = Some(successor);
     }
 }
 

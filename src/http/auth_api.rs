@@ -166,7 +166,8 @@ error_responses!(RefreshError {
     /// `missing_refresh_token`, `invalid_refresh_token`, `refresh_token_not_recognized`,
     /// `refresh_token_revoked`, `refresh_token_expired`, or
     /// `refresh_token_reused` (a rotated token came back after the reuse
-    /// grace: the whole session is now revoked).
+    /// grace, or after its successor was used: the whole session is now
+    /// revoked).
     401 => Unauthorized,
     /// `csrf_rejected`: the request carries cookies and comes from an origin
     /// that is neither this server nor one of `--cors-origins`; or
@@ -261,9 +262,11 @@ impl AuthApi {
     ///
     /// Exchanges the `refresh_token` cookie for a new access token and a new
     /// refresh cookie in the same session. The presented refresh token is
-    /// rotated out: presented again within the reuse grace (two tabs
-    /// refreshing at once) it gets another fresh pair; after the grace it is
-    /// treated as stolen, the whole session is revoked and the answer is
+    /// rotated out. Presented again within the reuse grace while its
+    /// successor is unused (a retry after a lost answer, two tabs refreshing
+    /// at once), it gets that same successor again with a new access token.
+    /// Presented after the grace, or once its successor has been used, it is
+    /// treated as stolen: the whole session is revoked and the answer is
     /// `refresh_token_reused`.
     #[oai(path = "/refresh", method = "post")]
     async fn refresh(

@@ -33,11 +33,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ipnet::IpNet;
 use poem::endpoint::make_sync;
 use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use poem::web::Html;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
 use poem_openapi::error::ParseRequestPayloadError;
 use poem_openapi::registry::{MetaApi, MetaPath, Registry};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
@@ -175,13 +175,21 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     let generated = service.spec();
     let ordered = with_tag_order(&generated);
     // Swagger UI embeds the document it shows: give it the ordered one.
-    let docs_html = service.swagger_ui_html().replacen(&generated, &ordered, 1);
-    let docs = make_sync(move |_| Html(docs_html.clone()));
-    let spec = make_sync(move |_| {
+    // Both documents are built once and shared by every response (the page
+    // is 1.7 MB: a copy per request would let a client that reads slowly,
+    // or not at all, pile them up in memory).
+    let docs_html = Bytes::from(service.swagger_ui_html().replacen(&generated, &ordered, 1));
+    let docs = get(make_sync(move |_| {
+        Response::builder()
+            .content_type("text/html; charset=utf-8")
+            .body(Body::from_bytes(docs_html.clone()))
+    }));
+    let ordered = Bytes::from(ordered);
+    let spec = get(make_sync(move |_| {
         Response::builder()
             .content_type("application/json")
-            .body(ordered.clone())
-    });
+            .body(Body::from_bytes(ordered.clone()))
+    }));
     let settings = Arc::new(GuardSettings::of(core.config()));
     Route::new()
         .nest("/docs", Route::new().at("/", docs))

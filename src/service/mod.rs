@@ -385,7 +385,8 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::Config`] when the data directory has no key ring (latchkey
-    /// signs with HS256 there) or the key file is unusable.
+    /// signs with HS256 there, or has never served from it) or the key file
+    /// is unusable.
     pub fn signing_keys(&self) -> Result<Vec<SigningKeyInfo>> {
         let ring = self.key_ring()?;
         Ok(ring.keys.iter().rev().map(SigningKeyInfo::from).collect())
@@ -415,10 +416,18 @@ impl Latchkey {
     fn key_ring(&self) -> Result<KeyRing> {
         let data_dir = &self.inner.config.data_dir;
         KeyRing::load(data_dir)?.ok_or_else(|| {
-            Error::Config(format!(
-                "{} has no signing keys: latchkey signs with HS256 there (JWT_SECRET), which has no key pair to rotate",
-                data_dir.display()
-            ))
+            let hs256 = self.inner.config.jwt_secret.is_some()
+                || data_dir.join(crate::tokens::ACCESS_SECRET_FILE).exists();
+            Error::Config(match hs256 {
+                true => format!(
+                    "{} has no signing keys: latchkey signs with HS256 there (JWT_SECRET), which has no key pair to rotate",
+                    data_dir.display()
+                ),
+                false => format!(
+                    "{} has no signing keys yet: latchkey makes its first key pair when it first serves",
+                    data_dir.display()
+                ),
+            })
         })
     }
 

@@ -7,23 +7,32 @@
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AuditKind, ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime, User,
+    AuditKind, ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime,
 };
-use crate::storage::Exchange;
+use crate::storage::{Exchange, Stored};
 use crate::tokens::RefreshClaims;
 
 use super::{Durability, Latchkey, TokenPair};
 
 /// How a refresh exchange went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Rotation {
     /// A live token was rotated.
     Rotated,
-    /// A just-rotated token came back within the grace (a client racing
-    /// itself): a fresh pair in the same session, nothing revoked.
-    Raced,
-    /// A rotated token came back after the grace: presumed stolen, so the
-    /// session is revoked (`revoked_now` unless it was dead already).
+    /// A just-rotated token came back within the grace while its successor
+    /// is still unused (a client retrying a refresh whose answer it lost,
+    /// two tabs sending the same cookie): it is handed that same successor
+    /// again. Nothing is written, and the session never has two live
+    /// branches.
+    Raced {
+        /// The successor's digest, as stored.
+        digest: TokenDigest,
+        /// The successor's record.
+        next: Box<RefreshRecord>,
+    },
+    /// A rotated token came back after the grace, or within it once its
+    /// successor had been used: two holders of one token, presumed theft,
+    /// so the session is revoked (`revoked_now` unless it was dead already).
     Reused {
         /// Whether this exchange revoked the session.
         revoked_now: bool,
@@ -51,14 +60,8 @@ struct Successor<'a> {
     expires_at: UnixTime,
 }
 
-/// The rotation decision: `record`, `session` and `user` are what the store
-/// holds now (`None`: unknown, deleted or swept).
-fn decide_rotation(
-    presented: &Presented<'_>,
-    record: Option<RefreshRecord>,
-    session: Option<Session>,
-    user: Option<&User>,
-) -> Result<(Exchange, Rotation)> {
+/// The rotation decision, on what the store holds now.
+fn decide_rotation(presented: &Presented<'_>, stored: Stored) -> Result<(Exchange, Rotation)> {
     let Presented {
         claims,
         now,
@@ -67,6 +70,12 @@ fn decide_rotation(
         client,
     } = presented;
     let (now, grace) = (*now, *grace);
+    let Stored {
+        record,
+        successor: next_record,
+        session,
+        user,
+    } = stored;
     let user = user.ok_or(Error::RefreshTokenNotRecognized)?;
     if user.disabled {
         return Err(Error::AccountDisabled);
@@ -83,20 +92,29 @@ fn decide_rotation(
         None if record.revoked_at.is_some() => return Err(Error::RefreshTokenRevoked),
         None => None,
     };
-    let live = session.filter(|session| session.is_live_for(user, now));
+    let live = session.filter(|session| session.is_live_for(&user, now));
     let within_grace = rotated_at.map(|rotated_at| now < rotated_at.saturating_add(grace));
-    if within_grace == Some(false) {
-        // Theft: revoke the session if it still lives, and say so either way.
-        let revoked = live.map(|mut session| {
-            session.revoke(now, RevokeReason::Reuse);
-            session
+    if within_grace == Some(true) && live.is_some() {
+        let unused = next_record.filter(|next| {
+            next.family_id == record.family_id && next.revoked_at.is_none() && now < next.expires_at
         });
-        let revoked_now = revoked.is_some();
-        let exchange = Exchange {
-            session: revoked,
-            ..Exchange::default()
+        return match (record.successor, unused) {
+            (Some(digest), Some(next)) => Ok((
+                Exchange::default(),
+                Rotation::Raced {
+                    digest,
+                    next: Box::new(next),
+                },
+            )),
+            // Rotated by a version that did not keep the successor: it
+            // cannot be handed out again, and this is no sign of theft.
+            (None, _) => Err(Error::RefreshTokenRevoked),
+            // The successor has been used: someone else holds it.
+            (Some(_), None) => Ok(theft(live, now)),
         };
-        return Ok((exchange, Rotation::Reused { revoked_now }));
+    }
+    if within_grace == Some(false) {
+        return Ok(theft(live, now));
     }
     let mut session = live.ok_or(Error::RefreshTokenRevoked)?;
     session.touch(now, successor.expires_at, client);
@@ -108,33 +126,41 @@ fn decide_rotation(
         successor.expires_at,
         client,
     );
-    let new = Some((successor.digest, next));
-    if within_grace == Some(true) {
-        // The presented token stays as it was: rotated once, to its first successor.
-        let exchange = Exchange {
-            old: None,
-            new,
-            session: Some(session),
-        };
-        return Ok((exchange, Rotation::Raced));
-    }
-    record.rotate(now, successor.jti);
+    record.rotate(now, successor.jti, successor.digest);
     let exchange = Exchange {
         old: Some(record),
-        new,
+        new: Some((successor.digest, next)),
         session: Some(session),
     };
     Ok((exchange, Rotation::Rotated))
+}
+
+/// A rotated token presented by a second holder: the session is revoked if
+/// it still lives, and the answer says so either way.
+fn theft(live: Option<Session>, now: UnixTime) -> (Exchange, Rotation) {
+    let revoked = live.map(|mut session| {
+        session.revoke(now, RevokeReason::Reuse);
+        session
+    });
+    let revoked_now = revoked.is_some();
+    let exchange = Exchange {
+        session: revoked,
+        ..Exchange::default()
+    };
+    (exchange, Rotation::Reused { revoked_now })
 }
 
 impl Latchkey {
     /// Exchanges a refresh token for a new pair in the same session. The
     /// presented token is marked rotated and its successor stored in one
     /// transaction. A rotated token presented again:
-    /// - within `reuse_grace` of its rotation (a client racing itself, two
-    ///   tabs refreshing at once) gets a fresh pair in the same session;
-    /// - later, counts as theft: the whole session is revoked, with every
-    ///   token in it, and the answer is [`Error::RefreshTokenReused`].
+    /// - within `reuse_grace` of its rotation, while its successor is
+    ///   unused (a client retrying a refresh whose answer it lost, two tabs
+    ///   sending the same cookie), gets that same successor again, with a
+    ///   fresh access token;
+    /// - later, or once its successor has been used, counts as theft: the
+    ///   whole session is revoked, with every token in it, and the answer
+    ///   is [`Error::RefreshTokenReused`].
     ///
     /// # Errors
     /// [`Error::MissingRefreshToken`], [`Error::RateLimited`],
@@ -176,9 +202,9 @@ impl Latchkey {
             &TokenDigest::of(token),
             &claims.fam,
             &claims.sub,
-            |record, session, user| {
-                let (exchange, rotation) =
-                    decide_rotation(&presented, record, session, user.as_ref())?;
+            |stored| {
+                let user = stored.user.clone();
+                let (exchange, rotation) = decide_rotation(&presented, stored)?;
                 Ok((exchange, (rotation, user)))
             },
         );
@@ -194,8 +220,10 @@ impl Latchkey {
                 .user(&claims.sub)
                 .session(&claims.fam)
         };
-        let (user, kind) = match (rotation, user) {
-            (Rotation::Reused { revoked_now }, _) => {
+        let user =
+            user.ok_or_else(|| Error::Internal("a refresh went through without a user".into()));
+        let (user, kind, next) = match rotation {
+            Rotation::Reused { revoked_now } => {
                 tracing::warn!(user_id = %claims.sub, session_id = %claims.fam, jti = %claims.jti, revoked_now, "refresh token reuse detected: session revoked");
                 let detail = match revoked_now {
                     true => format!("jti={}; session revoked", claims.jti),
@@ -205,13 +233,22 @@ impl Latchkey {
                 self.record(reuse, Durability::Wait).await?;
                 return Err(Error::RefreshTokenReused);
             }
-            (Rotation::Raced, Some(user)) => (user, AuditKind::RefreshRaced),
-            (Rotation::Rotated, Some(user)) => (user, AuditKind::Refresh),
-            (_, None) => return Err(Error::Internal("a refresh rotated without a user".into())),
+            Rotation::Raced { digest, next } => {
+                // The very token the first exchange handed out: signing is
+                // deterministic. Should it differ (the refresh secret or the
+                // issuer changed since), it cannot be handed out again.
+                let again = tokens.reissue_refresh(&next, claims.sxp)?;
+                if again.digest != digest {
+                    tracing::warn!(user_id = %claims.sub, session_id = %claims.fam, "a retried refresh cannot be answered with its successor again");
+                    return Err(Error::RefreshTokenRevoked);
+                }
+                (user?, AuditKind::RefreshRaced, again)
+            }
+            Rotation::Rotated => (user?, AuditKind::Refresh, next),
         };
         let pair = self.token_pair(&user, &claims.fam, &next, now)?;
         self.record(event(kind), Durability::Wait).await?;
-        tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced = (rotation == Rotation::Raced), "refresh token rotated");
+        tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced = (kind == AuditKind::RefreshRaced), "refresh answered");
         Ok(pair)
     }
 
@@ -235,7 +272,7 @@ impl Latchkey {
             &TokenDigest::of(token),
             &claims.fam,
             &claims.sub,
-            |record, session, _user| Ok(decide_logout(&claims, record, session, now)),
+            |stored| Ok(decide_logout(&claims, stored.record, stored.session, now)),
         )?;
         if ended {
             let event = self
@@ -278,7 +315,7 @@ fn decide_logout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Email, Username};
+    use crate::model::{Email, User, Username};
 
     const NOW: UnixTime = 1_800_000_000;
     const GRACE: u64 = 10;
@@ -317,11 +354,19 @@ mod tests {
         RefreshRecord::issued("u1", "j1", "f1", NOW - 100, NOW - 100 + TTL, &client())
     }
 
+    /// The digest of the presented token's successor.
+    const NEXT: TokenDigest = TokenDigest([2; 32]);
+
     /// The same record, rotated `ago` seconds before now.
     fn rotated(ago: u64) -> RefreshRecord {
         let mut record = record();
-        record.rotate(NOW - ago, "j2");
+        record.rotate(NOW - ago, "j2", NEXT);
         record
+    }
+
+    /// The record of the successor of a token rotated `ago` seconds ago.
+    fn successor(ago: u64) -> RefreshRecord {
+        RefreshRecord::issued("u1", "j2", "f1", NOW - ago, NOW - ago + TTL, &client())
     }
 
     fn session() -> Session {
@@ -334,9 +379,24 @@ mod tests {
         session
     }
 
-    /// What a call with these stored values decides.
+    /// What a call with these stored values decides (the successor's
+    /// record is found when the presented one was rotated within the last
+    /// minute, unused unless `next` says otherwise).
     fn decide(
         record: Option<RefreshRecord>,
+        session: Option<Session>,
+        user: Option<User>,
+    ) -> Result<(Exchange, Rotation)> {
+        let next = record
+            .as_ref()
+            .and_then(RefreshRecord::rotated_at)
+            .map(|at| successor(NOW - at));
+        decide_with_successor(record, next, session, user)
+    }
+
+    fn decide_with_successor(
+        record: Option<RefreshRecord>,
+        next: Option<RefreshRecord>,
         session: Option<Session>,
         user: Option<User>,
     ) -> Result<(Exchange, Rotation)> {
@@ -353,7 +413,13 @@ mod tests {
             },
             client: &client,
         };
-        decide_rotation(&presented, record, session, user.as_ref())
+        let stored = Stored {
+            record,
+            successor: next,
+            session,
+            user,
+        };
+        decide_rotation(&presented, stored)
     }
 
     /// The successor's record and the touched session, as a successful
@@ -389,14 +455,9 @@ mod tests {
         let fresh = Exchange {
             old: Some({
                 let mut old = record();
-                old.rotate(NOW, "j3");
+                old.rotate(NOW, "j3", TokenDigest([7; 32]));
                 old
             }),
-            new: new.clone(),
-            session: touched.clone(),
-        };
-        let raced = Exchange {
-            old: None,
             new,
             session: touched,
         };
@@ -420,7 +481,13 @@ mod tests {
                 Some(rotated(GRACE - 1)),
                 Some(session()),
                 Some(user()),
-                Ok((raced, Rotation::Raced)),
+                Ok((
+                    Exchange::default(),
+                    Rotation::Raced {
+                        digest: NEXT,
+                        next: Box::new(successor(GRACE - 1)),
+                    },
+                )),
             ),
             (
                 "reused after the grace, session live",
@@ -540,6 +607,50 @@ mod tests {
     }
 
     #[test]
+    fn within_the_grace_only_an_unused_successor_is_handed_out_again() {
+        let mut used = successor(1);
+        used.rotate(NOW, "j9", TokenDigest([9; 32]));
+        let mut revoked_for_reuse = session();
+        revoked_for_reuse.revoke(NOW, RevokeReason::Reuse);
+        let theft = || {
+            Ok((
+                Exchange {
+                    session: Some(revoked_for_reuse.clone()),
+                    ..Exchange::default()
+                },
+                Rotation::Reused { revoked_now: true },
+            ))
+        };
+        let mut before_successors_were_kept = rotated(1);
+        before_successors_were_kept.successor = None;
+        let mut expired = successor(1);
+        expired.expires_at = NOW;
+        let mut other_family = successor(1);
+        other_family.family_id = "f2".into();
+        let cases = [
+            ("successor used", rotated(1), Some(used), theft()),
+            ("successor swept", rotated(1), None, theft()),
+            ("successor expired", rotated(1), Some(expired), theft()),
+            (
+                "successor of another family",
+                rotated(1),
+                Some(other_family),
+                theft(),
+            ),
+            (
+                "rotated before successors were kept",
+                before_successors_were_kept,
+                None,
+                Err(Error::RefreshTokenRevoked),
+            ),
+        ];
+        for (case, record, next, expected) in cases {
+            let decided = decide_with_successor(Some(record), next, Some(session()), Some(user()));
+            assert_eq!(decided, expected, "{case}");
+        }
+    }
+
+    #[test]
     fn without_a_grace_every_reuse_is_theft() {
         let claims = claims();
         let client = client();
@@ -554,7 +665,13 @@ mod tests {
             },
             client: &client,
         };
-        let decided = decide_rotation(&presented, Some(rotated(0)), Some(session()), Some(&user()));
+        let stored = Stored {
+            record: Some(rotated(0)),
+            successor: Some(successor(0)),
+            session: Some(session()),
+            user: Some(user()),
+        };
+        let decided = decide_rotation(&presented, stored);
         assert!(matches!(
             decided,
             Ok((_, Rotation::Reused { revoked_now: true }))

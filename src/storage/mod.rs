@@ -62,7 +62,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::error::{Error, Result};
 
-pub(crate) use sessions::{Exchange, NewSession};
+pub(crate) use sessions::{Exchange, NewSession, Stored};
 pub(crate) use users::Ending;
 
 /// Declares every tree once: the [`TreeId`] variants, their sled names and

@@ -276,8 +276,10 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Makes the database's files owner-only (sled creates them with the
 /// process umask) and warns when the directory itself lets others in: it
-/// holds every email and password hash. Best effort: a file that cannot be
-/// changed is logged, not fatal.
+/// holds every email and password hash. Only sled's own files: other files
+/// in the directory (the secrets) are their owners' to judge, and a secret
+/// someone made readable is refused, not quietly fixed. Best effort: a file
+/// that cannot be changed is logged, not fatal.
 fn keep_private(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mode = |path: &Path| {
@@ -294,24 +296,34 @@ fn keep_private(dir: &Path) {
             "the data directory can be read by other users: run `chmod 700` on it"
         );
     }
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
+    let sleds = |name: &str| matches!(name, "conf" | "db" | "blobs") || name.starts_with("snap.");
+    let mut pending: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| sleds(&entry.file_name().to_string_lossy()))
+        .map(|entry| entry.path())
+        .collect();
+    while let Some(path) = pending.pop() {
+        let private = if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|entry| entry.path()));
+            }
+            0o700
+        } else {
+            0o600
+        };
+        let Some(found) = mode(&path).filter(|found| found & 0o077 != 0) else {
             continue;
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let private = if path.is_dir() {
-                pending.push(path.clone());
-                0o700
-            } else {
-                0o600
-            };
-            if mode(&path).is_some_and(|found| found & 0o077 != 0)
-                && let Err(err) =
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private))
-            {
-                tracing::warn!(file = %path.display(), error = %err, "cannot make a data file private");
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private)) {
+            Ok(()) => tracing::warn!(
+                file = %path.display(),
+                was = format!("{found:o}"),
+                "a database file could be read by other users; made private"
+            ),
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %err, "cannot make a data file private")
             }
         }
     }
@@ -404,6 +416,32 @@ mod tests {
             .contains_key(child_key("s1", &[9u8; 32]))
             .expect("read");
         assert!(indexed, "the record is indexed under its session");
+    }
+
+    #[test]
+    fn readable_database_files_are_made_private_and_other_files_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(Store::open(dir.path()).expect("opens"));
+        let readable = std::fs::Permissions::from_mode(0o644);
+        let secret = dir.path().join("refresh_token_secret");
+        std::fs::write(&secret, b"x").expect("write");
+        std::fs::set_permissions(&secret, readable.clone()).expect("chmod");
+        std::fs::set_permissions(dir.path().join("db"), readable).expect("chmod");
+        drop(Store::open(dir.path()).expect("opens again"));
+        let mode = |name: &str| {
+            std::fs::metadata(dir.path().join(name))
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("db"), 0o600);
+        assert_eq!(
+            mode("refresh_token_secret"),
+            0o644,
+            "a secret is refused by its loader, not fixed here"
+        );
     }
 
     #[test]

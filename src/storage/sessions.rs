@@ -10,7 +10,7 @@ use crate::model::{ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest
 
 /// What the core decides when a refresh token is exchanged: what to write
 /// back (each part optional).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Exchange {
     /// The presented token's record, updated (rotated out, or ended).
     pub old: Option<RefreshRecord>,
@@ -18,6 +18,19 @@ pub(crate) struct Exchange {
     pub new: Option<(TokenDigest, RefreshRecord)>,
     /// The session, updated (touched, or revoked).
     pub session: Option<Session>,
+}
+
+/// What a refresh exchange finds stored (`None`: unknown, deleted or swept).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// The presented token's record.
+    pub record: Option<RefreshRecord>,
+    /// The record of the token that replaced it, when it was rotated.
+    pub successor: Option<RefreshRecord>,
+    /// Its session.
+    pub session: Option<Session>,
+    /// Its user.
+    pub user: Option<User>,
 }
 
 /// A session to start at login, with its first refresh token.
@@ -100,13 +113,13 @@ impl Store {
         })
     }
 
-    /// Reads the record of `digest`, the session `session_id` and the user
-    /// `user_id`, and applies `decide` to them in one transaction: `decide`
-    /// sees the current values (`None` when unknown) and returns the
-    /// [`Exchange`] to write plus a value for the caller, or an error that
-    /// aborts with nothing written. Two exchanges of one token are
-    /// serialized, so the second `decide` sees what the first wrote.
-    /// `decide` must not have side effects.
+    /// Reads the record of `digest` (and of its successor, if it was
+    /// rotated), the session `session_id` and the user `user_id`, and
+    /// applies `decide` to them in one transaction: `decide` sees the
+    /// current values and returns the [`Exchange`] to write plus a value for
+    /// the caller, or an error that aborts with nothing written. Two
+    /// exchanges of one token are serialized, so the second `decide` sees
+    /// what the first wrote. `decide` must not have side effects.
     ///
     /// # Errors
     /// Whatever `decide` returns, [`Error::Storage`].
@@ -115,13 +128,23 @@ impl Store {
         digest: &TokenDigest,
         session_id: &str,
         user_id: &str,
-        decide: impl Fn(Option<RefreshRecord>, Option<Session>, Option<User>) -> Result<(Exchange, T)>,
+        decide: impl Fn(Stored) -> Result<(Exchange, T)>,
     ) -> Result<T> {
         self.transaction(EXCHANGE, |tx| {
             let record = tx.get::<RefreshRecord>(TreeId::RefreshTokens, &digest.0)?;
+            let successor = match record.as_ref().and_then(|record| record.successor) {
+                Some(next) => tx.get::<RefreshRecord>(TreeId::RefreshTokens, &next.0)?,
+                None => None,
+            };
             let session = tx.get::<Session>(TreeId::Sessions, session_id.as_bytes())?;
             let user = tx.get::<User>(TreeId::Users, user_id.as_bytes())?;
-            let (exchange, outcome) = decide(record, session.clone(), user).map_err(abort)?;
+            let stored = Stored {
+                record,
+                successor,
+                session: session.clone(),
+                user,
+            };
+            let (exchange, outcome) = decide(stored).map_err(abort)?;
             if let Some(old) = &exchange.old {
                 tx.put(TreeId::RefreshTokens, &digest.0, old)?;
             }

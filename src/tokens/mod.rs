@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SigningAlg};
 use crate::error::{Error, Result};
-use crate::model::{Secret, TokenDigest, UnixTime, User};
+use crate::model::{RefreshRecord, Secret, TokenDigest, UnixTime, User};
 use crate::secrets;
 use device::DeviceTokens;
 use keys::KeyRing;
@@ -367,7 +367,7 @@ impl Tokens {
         now: UnixTime,
         session_ends: UnixTime,
     ) -> Result<IssuedRefresh> {
-        let claims = RefreshClaims {
+        self.sign_refresh(RefreshClaims {
             iss: self.issuer.clone(),
             sub: user_id.to_owned(),
             fam: family_id.to_owned(),
@@ -376,7 +376,34 @@ impl Tokens {
             jti: new_id(),
             nbf: None,
             sxp: Some(session_ends),
-        };
+        })
+    }
+
+    /// Signs again the refresh token `record` was stored for, in a session
+    /// that ends at `session_ends` (the presented token's `sxp`): the same
+    /// bytes as when it was first issued, since signing is deterministic.
+    /// The caller compares the digest with the one stored.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if signing fails.
+    pub(crate) fn reissue_refresh(
+        &self,
+        record: &RefreshRecord,
+        session_ends: Option<UnixTime>,
+    ) -> Result<IssuedRefresh> {
+        self.sign_refresh(RefreshClaims {
+            iss: self.issuer.clone(),
+            sub: record.user_id.clone(),
+            fam: record.family_id.clone(),
+            iat: record.created_at,
+            exp: record.expires_at,
+            jti: record.jti.clone(),
+            nbf: None,
+            sxp: session_ends,
+        })
+    }
+
+    fn sign_refresh(&self, claims: RefreshClaims) -> Result<IssuedRefresh> {
         let token = sign(REFRESH_TOKEN_TYPE, &claims, &self.refresh_signer)?;
         Ok(IssuedRefresh {
             digest: TokenDigest::of(token.expose()),

@@ -296,6 +296,22 @@ async fn unknown_routes_and_methods_get_json_errors() {
         .await
         .expect("request");
     assert_eq!(header(&put_session, "allow"), "DELETE");
+    for path in ["/docs", "/docs/", "/openapi.json"] {
+        let posted = app
+            .client
+            .post(app.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(header(&posted, "allow"), "GET", "{path}");
+        assert_error(
+            posted,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            None,
+        )
+        .await;
+    }
     assert_error(
         wrong_method,
         StatusCode::METHOD_NOT_ALLOWED,

@@ -167,7 +167,8 @@ async fn no_refresh_in_flight_survives_a_revoke_all() {
     for round in 0..ROUNDS {
         let alice = app.login_as_device("alice@example.com", "Laptop/1.0").await;
         let other = app.login_as_device("alice@example.com", "Phone/1.0").await;
-        // Siblings of one token, inside the reuse grace: each gets a pair.
+        // One token sent many times inside the reuse grace: each gets a pair
+        // (the same refresh token).
         let refreshes = (0..LOGINS).map(|n| {
             let token = other.refresh_token.clone();
             let app = &app;

@@ -1,33 +1,64 @@
 //! Refresh-token rotation and reuse detection: a rotated token comes back
-//! within the grace (a client racing itself) or after it (theft: the whole
-//! family is revoked).
+//! within the grace (a client retrying: it gets the same successor) or after
+//! it, or once its successor was used (theft: the whole family is revoked).
 
 use std::time::Duration;
 
 use latchkey::AuditKind;
 use reqwest::StatusCode;
 
-use crate::helpers::{Options, PASSWORD, Session, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Options, PASSWORD, Session, assert_error, header, spawn_app, spawn_app_with};
 
 #[tokio::test]
-async fn a_rotated_token_within_the_grace_gets_a_fresh_pair_in_the_same_session() {
+async fn a_rotated_token_within_the_grace_gets_its_unused_successor_again() {
     let app = spawn_app().await;
     let first = app.logged_in_user().await;
     let second = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
     app.clock.advance(Duration::from_secs(9));
-    // The same client racing itself (another tab): answered, nothing revoked.
-    let sibling = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
-    assert_eq!(sibling.session_id(), first.session_id());
-    assert_eq!(second.session_id(), first.session_id());
-    assert_ne!(sibling.refresh_token, second.refresh_token);
-    for live in [&second, &sibling] {
-        assert_eq!(app.me(&live.access_token).await.status(), StatusCode::OK);
-        Session::from_token_response(app.refresh_with(&live.refresh_token).await).await;
-    }
+    // A client retrying a refresh whose answer it lost (or another tab
+    // sending the same cookie): the same successor, never a second branch.
+    let retried = app.refresh_with(&first.refresh_token).await;
+    let cookie = header(&retried, "set-cookie");
+    let retried = Session::from_token_response(retried).await;
+    assert_eq!(retried.refresh_token, second.refresh_token);
+    assert_eq!(retried.session_id(), first.session_id());
+    assert!(
+        cookie.contains("Max-Age="),
+        "the cookie is set again: {cookie}"
+    );
+    assert_eq!(app.me(&retried.access_token).await.status(), StatusCode::OK);
     assert!(
         app.audit_kinds().contains(&"refresh_raced".to_owned()),
         "the race is audited"
     );
+    assert_eq!(app.core.refresh_record_count(), 2, "nothing new stored");
+    // The successor goes on as usual.
+    Session::from_token_response(app.refresh_with(&second.refresh_token).await).await;
+}
+
+#[tokio::test]
+async fn a_rotated_token_whose_successor_was_used_is_theft_even_within_the_grace() {
+    let app = spawn_app().await;
+    let stolen = app.logged_in_user().await;
+    let second = Session::from_token_response(app.refresh_with(&stolen.refresh_token).await).await;
+    let third = Session::from_token_response(app.refresh_with(&second.refresh_token).await).await;
+    // Within the grace of the first rotation, but its successor has been
+    // used since: two holders of one token.
+    assert_error(
+        app.refresh_with(&stolen.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_reused",
+        None,
+    )
+    .await;
+    app.assert_session_revoked(&third.access_token).await;
+    assert_error(
+        app.refresh_with(&third.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_revoked",
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -37,7 +68,7 @@ async fn a_rotated_token_after_the_grace_revokes_the_whole_family() {
     let other_device = app.login("alice@example.com", PASSWORD).await;
     let other_device = Session::from_token_response(other_device).await;
     let current = Session::from_token_response(app.refresh_with(&stolen.refresh_token).await).await;
-    let sibling = Session::from_token_response(app.refresh_with(&stolen.refresh_token).await).await;
+    let retried = Session::from_token_response(app.refresh_with(&stolen.refresh_token).await).await;
     app.clock.advance(Duration::from_secs(10));
 
     assert_error(
@@ -48,7 +79,7 @@ async fn a_rotated_token_after_the_grace_revokes_the_whole_family() {
     )
     .await;
     // Every live token of the family died with it, refresh and access alike.
-    for dead in [&current, &sibling] {
+    for dead in [&current, &retried] {
         assert_error(
             app.refresh_with(&dead.refresh_token).await,
             StatusCode::UNAUTHORIZED,
