@@ -440,8 +440,10 @@ impl Default for RateLimits {
 /// time each part of a request may take.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionLimits {
-    /// Open connections at most; beyond it new ones wait in the kernel's
-    /// backlog. Lowered at start to what the open-file limit allows.
+    /// Open connections at most; at the cap a new one takes the place of
+    /// the one that waited longest without a request (or idled longest), and
+    /// waits in the kernel's backlog only while every one is busy. Lowered at
+    /// start to what the open-file limit allows.
     #[arg(long = "max-connections", env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: u32,
     /// Open connections from one client address at most (trusted proxies

@@ -5,8 +5,12 @@
 //! What one client can spend, and the bound on it:
 //! - open connections: at most `--max-connections` (lowered to what the
 //!   open-file limit allows), at most `--max-connections-per-ip` from one
-//!   address (trusted proxies exempt); over the global cap new connections
-//!   wait in the kernel's backlog, over the per-address cap they are closed;
+//!   address (trusted proxies exempt); over the per-address cap new
+//!   connections are closed; at the global cap a new connection takes the
+//!   place of the one that has waited longest without ever sending a
+//!   request (else of the longest idle one), so silent sockets from many
+//!   addresses cannot keep a client that talks out; when every connection
+//!   is busy, new ones wait in the kernel's backlog;
 //! - a connection that sends nothing, half a request head or never finishes
 //!   its TLS handshake: closed after `--header-timeout`; an idle HTTP/1.1
 //!   keep-alive connection too;
@@ -32,7 +36,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -46,7 +50,7 @@ use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Addr, Endpoint, EndpointExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::ConnectionLimits;
@@ -95,20 +99,16 @@ where
         settings.limits.max_connections,
     )));
     let per_ip = Arc::new(PerIp::default());
+    let open = Arc::new(Registry::default());
     let (stop, stopping) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => permit,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-        };
-        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => {
@@ -139,6 +139,27 @@ where
                 }
             },
         };
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: make room by closing the connection that has waited
+                // longest without a request, then wait for its place (or,
+                // if every connection is busy, for any).
+                if open.evict_one() {
+                    tracing::debug!(
+                        "at the connection cap: closed the longest-waiting idle connection"
+                    );
+                }
+                let permit = tokio::select! {
+                    () = &mut shutdown => break,
+                    permit = Arc::clone(&connections).acquire_owned() => permit,
+                };
+                let Ok(permit) = permit else { break };
+                permit
+            }
+        };
+        let activity = Arc::new(Activity::new());
+        let registered = open.register(Arc::clone(&activity));
         let connection = Connection {
             stream,
             peer,
@@ -146,10 +167,11 @@ where
             settings: Arc::clone(&settings),
             endpoint: Arc::clone(&endpoint),
             stopping: stopping.clone(),
+            activity,
         };
         tasks.spawn(async move {
             connection.run().await;
-            drop((permit, slot));
+            drop((permit, slot, registered));
         });
     }
     let _ = stop.send(true);
@@ -232,6 +254,60 @@ impl Drop for PerIpSlot {
     }
 }
 
+/// Every open connection's [`Activity`], to pick one to close at the cap.
+#[derive(Default)]
+struct Registry {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl Registry {
+    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, activity);
+        Registered {
+            owner: Arc::clone(self),
+            id,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks the connection that has waited longest without ever sending a
+    /// request (else the one idle the longest) to close. `false` when every
+    /// connection has a request in flight.
+    fn evict_one(&self) -> bool {
+        let open = self.lock();
+        let chosen = open
+            .values()
+            .filter(|activity| activity.can_be_evicted())
+            .min_by_key(|activity| activity.eviction_rank());
+        match chosen {
+            Some(activity) => {
+                activity.evict();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in the [`Registry`], given back on drop.
+struct Registered {
+    owner: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.owner.lock().remove(&self.id);
+    }
+}
+
 type SharedEndpoint = Arc<poem::endpoint::BoxEndpoint<'static, poem::Response>>;
 
 struct Connection {
@@ -241,6 +317,7 @@ struct Connection {
     settings: Arc<Settings>,
     endpoint: SharedEndpoint,
     stopping: watch::Receiver<bool>,
+    activity: Arc<Activity>,
 }
 
 impl Connection {
@@ -252,20 +329,24 @@ impl Connection {
             settings,
             endpoint,
             mut stopping,
+            activity,
         } = self;
         let _ = stream.set_nodelay(true);
         let header_timeout = settings.limits.header_timeout;
         let (io, scheme): (Box<dyn Io>, Scheme) = match &settings.tls {
             Some(acceptor) => {
-                match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => (Box::new(tls), Scheme::HTTPS),
-                    // A failed or slow handshake: nothing to answer.
-                    _ => return,
+                let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                tokio::select! {
+                    handshake = handshake => match handshake {
+                        Ok(Ok(tls)) => (Box::new(tls), Scheme::HTTPS),
+                        // A failed or slow handshake: nothing to answer.
+                        _ => return,
+                    },
+                    () = activity.evicted.notified() => return,
                 }
             }
             None => (Box::new(stream), Scheme::HTTP),
         };
-        let activity = Arc::new(Activity::new());
         let service = {
             let activity = Arc::clone(&activity);
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -320,6 +401,12 @@ impl Connection {
                         break CLOSE_GRACE;
                     }
                 }
+                // Its place is wanted: one that never sent a request just
+                // goes; a request that started meanwhile may finish.
+                () = activity.evicted.notified() => match activity.last.load(Ordering::SeqCst) {
+                    0 => return,
+                    _ => break CLOSE_GRACE,
+                },
             }
         };
         connection.as_mut().graceful_shutdown();
@@ -339,6 +426,10 @@ struct Activity {
     /// Milliseconds after `opened` of the last request start or end; 0 before
     /// the first request.
     last: AtomicU64,
+    /// Set once the connection has been asked to make room.
+    evicting: AtomicBool,
+    /// Wakes the connection to close (a stored permit: never missed).
+    evicted: Notify,
 }
 
 impl Activity {
@@ -347,7 +438,29 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last: AtomicU64::new(0),
+            evicting: AtomicBool::new(false),
+            evicted: Notify::new(),
         }
+    }
+
+    /// Whether closing the connection loses no request: none in flight, and
+    /// not already asked.
+    fn can_be_evicted(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && !self.evicting.load(Ordering::SeqCst)
+    }
+
+    /// Which idle connection goes first: one that never sent a request,
+    /// oldest first; then the one idle the longest.
+    fn eviction_rank(&self) -> (bool, Instant) {
+        match self.last.load(Ordering::SeqCst) {
+            0 => (false, self.opened),
+            last => (true, self.opened + Duration::from_millis(last)),
+        }
+    }
+
+    fn evict(&self) {
+        self.evicting.store(true, Ordering::SeqCst);
+        self.evicted.notify_one();
     }
 
     fn touch(&self) {
@@ -531,6 +644,29 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(5));
         assert!(activity.is_idle(header, Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn at_the_cap_a_silent_connection_goes_first_then_an_idle_one_never_a_busy_one() {
+        let open = Arc::new(Registry::default());
+        let busy = Arc::new(Activity::new());
+        let _request = busy.begin();
+        let idle = Arc::new(Activity::new());
+        drop(idle.begin());
+        let silent = Arc::new(Activity::new());
+        let _places: Vec<_> = [&busy, &idle, &silent]
+            .into_iter()
+            .map(|activity| open.register(Arc::clone(activity)))
+            .collect();
+        assert!(open.evict_one());
+        assert!(
+            silent.evicting.load(Ordering::SeqCst),
+            "the silent one first"
+        );
+        assert!(open.evict_one());
+        assert!(idle.evicting.load(Ordering::SeqCst), "then the idle one");
+        assert!(!open.evict_one(), "a connection with a request stays");
+        assert!(!busy.evicting.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -183,6 +183,43 @@ async fn connections_from_one_address_beyond_its_cap_are_closed_at_once() {
 }
 
 #[tokio::test]
+async fn at_the_global_cap_silent_connections_make_room_for_a_client_that_talks() {
+    let app = spawn_app_with(Options {
+        tweak: |config| {
+            // Silent sockets would otherwise hold their places for a minute.
+            config.connections.header_timeout = Duration::from_secs(60);
+            config.connections.max_connections = 8;
+            config.connections.max_connections_per_ip = 8;
+        },
+        ..Options::default()
+    })
+    .await;
+    // From another address than the client's (each address may hold 8).
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("address"))
+            .expect("bind");
+        silent.push(socket.connect(app.address).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A client that sends its request at once is served, well before any
+    // silent socket's header timeout.
+    let answered = app
+        .client
+        .get(app.url("/"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("served at the cap");
+    assert_eq!(answered.status(), StatusCode::OK);
+    // The oldest silent socket gave its place up.
+    let (sent, _) = until_closed(&mut silent[0], Duration::from_secs(5)).await;
+    assert!(sent.is_empty(), "closed without an answer");
+}
+
+#[tokio::test]
 async fn same_origin_cookie_requests_over_http2_pass_the_csrf_check() {
     let app = strict_app().await;
     let api = h2c(&app);
