@@ -65,9 +65,15 @@ impl std::ops::Deref for AuthUser {
     }
 }
 
-/// The access token a request carries: the bearer header first, then the cookie.
+/// The access token a request carries: the bearer header first, then the
+/// cookie. Two `Authorization` headers are refused (`invalid_token`), not
+/// guessed between: a proxy and latchkey might each pick another.
 pub(super) fn presented_token(req: &Request) -> Result<String, Error> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+    let mut headers = req.headers().get_all(header::AUTHORIZATION).iter();
+    if let Some(value) = headers.next() {
+        if headers.next().is_some() {
+            return Err(Error::InvalidToken);
+        }
         let value = value.to_str().map_err(|_| Error::MissingToken)?;
         let (scheme, token) = value.split_once(' ').ok_or(Error::MissingToken)?;
         let token = token.trim();
@@ -362,6 +368,19 @@ mod tests {
         assert_eq!(with("access_token=abc; other=1").as_deref(), Some("abc"));
         assert_eq!(with("access_token=a; access_token=b"), None, "ambiguous");
         assert_eq!(with("=;;=="), None);
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused_not_guessed_between() {
+        let one = Request::builder()
+            .header(header::AUTHORIZATION, "Bearer a")
+            .finish();
+        assert_eq!(presented_token(&one).ok().as_deref(), Some("a"));
+        let two = Request::builder()
+            .header(header::AUTHORIZATION, "Bearer a")
+            .header(header::AUTHORIZATION, "Bearer b")
+            .finish();
+        assert!(matches!(presented_token(&two), Err(Error::InvalidToken)));
     }
 
     #[test]

@@ -100,7 +100,14 @@ enum JwksResponse {
 enum DiscoveryResponse {
     /// The discovery document.
     #[oai(status = 200)]
-    Ok(Json<DiscoveryBody>),
+    Ok(
+        Json<DiscoveryBody>,
+        /// `public, max-age=300` when built from `--issuer`; `no-store` when
+        /// built from the request's host, so that no shared cache hands one
+        /// host's document to another.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
 }
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -131,17 +138,28 @@ impl DiscoveryApi {
     ) -> DiscoveryResponse {
         let config = core.config();
         let issuer = config.issuer.clone();
-        let base = if issuer.starts_with("https://") || issuer.starts_with("http://") {
-            issuer.trim_end_matches('/').to_owned()
+        let (base, cache) = if issuer.starts_with("https://") || issuer.starts_with("http://") {
+            (
+                issuer.trim_end_matches('/').to_owned(),
+                "public, max-age=300",
+            )
         } else {
-            let scheme = if config.serves_tls() { "https" } else { "http" };
-            let host = super::origin::authority(request, &config.trusted_proxies)
+            // The guard has refused an authority that is not a host and port.
+            let proxies = &config.trusted_proxies;
+            let scheme = super::origin::scheme(request, proxies).unwrap_or_else(|| {
+                match config.serves_tls() {
+                    true => "https".into(),
+                    false => "http".into(),
+                }
+            });
+            let host = super::origin::authority(request, proxies)
                 .unwrap_or_else(|| "localhost".to_owned());
-            format!("{scheme}://{host}")
+            (format!("{scheme}://{host}"), "no-store")
         };
-        DiscoveryResponse::Ok(Json(DiscoveryBody {
+        let body = DiscoveryBody {
             issuer,
             jwks_uri: format!("{base}{JWKS_PATH}"),
-        }))
+        };
+        DiscoveryResponse::Ok(Json(body), cache.into())
     }
 }

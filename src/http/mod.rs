@@ -347,13 +347,20 @@ async fn guard<E: Endpoint>(
     mut req: Request,
     settings: &GuardSettings,
 ) -> poem::Result<Response> {
+    let strict = req.extensions().get::<server::OwnServer>().is_some();
+    let host_problem = origin::host_problem(&req, &settings.trusted_proxies, strict);
     let relation = origin::relation(&req, settings);
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let mut response = if relation == origin::Relation::Foreign && (preflight || unsafe_method) {
+    let mut response = if let Some(problem) = host_problem {
+        error::error_json(
+            StatusCode::BAD_REQUEST,
+            ErrorBody::new("invalid_input", problem),
+        )
+    } else if relation == origin::Relation::Foreign && (preflight || unsafe_method) {
         // A page of another origin asking to change state (or to be allowed
         // to): CSRF, or CORS for an origin nobody listed (OWASP ASVS 13.2.3).
         error_response(&CoreError::CsrfRejected).into_response()

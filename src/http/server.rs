@@ -70,6 +70,11 @@ const H1_MAX_BUF: usize = 32 * 1024;
 /// Back-off after a failed `accept`, from the first to the longest.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
 
+/// Marks a request as read by latchkey's own server (not handed over by an
+/// embedding app or a test client): HTTP/1.1's rules on `Host` apply.
+#[derive(Clone, Copy)]
+pub(super) struct OwnServer;
+
 /// What a connection needs to know.
 pub(super) struct Settings {
     pub limits: ConnectionLimits,
@@ -354,12 +359,13 @@ impl Connection {
                 let busy = activity.begin();
                 let scheme = scheme.clone();
                 async move {
-                    let request = poem::Request::from((
+                    let mut request = poem::Request::from((
                         request,
                         LocalAddr(Addr::SocketAddr(local)),
                         RemoteAddr(Addr::SocketAddr(peer)),
                         scheme,
                     ));
+                    request.extensions_mut().insert(OwnServer);
                     let response = endpoint.get_response(request).await;
                     drop(busy);
                     Ok::<_, Infallible>(hyper::Response::from(response))

@@ -267,3 +267,57 @@ async fn a_request_hyper_cannot_parse_gets_400_with_the_security_headers() {
     );
     assert!(lowered.contains("x-frame-options: deny"), "{response}");
 }
+
+/// What the server answers to `head` sent raw (HTTP/1.1).
+async fn raw_answer(app: &crate::helpers::TestApp, head: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(app.address)
+        .await
+        .expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+#[tokio::test]
+async fn an_http11_request_needs_one_host_that_is_a_host_and_port() {
+    let app = spawn_app().await;
+    let good = format!(
+        "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        app.address
+    );
+    let answer = raw_answer(&app, &good).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "a document built from the Host is not cached: {answer}"
+    );
+    for head in [
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: evil.example/x?\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: user@example.com\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw_answer(&app, head).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+        assert!(answer.contains("invalid_input"), "{answer}");
+        assert!(
+            !answer.contains("evil.example"),
+            "nothing reflected: {answer}"
+        );
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("x-frame-options: deny"),
+            "{answer}"
+        );
+    }
+    // HTTP/1.0 may leave Host out.
+    let answer = raw_answer(&app, "GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+}

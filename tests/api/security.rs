@@ -299,10 +299,13 @@ async fn refresh_from(
 async fn cookie_requests_from_a_foreign_origin_are_rejected_and_lose_nothing() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
+    let other_scheme = format!("https://{}", app.address);
     for (name, value) in [
         ("Origin", "https://evil.example"),
         ("Origin", "null"),
         ("Referer", "https://evil.example/page"),
+        // Same host and port, another scheme: another origin (RFC 6454).
+        ("Origin", other_scheme.as_str()),
     ] {
         assert_error(
             refresh_from(&app, &session.refresh_token, name, value).await,
