@@ -240,7 +240,7 @@ pub fn audit(args: &AuditArgs, shared: &Shared, out: &mut impl Write) -> Result<
         .map_or(0, |window| now.saturating_sub(window.as_secs()));
     for event in core.audit_events(since, args.user.as_deref(), args.limit)? {
         let line = match args.json {
-            true => json_line(&event)?,
+            true => json_line(&event),
             false => text_line(&event),
         };
         writeln!(out, "{line}").map_err(write_error)?;
@@ -248,13 +248,25 @@ pub fn audit(args: &AuditArgs, shared: &Shared, out: &mut impl Write) -> Result<
     Ok(())
 }
 
-fn json_line(event: &AuditEvent) -> Result<String> {
-    let mut value = serde_json::to_value(event)
-        .map_err(|err| Error::Internal(format!("cannot encode an event: {err}")))?;
-    if let Some(object) = value.as_object_mut() {
-        object.insert("time".into(), format_time(event.at).into());
+/// An event as the API shows it (`GET /api/admin/audit`): camelCase, the
+/// time in RFC 3339, absent fields left out.
+fn json_line(event: &AuditEvent) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("time".into(), format_time(event.at).into());
+    object.insert("kind".into(), event.kind.as_str().into());
+    let fields = [
+        ("userId", &event.user_id),
+        ("sessionId", &event.session_id),
+        ("ip", &event.ip),
+        ("userAgent", &event.user_agent),
+        ("detail", &event.detail),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            object.insert(name.into(), value.clone().into());
+        }
     }
-    Ok(value.to_string())
+    serde_json::Value::Object(object).to_string()
 }
 
 fn text_line(event: &AuditEvent) -> String {

@@ -62,7 +62,8 @@ pub use model::{
     RevokeReason, Secret, Session, UnixTime, User,
 };
 pub use service::{
-    Authenticated, Latchkey, MAX_PAGE, RotatedKey, Swept, TokenPair, UserChange, UsersPage,
+    AuditPage, Authenticated, Latchkey, MAX_PAGE, RotatedKey, Swept, TokenPair, UserChange,
+    UsersPage,
 };
 pub use tokens::keys::SigningKeyInfo;
 pub use tokens::{AccessClaims, Audience, PublicJwk};

@@ -122,7 +122,7 @@ impl Email {
                 .all(|atom| !atom.is_empty() && atom.chars().all(atext));
         if !dot_atom {
             return Err(invalid(
-                "email: the part before @ may hold only letters, digits, dots and !#$%&'*+/=?^_`{|}~- (no quotes, spaces or invisible characters)",
+                "email: the part before @ may hold only ASCII letters, digits, dots and !#$%&'*+/=?^_`{|}~- (no quotes, spaces or invisible characters)",
             ));
         }
         let domain = idna::domain_to_ascii_strict(domain)
@@ -167,7 +167,7 @@ impl Username {
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
         if !name.chars().all(allowed) {
             return Err(invalid(
-                "username: may contain only letters, digits, '_', '.' and '-'",
+                "username: may contain only ASCII letters, digits, '_', '.' and '-'",
             ));
         }
         Ok(Username(name))
@@ -371,6 +371,9 @@ pub fn is_role_name(role: &str) -> bool {
 /// # Errors
 /// [`Error::InvalidInput`] naming the `roles` field.
 pub fn parse_roles<S: AsRef<str>>(raw: &[S], extra: &[String]) -> Result<Vec<String>> {
+    if raw.len() > 16 {
+        return Err(invalid("roles: must list 1 to 16 roles"));
+    }
     let mut roles: Vec<String> = Vec::new();
     for role in raw {
         let role = role.as_ref().trim();
@@ -879,6 +882,7 @@ mod tests {
             vec!["false", "true"],
             vec!["admin"],
             vec!["user", "superuser"],
+            vec!["user"; 17],
         ] {
             assert!(parse_roles(&bad, &extra).is_err(), "{bad:?}");
         }

@@ -140,9 +140,13 @@ impl From<AuditEvent> for AuditView {
 
 /// Audit events, oldest first.
 #[derive(Object)]
+#[oai(rename_all = "camelCase")]
 struct AuditBody {
     /// The events.
     events: Vec<AuditView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    next_cursor: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -361,7 +365,11 @@ impl AdminApi {
     ///
     /// Security events, oldest first: registrations, logins (with the
     /// reason of failures), refreshes, reuse detections, logouts, revocations,
-    /// rate limiting, account changes.
+    /// rate limiting, account changes. One page at a time: pass the
+    /// `nextCursor` of a page as `cursor` to get the next. A request reads at
+    /// most 10,000 events, so a page filtered by `user` may be short (even
+    /// empty) while more match further on: follow `nextCursor` until it is
+    /// absent.
     #[oai(path = "/audit", method = "get")]
     async fn audit(
         &self,
@@ -373,6 +381,8 @@ impl AdminApi {
         since: Query<Option<fields::Since>>,
         /// At most this many events, 1 to 1000 (default 100).
         limit: Query<Option<fields::EventLimit>>,
+        /// The `nextCursor` of the previous page.
+        cursor: Query<Option<fields::Cursor>>,
     ) -> Result<AuditResponse, AdminError> {
         let since = match &since.0 {
             Some(text) => parse_since(&text.0, core.clock().now())?,
@@ -380,13 +390,16 @@ impl AdminApi {
         };
         let limit = limit.0.map_or(100, |limit| limit.0 as usize);
         if !(1..=MAX_AUDIT_EVENTS).contains(&limit) {
-            return Err(
-                Error::InvalidInput(format!("limit: must be 1 to {MAX_AUDIT_EVENTS}")).into(),
-            );
+            return Err(Error::InvalidInput(format!(
+                "limit: expected a whole number from 1 to {MAX_AUDIT_EVENTS}"
+            ))
+            .into());
         }
-        let events = core.audit_events(since, user.0.as_deref(), limit)?;
+        let cursor = cursor.0.map(|cursor| cursor.0);
+        let page = core.audit_page(since, user.0.as_deref(), limit, cursor.as_deref())?;
         Ok(AuditResponse::Ok(Json(AuditBody {
-            events: events.into_iter().map(AuditView::from).collect(),
+            events: page.events.into_iter().map(AuditView::from).collect(),
+            next_cursor: page.next_cursor,
         })))
     }
 }

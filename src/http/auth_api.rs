@@ -26,7 +26,7 @@ pub(super) struct AuthApi;
 #[derive(Object)]
 #[oai(rename_all = "camelCase", example)]
 pub(super) struct RegisterRequest {
-    /// 3 to 32 characters of letters, digits, `_`, `.` and `-`; unique regardless of case.
+    /// 3 to 32 characters of ASCII letters, digits, `_`, `.` and `-`; unique regardless of case.
     username: fields::Username,
     /// A mailbox of at most 254 characters (a plain `name@host.example`: no
     /// quoted names, no IP addresses); stored in one canonical form.

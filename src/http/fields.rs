@@ -326,6 +326,33 @@ impl ParseFromParameter for Since {
 /// (`failed to parse "string": email: required (occurred while parsing
 /// "LoginRequest")`) or serde_json's.
 pub(super) fn body_error(reason: &str) -> String {
+    let text = unwrapped(reason);
+    if text.starts_with("Expected input type") || text.starts_with("Type \"") {
+        return "body: expected a JSON object".to_owned();
+    }
+    if text.contains(": ") {
+        return text.to_owned();
+    }
+    format!("body: not valid JSON ({text})")
+}
+
+/// A query parameter error as a sentence naming the parameter, from
+/// poem-openapi's report (`failed to parse "optional_integer(limit)": limit:
+/// expected … (occurred while parsing …)`).
+pub(super) fn param_error(name: &str, reason: &str) -> String {
+    let text = unwrapped(reason);
+    match text
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(": "))
+    {
+        Some(_) => text.to_owned(),
+        None => format!("{name}: {text}"),
+    }
+}
+
+/// poem-openapi's report without its `failed to parse "…": ` and
+/// ` (occurred while parsing "…")` wrapping.
+fn unwrapped(reason: &str) -> &str {
     let mut text = reason;
     if let Some((_, ours)) = text
         .strip_prefix("failed to parse \"")
@@ -336,13 +363,78 @@ pub(super) fn body_error(reason: &str) -> String {
     if let Some(end) = text.find(" (occurred while parsing \"") {
         text = &text[..end];
     }
-    if text.starts_with("Expected input type") || text.starts_with("Type \"") {
-        return "body: expected a JSON object".to_owned();
+    text
+}
+
+/// The first key a JSON document repeats within one object
+/// (`{"a":1,"a":2}`), if any. `None` too for text that is not JSON: the
+/// handler's own parser says what is wrong with it.
+pub(super) fn repeated_key(body: &[u8]) -> Option<String> {
+    let found = std::cell::RefCell::new(None);
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let _ = serde::de::DeserializeSeed::deserialize(UniqueKeys(&found), &mut reader);
+    found.into_inner()
+}
+
+/// Walks any JSON value, noting the first key repeated within an object.
+#[derive(Clone, Copy)]
+struct UniqueKeys<'a>(&'a std::cell::RefCell<Option<String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
     }
-    if text.contains(": ") {
-        return text.to_owned();
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
     }
-    format!("body: not valid JSON ({text})")
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while items.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                *self.0.borrow_mut() = Some(key);
+                return Err(serde::de::Error::custom("repeated key"));
+            }
+            entries.next_value_seed(self)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -364,6 +456,40 @@ mod tests {
             body_error("EOF while parsing a value at line 1 column 0"),
             "body: not valid JSON (EOF while parsing a value at line 1 column 0)"
         );
+    }
+
+    #[test]
+    fn parameter_errors_name_the_parameter_in_our_own_words() {
+        let wrapped = r#"failed to parse "optional_integer(limit)": limit: expected a whole number from 1 to 100 (occurred while parsing "optional_integer(limit)")"#;
+        assert_eq!(
+            param_error("limit", wrapped),
+            "limit: expected a whole number from 1 to 100"
+        );
+        assert_eq!(param_error("user", "bad"), "user: bad");
+    }
+
+    #[test]
+    fn a_key_repeated_within_one_object_is_found() {
+        assert_eq!(
+            repeated_key(br#"{"email":"a@x.io","email":"b@x.io"}"#).as_deref(),
+            Some("email")
+        );
+        assert_eq!(
+            repeated_key(br#"{"a":{"b":1,"b":2}}"#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            repeated_key(br#"[{"a":1},{"a":2}]"#),
+            None,
+            "one key in each of two objects"
+        );
+        assert_eq!(repeated_key(br#"{"a":1,"b":{"a":2}}"#), None);
+        assert_eq!(
+            repeated_key(br#"{"a":1,"\u0061":2}"#).as_deref(),
+            Some("a"),
+            "an escaped spelling is the same key"
+        );
+        assert_eq!(repeated_key(b"not json"), None);
     }
 
     #[test]

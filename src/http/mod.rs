@@ -38,7 +38,7 @@ use ipnet::IpNet;
 use poem::endpoint::make_sync;
 use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
-use poem_openapi::error::ParseRequestPayloadError;
+use poem_openapi::error::{ParseParamError, ParseRequestPayloadError};
 use poem_openapi::registry::{MetaApi, MetaPath, Registry};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 
@@ -441,6 +441,22 @@ async fn read_body(req: &mut Request, timeout: Duration) -> Result<(), Response>
     let body = req.take_body();
     match tokio::time::timeout(timeout, body.into_bytes_limit(MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => {
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.to_ascii_lowercase().contains("json"));
+            if json && let Some(key) = fields::repeated_key(&bytes) {
+                // Parsers disagree on which of two equal keys counts (a
+                // proxy may check one, latchkey read the other): refused.
+                return Err(error::error_json(
+                    StatusCode::BAD_REQUEST,
+                    ErrorBody::new(
+                        "invalid_input",
+                        format!("body: the key {key:?} appears twice in one object"),
+                    ),
+                ));
+            }
             req.set_body(bytes);
             Ok(())
         }
@@ -476,9 +492,13 @@ async fn respond<E: Endpoint>(next: E, req: Request) -> Response {
                     tracing::error!(error = %err, "request failed");
                     "Internal server error".to_owned()
                 }
-                _ => match err.downcast_ref::<ParseRequestPayloadError>() {
-                    Some(payload) => fields::body_error(&payload.reason),
-                    None => err.to_string(),
+                _ => match (
+                    err.downcast_ref::<ParseRequestPayloadError>(),
+                    err.downcast_ref::<ParseParamError>(),
+                ) {
+                    (Some(payload), _) => fields::body_error(&payload.reason),
+                    (_, Some(param)) => fields::param_error(param.name, &param.reason),
+                    _ => err.to_string(),
                 },
             };
             error::error_json(

@@ -5,7 +5,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{Error, Result};
-use crate::model::{ADMIN_ROLE, AuditKind, ClientInfo, Email, RevokeReason, User, parse_roles};
+use crate::model::{
+    ADMIN_ROLE, AuditEvent, AuditKind, ClientInfo, Email, RevokeReason, UnixTime, User, parse_roles,
+};
 use crate::storage::Ending;
 
 use super::{Authenticated, Durability, Latchkey};
@@ -30,6 +32,15 @@ const PAGE_SCAN_BUDGET: usize = 10_000;
 pub struct UsersPage {
     /// The users on this page, in email order.
     pub users: Vec<User>,
+    /// Pass as `cursor` to get the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of the audit log.
+#[derive(Debug)]
+pub struct AuditPage {
+    /// The events on this page, oldest first.
+    pub events: Vec<AuditEvent>,
     /// Pass as `cursor` to get the next page; `None` on the last one.
     pub next_cursor: Option<String>,
 }
@@ -61,8 +72,8 @@ impl Latchkey {
     /// page, `limit` (1 to [`MAX_PAGE`]) caps the page.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a limit out of range or a cursor latchkey
-    /// did not hand out, [`Error::Storage`].
+    /// [`Error::InvalidInput`] for a limit out of range or a cursor that is
+    /// not base64url, [`Error::Storage`].
     pub fn list_users(
         &self,
         query: Option<&str>,
@@ -71,7 +82,7 @@ impl Latchkey {
     ) -> Result<UsersPage> {
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(Error::InvalidInput(format!(
-                "limit: must be 1 to {MAX_PAGE}"
+                "limit: expected a whole number from 1 to {MAX_PAGE}"
             )));
         }
         let query = query.map(str::trim).filter(|query| !query.is_empty());
@@ -92,6 +103,46 @@ impl Latchkey {
                 .users_page(after.as_deref(), query, limit, PAGE_SCAN_BUDGET)?;
         let next_cursor = next.map(|email| URL_SAFE_NO_PAD.encode(email));
         Ok(UsersPage { users, next_cursor })
+    }
+
+    /// A page of the audit log: events at or after `since`, oldest first,
+    /// optionally of one user, at most `limit`; `cursor` continues a
+    /// previous page. One request reads at most 10,000 entries, so a page
+    /// filtered by user may come back short (even empty) with a
+    /// `next_cursor`: follow it until it is absent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a cursor that is not base64url,
+    /// [`Error::Storage`].
+    pub fn audit_page(
+        &self,
+        since: UnixTime,
+        user_id: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<AuditPage> {
+        // The cursor is the key of the last entry read (time and sequence),
+        // base64url-encoded; like the user list's, any base64url text is a
+        // position in the log.
+        let after = cursor
+            .map(|cursor| {
+                LENIENT_BASE64URL
+                    .decode(cursor)
+                    .map_err(|_| Error::InvalidInput("cursor: not base64url".into()))
+            })
+            .transpose()?;
+        let (events, next) = self.inner.store.audit_page(
+            since,
+            after.as_deref(),
+            user_id,
+            limit,
+            PAGE_SCAN_BUDGET,
+        )?;
+        let next_cursor = next.map(|key| URL_SAFE_NO_PAD.encode(key));
+        Ok(AuditPage {
+            events,
+            next_cursor,
+        })
     }
 
     /// Changes a user's roles and/or disabled flag on an administrator's

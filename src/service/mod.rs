@@ -31,7 +31,7 @@ use crate::storage::Store;
 use crate::tokens::keys::{KeyRing, SigningKeyInfo};
 use crate::tokens::{AccessClaims, AccessSigner, IssuedRefresh, PublicJwk, Tokens, new_id};
 
-pub use admin::{MAX_PAGE, UserChange, UsersPage};
+pub use admin::{AuditPage, MAX_PAGE, UserChange, UsersPage};
 
 /// File name of the generated refresh-token secret inside the data directory.
 const REFRESH_SECRET_FILE: &str = "refresh_token_secret";
@@ -377,7 +377,11 @@ impl Latchkey {
         user_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>> {
-        self.inner.store.audit_events(since, user_id, limit)
+        let (events, _) = self
+            .inner
+            .store
+            .audit_page(since, None, user_id, limit, usize::MAX)?;
+        Ok(events)
     }
 
     /// The access-token signing keys kept in the data directory, newest

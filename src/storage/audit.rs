@@ -1,5 +1,7 @@
 //! The audit log: appended in time order, read by time and user, swept by age.
 
+use std::ops::Bound;
+
 use super::{Store, TreeId, decode, encode, storage_error, time_key};
 use crate::error::Result;
 use crate::model::{AuditEvent, UnixTime};
@@ -19,31 +21,44 @@ impl Store {
             .map_err(|err| self.failed(err))
     }
 
-    /// Audit events at or after `since`, oldest first, optionally of one
-    /// user only, at most `limit` of them.
+    /// Audit events at or after `since` and after the position `after` (a
+    /// key a previous page returned), oldest first, optionally of one user
+    /// only: at most `limit` of them, reading at most `budget` entries.
+    /// Returns the events and, when more may follow, the position to go on
+    /// from.
     ///
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
-    pub(crate) fn audit_events(
+    pub(crate) fn audit_page(
         &self,
         since: UnixTime,
+        after: Option<&[u8]>,
         user_id: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<AuditEvent>> {
+        budget: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>)> {
+        let since = since.to_be_bytes();
+        let start = match after {
+            Some(after) if after >= &since[..] => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(since.to_vec()),
+        };
         let mut events = Vec::new();
-        for value in self
+        let mut last: Option<Vec<u8>> = None;
+        for (read, entry) in self
             .tree(TreeId::Audit)?
-            .range(since.to_be_bytes()..)
-            .values()
+            .range((start, Bound::Unbounded))
+            .enumerate()
         {
-            if events.len() >= limit {
-                break;
+            if events.len() >= limit || read >= budget {
+                return Ok((events, last));
             }
-            let event: AuditEvent = decode(&value.map_err(storage_error)?)?;
+            let (key, value) = entry.map_err(storage_error)?;
+            let event: AuditEvent = decode(&value)?;
             if user_id.is_none_or(|user| event.user_id.as_deref() == Some(user)) {
                 events.push(event);
             }
+            last = Some(key.to_vec());
         }
-        Ok(events)
+        Ok((events, None))
     }
 }

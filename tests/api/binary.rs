@@ -349,7 +349,10 @@ async fn a_full_flow_with_an_attack_logs_no_secret_and_the_audit_command_shows_i
             .as_str()
             .is_some_and(|time| time.ends_with('Z'))
     );
-    let user_id = events[0]["user_id"].as_str().expect("user id");
+    let user_id = events[0]["userId"]
+        .as_str()
+        .expect("user id (camelCase, as the API)");
+    assert!(events[0].get("user_id").is_none() && events[0].get("at").is_none());
     let whole = serde_json::to_string(&events).expect("json");
     for needle in needles {
         assert!(!whole.contains(needle), "the audit log holds a credential");

@@ -123,6 +123,30 @@ async fn operator_injection_objects_are_refused() {
 }
 
 #[tokio::test]
+async fn a_key_sent_twice_is_refused_not_guessed_between() {
+    let app = spawn_app().await;
+    app.register("alice", "alice@example.com", PASSWORD).await;
+    let body = format!(
+        r#"{{"email":"mallory@example.com","email":"alice@example.com","password":"{PASSWORD}"}}"#
+    );
+    let response = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_error(
+        response,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        Some(r#"body: the key "email" appears twice in one object"#),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_body_over_16_kib_gets_413() {
     let app = spawn_app().await;
     let body = json!({"username": "alice", "email": "alice@example.com", "password": "x".repeat(17 * 1024)});
