@@ -450,15 +450,16 @@ pub struct ConnectionLimits {
     /// are exempt); beyond it new ones are closed at once.
     #[arg(long = "max-connections-per-ip", env = "LATCHKEY_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
     pub max_connections_per_ip: u32,
-    /// Time to send a whole request head (and the TLS handshake); an idle
-    /// HTTP/1.1 keep-alive connection is closed after it too.
+    /// Time to send a whole request head (and the TLS handshake); a new
+    /// connection (HTTP/2 included) that sends no request, and an idle
+    /// HTTP/1.1 keep-alive connection, are closed after it.
     #[arg(long = "header-timeout", env = "LATCHKEY_HEADER_TIMEOUT", default_value = DEFAULT_HEADER_TIMEOUT, value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
     /// Time to send a whole request body; a slower one gets 408.
     #[arg(long = "body-timeout", env = "LATCHKEY_BODY_TIMEOUT", default_value = DEFAULT_BODY_TIMEOUT, value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
-    /// Time a connection (HTTP/2 included) may sit with no request before
-    /// it is closed.
+    /// Time a connection (HTTP/2 included) may sit with no request after
+    /// its last one before it is closed.
     #[arg(long = "idle-timeout", env = "LATCHKEY_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 }

@@ -221,6 +221,16 @@ pub async fn serve(
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, scheme, "latchkey listening");
+    for everyone in config
+        .trusted_proxies
+        .iter()
+        .filter(|net| net.prefix_len() == 0)
+    {
+        tracing::warn!(
+            trusted = %everyone,
+            "--trusted-proxies trusts every address: any client can name its own address (rate limits, logs) and host; list only your proxies"
+        );
+    }
     let settings = server::Settings {
         limits: config.connections.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
