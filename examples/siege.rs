@@ -240,12 +240,23 @@ async fn main() {
         json!({"username": "legit", "email": "legit@example.com", "password": PASSWORD}),
     )
     .await;
-    let (_, login) = post(
-        &http,
-        format!("{base}/api/auth/login"),
-        json!({"email": "legit@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let first = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"email": "legit@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    // The device cookie: from now on this client is a known device.
+    let device = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|cookie| cookie.strip_prefix("latchkey_device="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("a device cookie")
+        .to_owned();
+    let login: Value = first.json().await.expect("json");
     let token = login["accessToken"].as_str().expect("token").to_owned();
     println!(
         "siege: {} with its default limits ({})",
@@ -277,7 +288,8 @@ async fn main() {
         );
     }
 
-    // A login storm: 400 concurrent wrong-password logins, over and over.
+    // A login storm: 400 concurrent wrong-password logins, over and over,
+    // from 50 addresses other than the legitimate client's.
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = Arc::new(std::sync::Mutex::new([0u64; 4]));
     let storm: Vec<_> = (0..400)
@@ -286,7 +298,12 @@ async fn main() {
             let outcomes = Arc::clone(&outcomes);
             let base = base.clone();
             tokio::spawn(async move {
-                let http = reqwest::Client::builder().no_proxy().build().expect("client");
+                let from = Ipv4Addr::new(127, 0, 20, (n % 50) as u8 + 1);
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .local_address(IpAddr::V4(from))
+                    .build()
+                    .expect("client");
                 while !stop.load(Ordering::SeqCst) {
                     let (status, _) = post(&http, format!("{base}/api/auth/login"), json!({"email": format!("storm{n}@example.com"), "password": "wrong wrong wrong"})).await;
                     let slot = match status {
@@ -300,29 +317,41 @@ async fn main() {
             })
         })
         .collect();
-    let legit_login = async {
-        let mut legit = Legit {
-            latencies: Vec::new(),
-            failures: 0,
-        };
-        let started = Instant::now();
-        while started.elapsed() < PHASE {
-            let call = Instant::now();
-            let (status, _) = post(
-                &http,
-                format!("{base}/api/auth/login"),
-                json!({"email": "legit@example.com", "password": PASSWORD}),
-            )
-            .await;
-            match status {
-                200 => legit.latencies.push(call.elapsed()),
-                _ => legit.failures += 1,
+    // The owner logs in every 200 ms from a known device, and from a new one.
+    let legit_login = |device: Option<String>| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let mut legit = Legit {
+                latencies: Vec::new(),
+                failures: 0,
+            };
+            let started = Instant::now();
+            while started.elapsed() < PHASE {
+                let call = Instant::now();
+                let mut request = http
+                    .post(format!("{base}/api/auth/login"))
+                    .json(&json!({"email": "legit@example.com", "password": PASSWORD}));
+                if let Some(device) = &device {
+                    request = request.header("cookie", format!("latchkey_device={device}"));
+                }
+                match request
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+                {
+                    Ok(200) => legit.latencies.push(call.elapsed()),
+                    _ => legit.failures += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            legit
         }
-        legit
     };
-    let (mut me, mut login) = tokio::join!(legit_client(base.clone(), token.clone()), legit_login);
+    let (mut me, mut known, mut new) = tokio::join!(
+        legit_client(base.clone(), token.clone()),
+        legit_login(Some(device)),
+        legit_login(None)
+    );
     stop.store(true, Ordering::SeqCst);
     for task in storm {
         let _ = task.await;
@@ -333,8 +362,12 @@ async fn main() {
         me.summary()
     );
     println!(
-        "                                  legit login: {}",
-        login.summary()
+        "                                  legit login, known device: {}",
+        known.summary()
+    );
+    println!(
+        "                                  legit login, new device: {}",
+        new.summary()
     );
     println!(
         "                                  storm: {refused} answered 401, {overloaded} 503 overloaded, {failed} failed, {other} other"

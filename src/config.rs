@@ -94,7 +94,8 @@ pub struct Config {
     /// number of cores, at least one, so token checks keep a core).
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub hash_concurrency: Option<u16>,
-    /// How many requests may wait for a password hash; more get 503 `overloaded`.
+    /// How many requests may wait for a password hash in each lane (known
+    /// devices and password changes; everyone else); more get 503 `overloaded`.
     #[arg(long, env = "LATCHKEY_HASH_QUEUE", default_value_t = DEFAULT_HASH_QUEUE)]
     pub hash_queue: u32,
     /// The longest a request waits for its password hash before it gets 503

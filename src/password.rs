@@ -9,7 +9,11 @@
 //! pool of threads left it in the allocator's per-thread arenas). The queue
 //! is bounded in length and in waiting time: past either, the request is
 //! refused as overloaded (503) instead of making everyone behind it wait. A
-//! request whose client hung up is skipped when its turn comes. An unknown
+//! request whose client hung up is skipped when its turn comes. Callers who
+//! have shown who they are (a login from a known device of the account, a
+//! password change with a valid access token) queue in a lane of their own
+//! that the threads serve first, so a storm of strangers' logins cannot keep
+//! the owners out. An unknown
 //! user is "verified" against a dummy hash so that the response time does
 //! not reveal whether an email has an account.
 //!
@@ -20,8 +24,9 @@
 //! a single repeated, sequential or keyboard pattern, or that contain the
 //! username or the email's local part.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,28 +58,103 @@ impl Verified {
     }
 }
 
+/// Which queue a hash waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Callers who have shown who they are: a login from a known device of
+    /// the account, a password change with a valid access token. Served
+    /// first.
+    Known,
+    /// Everyone else: registrations, logins from new devices.
+    Stranger,
+}
+
 /// How many hashes may run and wait, and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct HashQueue {
     /// Hashes running at once (at least 1).
     pub concurrency: usize,
-    /// Requests waiting for a hash at most; more are refused.
+    /// Requests waiting for a hash at most, in each lane; more are refused.
     pub max_waiting: usize,
     /// The longest a request waits for its hash; longer, it is refused.
     pub max_wait: Duration,
 }
 
-/// Hashes and verifies passwords on a fixed set of threads, with a bounded queue.
+/// Hashes and verifies passwords on a fixed set of threads, with a bounded
+/// queue in two lanes.
 pub struct Passwords {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Arc<Jobs>,
     threads: Vec<JoinHandle<()>>,
-    waiting: Arc<AtomicUsize>,
+    /// Requests waiting, by lane ([`Lane::Known`], [`Lane::Stranger`]).
+    waiting: [Arc<AtomicUsize>; 2],
     queue: HashQueue,
     dummy_hash: Arc<str>,
 }
 
 /// Work for a hashing thread, given the thread's argon2 memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// The queued jobs, by lane, and whether the queue is closed.
+#[derive(Default)]
+struct Jobs {
+    state: Mutex<Lanes>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Lanes {
+    known: VecDeque<Job>,
+    strangers: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, lane: Lane, job: Job) -> bool {
+        let mut lanes = self.lock();
+        if lanes.closed {
+            return false;
+        }
+        match lane {
+            Lane::Known => lanes.known.push_back(job),
+            Lane::Stranger => lanes.strangers.push_back(job),
+        }
+        drop(lanes);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next job, known callers first; `None` once closed and drained.
+    fn next(&self) -> Option<Job> {
+        let mut lanes = self.lock();
+        loop {
+            if let Some(job) = lanes
+                .known
+                .pop_front()
+                .or_else(|| lanes.strangers.pop_front())
+            {
+                return Some(job);
+            }
+            if lanes.closed {
+                return None;
+            }
+            lanes = self
+                .ready
+                .wait(lanes)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
 
 impl Passwords {
     /// A hasher with this queue: starts its threads, each with its memory.
@@ -83,31 +163,40 @@ impl Passwords {
     /// # Errors
     /// [`Error::Internal`] if argon2 fails or a thread cannot start.
     pub fn new(queue: HashQueue) -> Result<Self> {
-        let (jobs, received) = mpsc::channel::<Job>();
-        let received = Arc::new(Mutex::new(received));
+        let jobs = Arc::new(Jobs::default());
         let threads = (0..queue.concurrency.max(1))
             .map(|n| {
-                let received = Arc::clone(&received);
+                let jobs = Arc::clone(&jobs);
                 std::thread::Builder::new()
                     .name(format!("latchkey-hash-{n}"))
-                    .spawn(move || hash_thread(&received))
+                    .spawn(move || hash_thread(&jobs))
                     .map_err(|err| Error::Internal(format!("cannot start a hashing thread: {err}")))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>();
+        let threads = match threads {
+            Ok(threads) => threads,
+            Err(err) => {
+                jobs.close();
+                return Err(err);
+            }
+        };
         let dummy_hash = hash_with(&mut memory(), "latchkey dummy password, never matches")?;
         Ok(Passwords {
-            jobs: Some(jobs),
+            jobs,
             threads,
-            waiting: Arc::new(AtomicUsize::new(0)),
+            waiting: Default::default(),
             queue,
             dummy_hash: dummy_hash.into(),
         })
     }
 
-    /// How many requests wait for a hash now.
+    /// How many requests wait for a hash now, in both lanes.
     #[cfg(test)]
     fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.waiting
+            .iter()
+            .map(|waiting| waiting.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// The default concurrency: one less than the cores, at least one.
@@ -124,9 +213,9 @@ impl Passwords {
     /// # Errors
     /// [`Error::Internal`] if argon2 fails, [`Error::Overloaded`] when the
     /// queue is full or the wait too long.
-    pub async fn hash(&self, password: &Password) -> Result<String> {
+    pub async fn hash(&self, password: &Password, lane: Lane) -> Result<String> {
         let password = password.clone();
-        self.run(move |memory| hash_with(memory, password.expose()))
+        self.run(lane, move |memory| hash_with(memory, password.expose()))
             .await
     }
 
@@ -138,12 +227,17 @@ impl Passwords {
     /// # Errors
     /// [`Error::Internal`] if the stored hash cannot be parsed,
     /// [`Error::Overloaded`] when the queue is full or the wait too long.
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verified> {
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+        lane: Lane,
+    ) -> Result<Verified> {
         let password = password.clone();
         let known = stored.is_some();
         let phc: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
         let verified = self
-            .run(move |memory| {
+            .run(lane, move |memory| {
                 Ok(if verify_with(memory, password.expose(), &phc)? {
                     Verified::Right
                 } else if let Some(typed) = password.as_typed()
@@ -158,21 +252,23 @@ impl Passwords {
         Ok(if known { verified } else { Verified::Wrong })
     }
 
-    /// Queues `work` for a hashing thread and waits for its result.
+    /// Queues `work` in `lane` for a hashing thread and waits for its result.
     async fn run<T: Send + 'static>(
         &self,
+        lane: Lane,
         work: impl FnOnce(&mut Vec<Block>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let retry_after = self.queue.max_wait.as_secs().max(1);
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let waiting = Arc::clone(&self.waiting[lane as usize]);
+        if waiting.fetch_add(1, Ordering::SeqCst) >= self.queue.max_waiting {
+            waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::Overloaded { retry_after });
         }
         let (reply, result) = oneshot::channel();
-        let waiting = Arc::clone(&self.waiting);
+        let queued = Arc::clone(&waiting);
         let deadline = Instant::now() + self.queue.max_wait;
         let job: Job = Box::new(move |memory| {
-            waiting.fetch_sub(1, Ordering::SeqCst);
+            queued.fetch_sub(1, Ordering::SeqCst);
             // The client hung up, or waited too long: no hash.
             if reply.is_closed() {
                 return;
@@ -183,9 +279,8 @@ impl Passwords {
             };
             let _ = reply.send(outcome);
         });
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
-        if !matches!(sent, Some(Ok(()))) {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if !self.jobs.push(lane, job) {
+            waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::Internal("the hashing threads have stopped".into()));
         }
         result
@@ -196,27 +291,20 @@ impl Passwords {
 
 impl Drop for Passwords {
     fn drop(&mut self) {
-        // Closing the queue ends the threads once each finishes its hash.
-        self.jobs.take();
+        // Closing the queue ends the threads once they have drained it.
+        self.jobs.close();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-/// A hashing thread: takes jobs until the queue closes, reusing one
-/// allocation of argon2 memory for all of them.
-fn hash_thread(received: &Mutex<mpsc::Receiver<Job>>) {
+/// A hashing thread: takes jobs, known callers' first, until the queue
+/// closes, reusing one allocation of argon2 memory for all of them.
+fn hash_thread(jobs: &Jobs) {
     let mut memory = memory();
-    loop {
-        let job = match received.lock() {
-            Ok(received) => received.recv(),
-            Err(poisoned) => poisoned.into_inner().recv(),
-        };
-        match job {
-            Ok(job) => job(&mut memory),
-            Err(_) => return,
-        }
+    while let Some(job) = jobs.next() {
+        job(&mut memory);
     }
 }
 
@@ -383,18 +471,21 @@ mod tests {
         let passwords = Passwords::new(queue(1, 8)).expect("hasher");
         let right = Password::parse("correct horse battery").expect("valid");
         let wrong = Password::parse("incorrect horse battery").expect("valid");
-        let hash = passwords.hash(&right).await.expect("hashed");
+        let hash = passwords
+            .hash(&right, Lane::Stranger)
+            .await
+            .expect("hashed");
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert_eq!(
             passwords
-                .verify(&right, Some(&hash))
+                .verify(&right, Some(&hash), Lane::Stranger)
                 .await
                 .expect("verified"),
             Verified::Right
         );
         assert_eq!(
             passwords
-                .verify(&wrong, Some(&hash))
+                .verify(&wrong, Some(&hash), Lane::Stranger)
                 .await
                 .expect("verified"),
             Verified::Wrong
@@ -431,7 +522,10 @@ mod tests {
         let passwords = Passwords::new(queue(1, 8)).expect("hasher");
         let guess = Password::parse("latchkey dummy password, never matches").expect("valid");
         assert_eq!(
-            passwords.verify(&guess, None).await.expect("verified"),
+            passwords
+                .verify(&guess, None, Lane::Stranger)
+                .await
+                .expect("verified"),
             Verified::Wrong
         );
     }
@@ -444,16 +538,19 @@ mod tests {
         let presented = Password::parse(typed).expect("valid");
         assert_eq!(
             passwords
-                .verify(&presented, Some(&legacy))
+                .verify(&presented, Some(&legacy), Lane::Known)
                 .await
                 .expect("verified"),
             Verified::RightAsTyped
         );
-        let current = passwords.hash(&presented).await.expect("hash");
+        let current = passwords
+            .hash(&presented, Lane::Stranger)
+            .await
+            .expect("hash");
         let composed = Password::parse("caf\u{e9} au lait").expect("valid");
         assert_eq!(
             passwords
-                .verify(&composed, Some(&current))
+                .verify(&composed, Some(&current), Lane::Known)
                 .await
                 .expect("verified"),
             Verified::Right,
@@ -469,7 +566,7 @@ mod tests {
             .map(|_| {
                 let passwords = Arc::clone(&passwords);
                 let password = password.clone();
-                tokio::spawn(async move { passwords.hash(&password).await })
+                tokio::spawn(async move { passwords.hash(&password, Lane::Stranger).await })
             })
             .collect();
         let mut refused = 0;
@@ -493,11 +590,78 @@ mod tests {
             ..queue(1, 8)
         })
         .expect("hasher");
-        let (first, second) = tokio::join!(slow.hash(&password), slow.hash(&password));
+        let (first, second) = tokio::join!(
+            slow.hash(&password, Lane::Stranger),
+            slow.hash(&password, Lane::Stranger)
+        );
         assert!(
             first.is_err() || second.is_err(),
             "a request that cannot start at once is refused"
         );
+    }
+
+    #[tokio::test]
+    async fn known_callers_are_hashed_before_the_strangers_queued_ahead_of_them() {
+        let passwords = Arc::new(Passwords::new(queue(1, 8)).expect("hasher"));
+        let finished = Arc::new(Mutex::new(Vec::new()));
+        // Hold the only thread until everything is queued.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let passwords = Arc::clone(&passwords);
+            tokio::spawn(async move {
+                passwords
+                    .run(Lane::Stranger, move |_| {
+                        let _ = held.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let mut tasks = Vec::new();
+        for (name, lane) in [
+            ("stranger 1", Lane::Stranger),
+            ("stranger 2", Lane::Stranger),
+            ("known", Lane::Known),
+        ] {
+            let (passwords, finished) = (Arc::clone(&passwords), Arc::clone(&finished));
+            tasks.push(tokio::spawn(async move {
+                let record = move |_: &mut Vec<Block>| {
+                    finished.lock().expect("order").push(name);
+                    Ok(())
+                };
+                passwords.run(lane, record).await
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(passwords.waiting(), 3, "three queued behind the held job");
+        release.send(()).expect("release");
+        blocker.await.expect("task").expect("ran");
+        for task in tasks {
+            task.await.expect("task").expect("ran");
+        }
+        let order = finished.lock().expect("order").clone();
+        assert_eq!(order, ["known", "stranger 1", "stranger 2"]);
+    }
+
+    #[tokio::test]
+    async fn each_lane_has_its_own_bound() {
+        let passwords = Arc::new(Passwords::new(queue(1, 1)).expect("hasher"));
+        let password = Password::parse("correct horse battery").expect("valid");
+        let strangers: Vec<_> = (0..4)
+            .map(|_| {
+                let (passwords, password) = (Arc::clone(&passwords), password.clone());
+                tokio::spawn(async move { passwords.hash(&password, Lane::Stranger).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let known = passwords.hash(&password, Lane::Known).await;
+        assert!(
+            known.is_ok(),
+            "a full strangers' lane leaves the known one open"
+        );
+        for stranger in strangers {
+            let _ = stranger.await.expect("task");
+        }
     }
 
     fn policy(password: &str) -> Result<()> {

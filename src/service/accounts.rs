@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::limits::Attempt;
 use crate::model::{AuditKind, ClientInfo, Password, RevokeReason, Session, User};
-use crate::password;
+use crate::password::{self, Lane};
 use crate::storage::Ending;
 
 use super::{Authenticated, Durability, Latchkey};
@@ -102,7 +102,7 @@ impl Latchkey {
             .verified_user(&caller.claims.sub, &current, &client)
             .await?;
         password::check_policy(&new, &user.username, &user.email)?;
-        let hash = self.inner.passwords.hash(&new).await?;
+        let hash = self.inner.passwords.hash(&new, Lane::Known).await?;
         let ending = Ending {
             now: self.now(),
             reason: RevokeReason::PasswordChange,
@@ -200,7 +200,7 @@ impl Latchkey {
         let verified = self
             .inner
             .passwords
-            .verify(password, Some(&user.password_hash))
+            .verify(password, Some(&user.password_hash), Lane::Known)
             .await?;
         if !verified.is_right() {
             let event = self

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::limits::Attempt;
 use crate::model::{AuditKind, ClientInfo, Email, Password, User};
-use crate::password::{self, Verified};
+use crate::password::{self, Lane, Verified};
 use crate::storage::NewSession;
 use crate::tokens::new_id;
 
@@ -123,7 +123,16 @@ impl Latchkey {
             .await?;
         let found = self.inner.store.user_by_email(email.as_str())?;
         let stored_hash = found.as_ref().map(|user| user.password_hash.as_str());
-        let verified = self.inner.passwords.verify(&password, stored_hash).await?;
+        // The owner's known devices go before strangers in the hash queue.
+        let lane = match device {
+            Some(_) => Lane::Known,
+            None => Lane::Stranger,
+        };
+        let verified = self
+            .inner
+            .passwords
+            .verify(&password, stored_hash, lane)
+            .await?;
         let rehash = match judge_login(found.as_ref(), verified) {
             Verdict::Refused {
                 error,
@@ -142,7 +151,7 @@ impl Latchkey {
             ));
         };
         let rehashed = match rehash {
-            true => Some(self.inner.passwords.hash(&password).await?),
+            true => Some(self.inner.passwords.hash(&password, lane).await?),
             false => None,
         };
         let now = self.now();

@@ -25,7 +25,7 @@ use crate::model::{
     AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Email, Password, RefreshRecord, Secret,
     UnixTime, User, Username, parse_roles,
 };
-use crate::password::{self, HashQueue, Passwords};
+use crate::password::{self, HashQueue, Lane, Passwords};
 use crate::secrets;
 use crate::storage::Store;
 use crate::tokens::keys::{KeyRing, SigningKeyInfo};
@@ -280,7 +280,7 @@ impl Latchkey {
         if store.username_taken(&username.key())? {
             return Err(Error::UsernameTaken);
         }
-        let password_hash = self.inner.passwords.hash(&password).await?;
+        let password_hash = self.inner.passwords.hash(&password, Lane::Stranger).await?;
         let user = User::new(
             new_id(),
             &username,
