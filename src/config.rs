@@ -44,6 +44,8 @@ pub const DEFAULT_REFRESH_IP_RATE: &str = "120/1m";
 pub const DEFAULT_HASH_QUEUE: u32 = 64;
 /// Default longest wait for a password hash.
 pub const DEFAULT_HASH_QUEUE_TIMEOUT: &str = "3s";
+/// Default bound of the database's page cache, in MiB.
+pub const DEFAULT_DB_CACHE_MIB: u32 = 64;
 /// Default cap on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 /// Default cap on open connections from one client address.
@@ -102,6 +104,10 @@ pub struct Config {
     /// `overloaded` (humantime).
     #[arg(long, env = "LATCHKEY_HASH_QUEUE_TIMEOUT", default_value = DEFAULT_HASH_QUEUE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
+    /// MiB of memory the database may keep as its page cache; records beyond
+    /// it are read from disk (the operating system's cache) when needed.
+    #[arg(long, env = "LATCHKEY_DB_CACHE_MIB", default_value_t = DEFAULT_DB_CACHE_MIB)]
+    pub db_cache_mib: u32,
     /// How long after a rotation the old refresh token is still answered
     /// with the same successor (while that is unused) before reuse counts as
     /// theft and revokes the session; `0s` makes every reuse theft.
@@ -161,6 +167,11 @@ impl Config {
         self.jwt_secret = read("JWT_SECRET").map(Secret::new);
         self.refresh_secret = read("REFRESH_TOKEN_SECRET").map(Secret::new);
         self
+    }
+
+    /// The database's page-cache bound in bytes.
+    pub(crate) fn db_cache_bytes(&self) -> u64 {
+        u64::from(self.db_cache_mib) << 20
     }
 
     /// Refuses settings that make no sense or would break latchkey's
@@ -228,6 +239,7 @@ impl Config {
             64,
         )?;
         count("--hash-queue", u64::from(self.hash_queue), 1, 100_000)?;
+        count("--db-cache-mib", u64::from(self.db_cache_mib), 8, 65_536)?;
         let connections = &self.connections;
         count(
             "--max-connections",
@@ -518,6 +530,7 @@ impl Default for Config {
             hash_concurrency: None,
             hash_queue: DEFAULT_HASH_QUEUE,
             hash_queue_timeout: duration(DEFAULT_HASH_QUEUE_TIMEOUT),
+            db_cache_mib: DEFAULT_DB_CACHE_MIB,
             reuse_grace: duration(DEFAULT_REUSE_GRACE),
             audit_retention: duration(DEFAULT_AUDIT_RETENTION),
             limits: RateLimits::default(),

@@ -143,7 +143,7 @@ impl Latchkey {
         config.validate()?;
         // The store first: its lock keeps a second instance from racing us to
         // create the secret files.
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
         let access = AccessSigner::load(&config, clock.now())?;
         let refresh_secret = secrets::load_or_create(
             &config.data_dir,
@@ -172,7 +172,7 @@ impl Latchkey {
     /// As [`Latchkey::open`].
     pub fn open_offline_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
         config.validate()?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
         let throwaway = || Secret::new(new_id() + &new_id());
         let tokens = Tokens::new(&AccessSigner::Secret(throwaway()), &throwaway(), &config)?;
         Latchkey::assemble(config, clock, store, tokens)

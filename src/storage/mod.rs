@@ -123,6 +123,8 @@ pub(crate) struct Store {
 /// fresh one when a failed write has left sled unusable (see `open`).
 struct Shared {
     dir: PathBuf,
+    /// sled's page-cache bound, kept for reopening.
+    cache_bytes: u64,
     /// `None` only while the database is being reopened.
     slot: RwLock<Option<Arc<Opened>>>,
     /// Set when a write failed with an I/O error (a full or read-only disk):

@@ -28,14 +28,15 @@ impl Store {
     /// # Errors
     /// [`Error::DataDirLocked`] when another process has it open, otherwise
     /// [`Error::Storage`] (unwritable directory, corrupt files, a newer format).
-    pub(crate) fn open(dir: &Path) -> Result<Store> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
         create_private_dir(dir)?;
-        let opened = Opened::open(dir)?;
+        let opened = Opened::open(dir, cache_bytes)?;
         keep_private(dir);
         let (stop, stopped) = mpsc::channel();
         let store = Store {
             inner: Arc::new(Shared {
                 dir: dir.to_path_buf(),
+                cache_bytes,
                 slot: RwLock::new(Some(Arc::new(opened))),
                 faulted: AtomicBool::new(false),
                 _stop: Mutex::new(stop),
@@ -95,7 +96,7 @@ impl Store {
             }
             drop(old);
         }
-        let reopened = Opened::open(&self.inner.dir);
+        let reopened = Opened::open(&self.inner.dir, self.inner.cache_bytes);
         let recovered = reopened.is_ok();
         match reopened {
             Ok(opened) => {
@@ -153,9 +154,9 @@ fn takes_writes(dir: &Path) -> bool {
 
 impl Opened {
     /// Opens sled in `dir` with every tree, checks the format and migrates.
-    fn open(dir: &Path) -> Result<Opened> {
+    fn open(dir: &Path, cache_bytes: u64) -> Result<Opened> {
         let existed = dir.join("db").exists();
-        let db = open_db(dir)?;
+        let db = open_db(dir, cache_bytes)?;
         let trees = TreeId::ALL
             .iter()
             .map(|id| db.open_tree(id.name()).map_err(storage_error))
@@ -230,11 +231,16 @@ impl Opened {
 /// Opens sled in `dir`. sled's I/O threads can hold the directory's lock a
 /// moment after the previous owner in this process closed it (a restart in
 /// tests, an embedding app reopening): a held lock is retried for a second
-/// before it counts as another process's.
-fn open_db(dir: &Path) -> Result<sled::Db> {
+/// before it counts as another process's. `cache_bytes` bounds sled's page
+/// cache, which otherwise grows to 1 GiB as records are touched.
+fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let mut attempts = 0;
     loop {
-        match sled::Config::new().path(dir).open() {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
             Ok(db) => return Ok(db),
             Err(sled::Error::Corruption { .. }) => {
                 return Err(Error::Storage(format!(
@@ -392,6 +398,8 @@ mod tests {
     use super::*;
     use crate::model::ClientInfo;
 
+    const TEST_CACHE: u64 = 8 << 20;
+
     #[test]
     fn a_format_1_directory_is_migrated_and_its_records_indexed_by_session() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -406,7 +414,7 @@ mod tests {
                 .expect("record");
             db.flush().expect("flush");
         }
-        let store = Store::open(dir.path()).expect("opens");
+        let store = Store::open(dir.path(), TEST_CACHE).expect("opens");
         let opened = store.opened().expect("open");
         let marker = opened.db.get(FORMAT_KEY).expect("read").expect("marker");
         assert_eq!(marker.as_ref(), b"2");
@@ -422,13 +430,13 @@ mod tests {
     fn readable_database_files_are_made_private_and_other_files_left_alone() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temp dir");
-        drop(Store::open(dir.path()).expect("opens"));
+        drop(Store::open(dir.path(), TEST_CACHE).expect("opens"));
         let readable = std::fs::Permissions::from_mode(0o644);
         let secret = dir.path().join("refresh_token_secret");
         std::fs::write(&secret, b"x").expect("write");
         std::fs::set_permissions(&secret, readable.clone()).expect("chmod");
         std::fs::set_permissions(dir.path().join("db"), readable).expect("chmod");
-        drop(Store::open(dir.path()).expect("opens again"));
+        drop(Store::open(dir.path(), TEST_CACHE).expect("opens again"));
         let mode = |name: &str| {
             std::fs::metadata(dir.path().join(name))
                 .expect("metadata")
@@ -449,7 +457,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let parent = tempfile::tempdir().expect("temp dir");
         let dir = parent.path().join("data");
-        let store = Store::open(&dir).expect("opens");
+        let store = Store::open(&dir, TEST_CACHE).expect("opens");
         store.flush_blocking().expect("flush");
         let mode = |path: &Path| {
             std::fs::metadata(path)
@@ -468,7 +476,7 @@ mod tests {
     #[test]
     fn a_faulted_store_is_opened_again_and_keeps_what_was_written() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("opens");
+        let store = Store::open(dir.path(), TEST_CACHE).expect("opens");
         let record = RefreshRecord::issued("u1", "j1", "s1", 1, 100, &ClientInfo::default());
         store
             .tree(TreeId::RefreshTokens)
@@ -496,7 +504,9 @@ mod tests {
             db.insert(FORMAT_KEY, b"99").expect("marker");
             db.flush().expect("flush");
         }
-        let refused = Store::open(dir.path()).err().map(|err| err.to_string());
+        let refused = Store::open(dir.path(), TEST_CACHE)
+            .err()
+            .map(|err| err.to_string());
         assert!(
             refused
                 .as_deref()
