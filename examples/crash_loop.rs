@@ -20,14 +20,19 @@
 //!
 //! Prints cycles, writes checked and violations; exits 1 on any violation.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Server;
+
+/// How the server runs: no rate limits (the clients are one address), and
+/// every reuse of a rotated token counts as theft.
+const ARGS: &[&str] = &["--rate-limits", "off", "--reuse-grace", "0s"];
 
 /// The password every user starts with.
 const FIRST_PASSWORD: &str = "correct horse battery staple";
@@ -42,14 +47,9 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut args = Args {
         cycles: 5,
-        binary: ["release", "debug"]
-            .iter()
-            .map(|profile| manifest.join("target").join(profile).join("latchkey"))
-            .find(|path| path.exists())
-            .unwrap_or_else(|| manifest.join("target/debug/latchkey")),
+        binary: support::binary(),
         seed: 0x5eed,
     };
     let mut given = std::env::args().skip(1);
@@ -141,43 +141,6 @@ impl Tally {
             self.violations.push(what);
         }
     }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn start(binary: &Path, data_dir: &Path) -> Result<Server, String> {
-    let mut child = Command::new(binary)
-        .args(["--port", "0", "--rate-limits", "off", "--reuse-grace", "0s"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .env_remove("JWT_SECRET")
-        .env_remove("REFRESH_TOKEN_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let address = rest.split_whitespace().next().unwrap_or_default();
-                let _ = found.send(address.trim_matches('"').to_owned());
-            }
-        }
-    });
-    let address = address
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| "latchkey did not start".to_owned())?;
-    Ok(Server {
-        child,
-        base: format!("http://{address}"),
-    })
 }
 
 struct Client {
@@ -561,7 +524,7 @@ async fn main() {
         args.binary.display()
     );
     for cycle in 0..args.cycles {
-        let mut server = match start(&args.binary, &data_dir) {
+        let mut server = match Server::start(&args.binary, &data_dir, ARGS) {
             Ok(server) => server,
             Err(problem) => {
                 tally.expect(false, || format!("cycle {cycle}: {problem}"));
@@ -587,8 +550,7 @@ async fn main() {
             })
             .collect();
         tokio::time::sleep(burst).await;
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        server.kill();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         for worker in workers {
             let _ = worker.await;
@@ -606,11 +568,10 @@ async fn main() {
         }
     }
     // One last restart to check the final burst.
-    if let Ok(mut server) = start(&args.binary, &data_dir) {
+    if let Ok(mut server) = Server::start(&args.binary, &data_dir, ARGS) {
         let api = client(&server.base);
         verify(&model, &api, &mut dice, &mut tally).await;
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        server.kill();
     }
     println!(
         "cycles: {}  writes checked: {}  violations: {}",

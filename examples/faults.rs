@@ -16,36 +16,21 @@
 //! Prints each phase and the violations; exits 1 on any, 2 when it cannot
 //! run (not root, no tmpfs).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::Server;
 
 const PASSWORD: &str = "correct horse battery staple";
 /// Size of the tmpfs the data directory lives on.
 const DISK: &str = "32m";
 /// The longest recovery may take once space returns.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(15);
-
-fn binary() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut given = std::env::args().skip(1);
-    while let Some(flag) = given.next() {
-        if flag == "--binary"
-            && let Some(path) = given.next()
-        {
-            return PathBuf::from(path);
-        }
-    }
-    ["release", "debug"]
-        .iter()
-        .map(|profile| manifest.join("target").join(profile).join("latchkey"))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| manifest.join("target/debug/latchkey"))
-}
 
 fn fail_to_run(problem: &str) -> ! {
     eprintln!("faults: {problem}");
@@ -59,46 +44,9 @@ fn sh(command: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
 fn start(binary: &Path, data_dir: &Path) -> Server {
-    let mut child = Command::new(binary)
-        .args(["--port", "0", "--rate-limits", "off"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .env_remove("JWT_SECRET")
-        .env_remove("REFRESH_TOKEN_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| fail_to_run(&format!("cannot start {}: {err}", binary.display())));
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let lines = Arc::clone(&log);
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let address = rest.split_whitespace().next().unwrap_or_default();
-                let _ = found.send(address.trim_matches('"').to_owned());
-            }
-            lines.lock().expect("log").push(line);
-        }
-    });
-    let address = address
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| fail_to_run("latchkey did not start"));
-    Server {
-        child,
-        base: format!("http://{address}"),
-        log,
-    }
+    Server::start(binary, data_dir, &["--rate-limits", "off"])
+        .unwrap_or_else(|problem| fail_to_run(&problem))
 }
 
 #[derive(Default)]
@@ -228,7 +176,7 @@ async fn recovery_time(api: &Api, name: &str) -> Option<Duration> {
 
 #[tokio::main]
 async fn main() {
-    let binary = binary();
+    let binary = support::binary();
     if !binary.exists() {
         fail_to_run(&format!(
             "{} does not exist: run `cargo build` first",
@@ -342,8 +290,7 @@ async fn main() {
         "  after a restart: {} acknowledged accounts checked",
         acknowledged.len()
     );
-    let _ = restarted.child.kill();
-    let _ = restarted.child.wait();
+    restarted.kill();
     sh(&format!("umount {}", disk.display()));
     println!("violations: {}", report.violations.len());
     if !report.violations.is_empty() {

@@ -14,77 +14,20 @@
 //! cargo run --release --example siege [-- --binary target/release/latchkey]
 //! ```
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{Server, rss_kib};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 const PASSWORD: &str = "correct horse battery staple";
 const PHASE: Duration = Duration::from_secs(12);
-
-fn binary() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut given = std::env::args().skip(1);
-    while let Some(flag) = given.next() {
-        if flag == "--binary"
-            && let Some(path) = given.next()
-        {
-            return PathBuf::from(path);
-        }
-    }
-    ["release", "debug"]
-        .iter()
-        .map(|profile| manifest.join("target").join(profile).join("latchkey"))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| manifest.join("target/debug/latchkey"))
-}
-
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-fn start(binary: &Path, data_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(binary)
-        .args(["--port", "0"])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn,latchkey=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start latchkey");
-    let stderr = child.stderr.take().expect("stderr");
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = found.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let address = address
-        .recv_timeout(Duration::from_secs(30))
-        .expect("latchkey started")
-        .parse()
-        .expect("address");
-    Server { child, address }
-}
 
 /// A socket to `server` from source address `from`.
 async fn connect_from(from: Ipv4Addr, server: SocketAddr) -> Option<TcpStream> {
@@ -226,10 +169,11 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) 
 
 #[tokio::main]
 async fn main() {
-    let binary = binary();
+    let binary = support::binary();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = start(&binary, &dir.path().join("data"), &["--rate-limits", "off"]);
-    let base = format!("http://{}", server.address);
+    let mut server = Server::start(&binary, &dir.path().join("data"), &["--rate-limits", "off"])
+        .expect("latchkey starts");
+    let base = server.base.clone();
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -372,15 +316,9 @@ async fn main() {
     println!(
         "                                  storm: {refused} answered 401, {overloaded} 503 overloaded, {failed} failed, {other} other"
     );
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:").map(|v| v.trim().to_owned()))
-        })
-        .unwrap_or_default();
-    println!("  server RSS after the siege: {rss}");
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    println!(
+        "  server RSS after the siege: {} MiB",
+        rss_kib(server.pid()) / 1024
+    );
+    server.kill();
 }

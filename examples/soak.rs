@@ -12,15 +12,16 @@
 //! flow does not expect), sessions created, and RSS at the start (after a
 //! warm-up), at the end and at its peak; exits 1 on any unexpected answer.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{Server, rss_kib};
 
 const PASSWORD: &str = "correct horse battery staple";
 const CLIENTS: usize = 16;
@@ -31,14 +32,9 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut args = Args {
         duration: Duration::from_secs(60),
-        binary: ["release", "debug"]
-            .iter()
-            .map(|profile| manifest.join("target").join(profile).join("latchkey"))
-            .find(|path| path.exists())
-            .unwrap_or_else(|| manifest.join("target/debug/latchkey")),
+        binary: support::binary(),
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -63,20 +59,6 @@ fn args() -> Result<Args, String> {
         ));
     }
     Ok(args)
-}
-
-/// Resident set size of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -206,40 +188,17 @@ async fn main() {
         }
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(&args.binary)
-        .args(["--port", "0", "--rate-limits", "off"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn,latchkey=info")
-        .env_remove("JWT_SECRET")
-        .env_remove("REFRESH_TOKEN_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start latchkey");
-    let stderr = child.stderr.take().expect("stderr");
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = found.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                        .to_owned(),
-                );
-            }
-        }
+    let mut server = Server::start(
+        &args.binary,
+        &dir.path().join("data"),
+        &["--rate-limits", "off"],
+    )
+    .unwrap_or_else(|problem| {
+        eprintln!("soak: {problem}");
+        std::process::exit(2);
     });
-    let base = format!(
-        "http://{}",
-        address
-            .recv_timeout(Duration::from_secs(30))
-            .expect("latchkey started")
-    );
-    let pid = child.id();
+    let base = server.base.clone();
+    let pid = server.pid();
     println!(
         "soak: {CLIENTS} clients for {:?} ({})",
         args.duration,
@@ -274,8 +233,7 @@ async fn main() {
     for client in clients {
         let _ = client.await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    server.kill();
     let outcomes = outcomes.lock().expect("outcomes");
     let total: u64 = outcomes.counts.values().sum();
     println!("requests: {total} in {:?}", args.duration);

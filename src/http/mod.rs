@@ -4,7 +4,8 @@
 //! - [`app`] is the whole endpoint (API + `/docs` + `/openapi.json` + the
 //!   error, header and body-size middleware), for embedding or testing.
 //! - [`serve`] runs [`app`] on an already-bound listener until a shutdown
-//!   future completes, then finishes in-flight requests.
+//!   future completes, then finishes in-flight requests; [`serve_endpoint`]
+//!   serves any endpoint the same way.
 //! - [`spec`] is the OpenAPI document (`latchkey openapi` prints it).
 //! - [`AuthUser`] and [`RequireRole`] guard an embedding app's own operations.
 //!
@@ -216,7 +217,23 @@ pub async fn serve(
     core: Latchkey,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let config = core.config();
+    let config = core.config().clone();
+    serve_endpoint(listener, app(core), &config, shutdown).await
+}
+
+/// Serves any endpoint the way [`serve`] serves latchkey's: the same
+/// connection caps, timeouts, head limits, TLS and security headers, as
+/// `config` sets them. For an app that mounts [`app`] among its own routes
+/// (and for the benchmark's baseline, a bare handler served alike).
+///
+/// # Errors
+/// The I/O error that stopped the server.
+pub async fn serve_endpoint<E: Endpoint + 'static>(
+    listener: tokio::net::TcpListener,
+    endpoint: E,
+    config: &crate::config::Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let tls = tls::acceptor(config)?;
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -241,7 +258,7 @@ pub async fn serve(
             .collect::<String>()
             .into_bytes(),
     };
-    server::serve(listener, app(core), settings, shutdown).await
+    server::serve(listener, endpoint, settings, shutdown).await
 }
 
 /// What the outermost middleware needs from the configuration.

@@ -435,6 +435,42 @@ impl Latchkey {
         })
     }
 
+    /// Fills the store with `count` sessions of `user_id`, each with one
+    /// refresh record, that end at `expires_at` — straight into storage, in
+    /// large transactions, for the benchmark (`--features bench`): a million
+    /// logins would take hours of hashing. Not part of the API.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`], [`Error::Storage`].
+    #[cfg(feature = "bench")]
+    #[doc(hidden)]
+    pub fn seed_sessions(&self, user_id: &str, count: usize, expires_at: UnixTime) -> Result<()> {
+        const BATCH: usize = 2_000;
+        let now = self.now();
+        let client = ClientInfo::default();
+        let mut left = count;
+        while left > 0 {
+            let size = left.min(BATCH);
+            let ids: Vec<(String, TokenDigest, String)> = (0..size)
+                .map(|_| (new_id(), TokenDigest::of(&new_id()), new_id()))
+                .collect();
+            let batch: Vec<crate::storage::NewSession<'_>> = ids
+                .iter()
+                .map(|(id, digest, jti)| crate::storage::NewSession {
+                    id,
+                    now,
+                    expires_at,
+                    client: &client,
+                    digest,
+                    jti,
+                })
+                .collect();
+            self.inner.store.seed_sessions(user_id, &batch)?;
+            left -= size;
+        }
+        self.flush()
+    }
+
     /// Flushes the database on the calling thread (used at shutdown).
     ///
     /// # Errors

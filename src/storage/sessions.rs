@@ -92,24 +92,26 @@ impl Store {
             if stored.as_ref() != Some(&user) {
                 tx.put(TreeId::Users, user.id.as_bytes(), &user)?;
             }
-            let session = Session::start(
-                new.id.to_owned(),
-                &user,
-                new.now,
-                new.expires_at,
-                new.client,
-            );
-            put_session(tx, None, &session)?;
-            let record = RefreshRecord::issued(
-                &user.id,
-                new.jti,
-                new.id,
-                new.now,
-                new.expires_at,
-                new.client,
-            );
-            put_new_refresh(tx, new.digest, &record)?;
+            put_new_session(tx, &user, new)?;
             Ok(user)
+        })
+    }
+
+    /// Starts many sessions of `user_id` at once, in one transaction, with
+    /// no judgement: only for filling a database to measure it.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`], [`Error::Storage`].
+    #[cfg(feature = "bench")]
+    pub(crate) fn seed_sessions(&self, user_id: &str, sessions: &[NewSession<'_>]) -> Result<()> {
+        self.transaction(START, |tx| {
+            let user = tx
+                .get::<User>(TreeId::Users, user_id.as_bytes())?
+                .ok_or_else(|| abort(Error::UserNotFound))?;
+            for new in sessions {
+                put_new_session(tx, &user, new)?;
+            }
+            Ok(())
         })
     }
 
@@ -282,6 +284,21 @@ impl Owned {
         }
         Ok(())
     }
+}
+
+/// Stores a new session of `user` and its first refresh record.
+fn put_new_session(tx: &Tx<'_>, user: &User, new: &NewSession<'_>) -> TxResult<()> {
+    let session = Session::start(new.id.to_owned(), user, new.now, new.expires_at, new.client);
+    put_session(tx, None, &session)?;
+    let record = RefreshRecord::issued(
+        &user.id,
+        new.jti,
+        new.id,
+        new.now,
+        new.expires_at,
+        new.client,
+    );
+    put_new_refresh(tx, new.digest, &record)
 }
 
 /// Stores a new refresh record with its expiry and session index entries.
