@@ -92,8 +92,9 @@ pub struct Config {
     /// The `aud` claim of access tokens; when set, access tokens for another audience are refused.
     #[arg(long, env = "LATCHKEY_AUDIENCE")]
     pub audience: Option<String>,
-    /// How many password hashes may run at once (default: one less than the
-    /// number of cores, at least one, so token checks keep a core).
+    /// How many password hashes may run at once (default: the number of
+    /// cores; the hashing threads run at a lower priority, so token checks
+    /// keep the CPU they need).
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub hash_concurrency: Option<u16>,
     /// How many requests may wait for a password hash in each lane (known

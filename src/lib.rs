@@ -38,6 +38,7 @@
 
 #![deny(missing_docs)]
 
+mod background;
 pub mod config;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -36,6 +36,7 @@ use rand::Rng;
 use tokio::sync::oneshot;
 use zxcvbn::matching::patterns::MatchPattern;
 
+use crate::background;
 use crate::error::{Error, Result};
 use crate::model::Password;
 
@@ -167,10 +168,14 @@ impl Passwords {
         let threads = (0..queue.concurrency.max(1))
             .map(|n| {
                 let jobs = Arc::clone(&jobs);
-                std::thread::Builder::new()
-                    .name(format!("latchkey-hash-{n}"))
-                    .spawn(move || hash_thread(&jobs))
-                    .map_err(|err| Error::Internal(format!("cannot start a hashing thread: {err}")))
+                background::spawn(
+                    format!("latchkey-hash-{n}"),
+                    background::HASHING,
+                    move || {
+                        hash_thread(&jobs);
+                    },
+                )
+                .map_err(|err| Error::Internal(format!("cannot start a hashing thread: {err}")))
             })
             .collect::<Result<Vec<_>>>();
         let threads = match threads {
@@ -199,12 +204,10 @@ impl Passwords {
             .sum()
     }
 
-    /// The default concurrency: one less than the cores, at least one.
+    /// The default concurrency: one hashing thread per core (they run at a
+    /// lower priority, so token checks keep the CPU they need).
     pub fn default_concurrency() -> usize {
-        std::thread::available_parallelism()
-            .map(|cores| cores.get().saturating_sub(1))
-            .unwrap_or(1)
-            .max(1)
+        std::thread::available_parallelism().map_or(1, |cores| cores.get())
     }
 
     /// Hashes a password to an argon2id PHC string (OWASP minimum parameters:
@@ -301,9 +304,13 @@ impl Drop for Passwords {
 
 /// A hashing thread: takes jobs, known callers' first, until the queue
 /// closes, reusing one allocation of argon2 memory for all of them.
+/// The memory is allocated at the first job, so an idle server holds none.
 fn hash_thread(jobs: &Jobs) {
-    let mut memory = memory();
+    let mut memory = Vec::new();
     while let Some(job) = jobs.next() {
+        if memory.is_empty() {
+            memory = self::memory();
+        }
         job(&mut memory);
     }
 }
@@ -490,6 +497,53 @@ mod tests {
                 .expect("verified"),
             Verified::Wrong
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_below_the_normal_priority() {
+        let passwords = Passwords::new(queue(2, 8)).expect("hasher");
+        // Once a hash has run, both threads have started and lowered themselves.
+        let password = Password::parse("correct horse battery").expect("valid");
+        for _ in 0..2 {
+            passwords
+                .hash(&password, Lane::Stranger)
+                .await
+                .expect("hashed");
+        }
+        // Other tests' hashing threads live in this process too: one just
+        // started may not have lowered itself yet, so look again a moment later.
+        let mut niceness = Vec::new();
+        for _ in 0..50 {
+            niceness = hashing_thread_niceness();
+            if niceness.len() >= 2 && niceness.iter().all(|nice| *nice == background::HASHING) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("hashing threads' niceness: {niceness:?}");
+    }
+
+    /// The niceness of every `latchkey-hash-*` thread of this process.
+    #[cfg(target_os = "linux")]
+    fn hashing_thread_niceness() -> Vec<i32> {
+        let mut niceness = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // After the parenthesized name: state is field 3, nice field 19.
+            let nice = stat
+                .rsplit_once(") ")
+                .and_then(|(_, fields)| fields.split(' ').nth(16))
+                .and_then(|nice| nice.parse().ok());
+            if let (true, Some(nice)) = (comm.starts_with("latchkey-hash"), nice) {
+                niceness.push(nice);
+            }
+        }
+        niceness
     }
 
     #[test]

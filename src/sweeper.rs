@@ -8,6 +8,24 @@ use std::time::Duration;
 
 use crate::service::Latchkey;
 
+/// One sweep, on a blocking thread (it paces itself: see
+/// [`Latchkey::sweep_expired`]).
+async fn sweep(core: &Latchkey) {
+    let sweeping = core.clone();
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || sweeping.sweep_expired()).await {
+        Ok(Ok(swept)) => tracing::info!(
+            refresh_tokens = swept.refresh_tokens,
+            sessions = swept.sessions,
+            audit_events = swept.audit_events,
+            elapsed_ms = started.elapsed().as_millis(),
+            "swept expired records"
+        ),
+        Ok(Err(err)) => tracing::error!(error = %err, "sweep failed"),
+        Err(err) => tracing::error!(error = %err, "sweep task failed"),
+    }
+}
+
 /// Runs sweeps every `interval` until `shutdown` completes. The first sweep
 /// runs one interval after start.
 pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Output = ()>) {
@@ -17,17 +35,7 @@ pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Outpu
             () = &mut shutdown => break,
             () = tokio::time::sleep(interval) => {}
         }
-        let sweeping = core.clone();
-        match tokio::task::spawn_blocking(move || sweeping.sweep_expired()).await {
-            Ok(Ok(swept)) => tracing::info!(
-                refresh_tokens = swept.refresh_tokens,
-                sessions = swept.sessions,
-                audit_events = swept.audit_events,
-                "swept expired records"
-            ),
-            Ok(Err(err)) => tracing::error!(error = %err, "sweep failed"),
-            Err(err) => tracing::error!(error = %err, "sweep task failed"),
-        }
+        sweep(&core).await;
     }
     tracing::debug!("sweeper stopped");
 }

@@ -104,6 +104,12 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A field of `/proc/PID/status` in KiB (`VmRSS`: now; `VmHWM`: peak), or 0.
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

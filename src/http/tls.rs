@@ -48,7 +48,7 @@ fn server_config(cert: &[u8], key: &[u8]) -> Result<rustls::ServerConfig, String
     }
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|err| format!("the key is not a PEM private key: {err}"))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|err| err.to_string())?

@@ -35,8 +35,14 @@ pub use admin::{AuditPage, MAX_PAGE, UserChange, UsersPage};
 
 /// File name of the generated refresh-token secret inside the data directory.
 const REFRESH_SECRET_FILE: &str = "refresh_token_secret";
-/// Expired records deleted per sweep transaction.
-const SWEEP_BATCH: usize = 1024;
+/// Expired records deleted per sweep transaction. The database holds every
+/// other reader and writer back for the whole of a transaction (sled takes
+/// its global lock before running the closure), so a batch is kept small:
+/// its lock must not show in a token check's latency.
+const SWEEP_BATCH: usize = 16;
+/// The sweeper's pause between two batches, which lets the requests that
+/// waited for the lock through and leaves the cores to them.
+const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What a successful login or refresh hands to the client.
 #[derive(Debug)]
@@ -350,8 +356,9 @@ impl Latchkey {
     }
 
     /// Deletes every expired refresh record and session, and every audit
-    /// event older than the retention. Blocking: call it from a blocking
-    /// context (the sweeper does).
+    /// event older than the retention, in small transactions with a short
+    /// pause between them, so that requests keep their latency while a large
+    /// backlog goes. Blocking: call it from a blocking context (the sweeper does).
     ///
     /// # Errors
     /// [`Error::Storage`].
@@ -544,6 +551,10 @@ impl Latchkey {
 }
 
 /// Runs a batched delete until a batch comes back short; returns the total.
+/// Between batches it pauses ([`SWEEP_PAUSE`]), so a long sweep shares the
+/// cores with the requests instead of taking its turn whole. (Not a
+/// low-priority thread: preempted inside a commit, it would stall every
+/// request waiting to read.)
 fn drain(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
     let mut total = 0;
     loop {
@@ -552,5 +563,6 @@ fn drain(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
         if removed < SWEEP_BATCH {
             return Ok(total);
         }
+        std::thread::sleep(SWEEP_PAUSE);
     }
 }

@@ -18,6 +18,7 @@ impl Store {
         if expired.is_empty() {
             return Ok(0);
         }
+        prefetch(&*self.tree(TreeId::RefreshTokens)?, &expired);
         let trees = &[
             TreeId::RefreshTokens,
             TreeId::RefreshExpiry,
@@ -47,6 +48,7 @@ impl Store {
         if expired.is_empty() {
             return Ok(0);
         }
+        prefetch(&*self.tree(TreeId::Sessions)?, &expired);
         let trees = &[
             TreeId::Sessions,
             TreeId::SessionExpiry,
@@ -86,6 +88,16 @@ impl Store {
         }
         audit.apply_batch(batch).map_err(|err| self.failed(err))?;
         Ok(old.len())
+    }
+}
+
+/// Reads the records an expiry index's `keys` (time, then id) point to, so
+/// that the transaction that deletes them finds them in the cache: a
+/// transaction holds every other reader of the database back while it runs,
+/// and must not wait for the disk meanwhile.
+fn prefetch(records: &sled::Tree, keys: &[sled::IVec]) {
+    for key in keys {
+        let _ = records.get(&key[8..]);
     }
 }
 
