@@ -99,6 +99,15 @@ pub enum Command {
     Keys(KeysCommand),
 }
 
+/// How `latchkey serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text, one line per event.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Flags of `latchkey serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -108,6 +117,10 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 5000)]
     pub port: u16,
+    /// Log lines as text (`pretty`) or one JSON object per line (`json`);
+    /// the level comes from `RUST_LOG` (default `info`).
+    #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
     /// Core settings.
     #[command(flatten)]
     pub config: Config,

@@ -42,6 +42,7 @@ use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, 
 use poem_openapi::error::{ParseParamError, ParseRequestPayloadError};
 use poem_openapi::registry::{MetaApi, MetaPath, Registry};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
+use tracing::Instrument;
 
 use crate::error::Error as CoreError;
 use crate::service::Latchkey;
@@ -284,11 +285,18 @@ impl GuardSettings {
 
 /// The methods each path answers, from the spec (plus the docs and the spec
 /// itself), for the `Allow` header of a 405 (RFC 9110 §15.5.6).
-struct AllowedMethods(Vec<(Vec<String>, String)>);
+struct AllowedMethods(Vec<RouteInfo>);
+
+/// One path of the spec: its template, split, and the methods it answers.
+struct RouteInfo {
+    template: String,
+    segments: Vec<String>,
+    allow: String,
+}
 
 impl AllowedMethods {
     fn of_spec() -> Self {
-        let mut paths: Vec<(Vec<String>, String)> = Apis::meta()
+        let mut paths: Vec<RouteInfo> = Apis::meta()
             .into_iter()
             .flat_map(|api| api.paths)
             .map(|path| {
@@ -297,29 +305,47 @@ impl AllowedMethods {
                     .iter()
                     .map(|operation| operation.method.to_string())
                     .collect();
-                (segments(&path.path), methods.join(", "))
+                RouteInfo {
+                    segments: segments(&path.path),
+                    template: path.path,
+                    allow: methods.join(", "),
+                }
             })
             .collect();
         for fixed in ["/docs", "/openapi.json"] {
-            paths.push((segments(fixed), "GET".to_owned()));
+            paths.push(RouteInfo {
+                template: fixed.to_owned(),
+                segments: segments(fixed),
+                allow: "GET".to_owned(),
+            });
         }
         AllowedMethods(paths)
     }
 
-    /// The `Allow` value for a request path (`{id}` in a template matches
+    /// The route a request path belongs to (`{id}` in a template matches
     /// any one segment).
-    fn for_path(&self, path: &str) -> Option<&str> {
+    fn route(&self, path: &str) -> Option<&RouteInfo> {
         let wanted = segments(path);
-        self.0
-            .iter()
-            .find(|(template, _)| {
-                template.len() == wanted.len()
-                    && template
-                        .iter()
-                        .zip(&wanted)
-                        .all(|(expected, found)| expected.starts_with('{') || expected == found)
-            })
-            .map(|(_, methods)| methods.as_str())
+        self.0.iter().find(|route| {
+            route.segments.len() == wanted.len()
+                && route
+                    .segments
+                    .iter()
+                    .zip(&wanted)
+                    .all(|(expected, found)| expected.starts_with('{') || expected == found)
+        })
+    }
+
+    /// The `Allow` value for a request path.
+    fn for_path(&self, path: &str) -> Option<&str> {
+        self.route(path).map(|route| route.allow.as_str())
+    }
+
+    /// The template of a request path's route, for logs (never the path
+    /// itself: a client chooses that).
+    fn template(&self, path: &str) -> &str {
+        self.route(path)
+            .map_or("(no route)", |route| route.template.as_str())
     }
 }
 
@@ -369,7 +395,63 @@ pub(crate) fn error_response(err: &CoreError) -> poem::Error {
 
 /// The outermost middleware: origin checks and the body limit in, JSON
 /// errors and headers out.
+/// The response header that carries the request id.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Every request: a request id (a trusted proxy's `X-Request-Id`, else a new
+/// one), returned in the response and attached to every log line the
+/// request causes, and one log line when it is answered.
 async fn guard<E: Endpoint>(
+    next: E,
+    req: Request,
+    settings: &GuardSettings,
+) -> poem::Result<Response> {
+    let started = std::time::Instant::now();
+    let id = request_id(&req, &settings.trusted_proxies);
+    let method = req.method().clone();
+    let route = settings.allowed.template(req.uri().path()).to_owned();
+    let client = auth::client_info(&req, &settings.trusted_proxies);
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = check_and_answer(next, req, settings)
+        .instrument(span)
+        .await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    tracing::info!(
+        target: "latchkey::request",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        "request"
+    );
+    Ok(response)
+}
+
+/// The request's id: the `X-Request-Id` a trusted proxy sent (1 to 128
+/// letters, digits and `-._:`), else a new random one.
+fn request_id(req: &Request, trusted_proxies: &[IpNet]) -> String {
+    let forwarded = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| {
+            (1..=128).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-._:".contains(&byte))
+        });
+    match forwarded {
+        Some(id) if auth::peer_is_trusted(req, trusted_proxies) => id.to_owned(),
+        _ => crate::tokens::new_id(),
+    }
+}
+
+/// The checks every request passes (Host, origin, body) and its answer.
+async fn check_and_answer<E: Endpoint>(
     next: E,
     mut req: Request,
     settings: &GuardSettings,

@@ -116,6 +116,8 @@ struct Inner {
     tokens: Tokens,
     passwords: Passwords,
     limits: Limits,
+    /// Opened for offline work: the tokens are throwaway, nothing is served.
+    offline: bool,
 }
 
 impl Latchkey {
@@ -158,7 +160,7 @@ impl Latchkey {
             config.refresh_secret.as_ref(),
         )?;
         let tokens = Tokens::new(&access, &refresh_secret, &config)?;
-        Latchkey::assemble(config, clock, store, tokens)
+        Latchkey::assemble(config, clock, store, tokens, false)
     }
 
     /// Opens the data directory for offline work (the command line's user,
@@ -181,10 +183,16 @@ impl Latchkey {
         let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
         let throwaway = || Secret::new(new_id() + &new_id());
         let tokens = Tokens::new(&AccessSigner::Secret(throwaway()), &throwaway(), &config)?;
-        Latchkey::assemble(config, clock, store, tokens)
+        Latchkey::assemble(config, clock, store, tokens, true)
     }
 
-    fn assemble(config: Config, clock: Clock, store: Store, tokens: Tokens) -> Result<Latchkey> {
+    fn assemble(
+        config: Config,
+        clock: Clock,
+        store: Store,
+        tokens: Tokens,
+        offline: bool,
+    ) -> Result<Latchkey> {
         let passwords = Passwords::new(HashQueue {
             concurrency: config
                 .hash_concurrency
@@ -201,6 +209,7 @@ impl Latchkey {
                 tokens,
                 passwords,
                 limits,
+                offline,
             }),
         })
     }
@@ -440,6 +449,20 @@ impl Latchkey {
                 ),
             })
         })
+    }
+
+    /// Whether this core can serve: the store takes writes and the keys
+    /// are loaded (an offline core never is).
+    ///
+    /// # Errors
+    /// The reason, in a sentence: [`Error::Storage`] or [`Error::Config`].
+    pub fn ready(&self) -> Result<()> {
+        if self.inner.offline {
+            return Err(Error::Config(
+                "opened offline: no signing keys are loaded".into(),
+            ));
+        }
+        self.inner.store.ready()
     }
 
     /// Fills the store with `count` sessions of `user_id`, each with one

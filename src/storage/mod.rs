@@ -193,6 +193,21 @@ impl Store {
         }
     }
 
+    /// Whether the store takes writes now: open, not waiting to recover
+    /// from a failed write, and with room on its disk.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] saying why not.
+    pub(crate) fn ready(&self) -> Result<()> {
+        self.opened()?;
+        if self.inner.faulted.load(Ordering::SeqCst) {
+            return Err(Error::Storage(
+                "a write failed; the database is being reopened".into(),
+            ));
+        }
+        self.has_room()
+    }
+
     /// A sled error as latchkey's, noting an I/O failure for recovery.
     fn failed(&self, err: sled::Error) -> Error {
         if matches!(err, sled::Error::Io(_)) {

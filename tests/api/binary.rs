@@ -51,11 +51,15 @@ fn start_command(mut command: Command) -> Server {
     let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let field = |name: &str| {
-                line.split(&format!("{name}="))
+            // A text line (`name=value`) or a JSON one (`--log-format json`).
+            let json = serde_json::from_str::<Value>(&line).ok();
+            let field = |name: &str| match &json {
+                Some(json) => json["fields"][name].as_str().map(str::to_owned),
+                None => line
+                    .split(&format!("{name}="))
                     .nth(1)
                     .and_then(|rest| rest.split_whitespace().next())
-                    .map(|value| value.trim_matches('"').to_owned())
+                    .map(|value| value.trim_matches('"').to_owned()),
             };
             if let Some(address) = field("address") {
                 let scheme = field("scheme").unwrap_or_else(|| "http".into());
@@ -852,4 +856,43 @@ async fn a_data_dir_others_can_read_is_warned_about_and_its_files_kept_private()
     };
     assert_eq!(mode(&fresh.path().join("data")), 0o700);
     assert_eq!(mode(&fresh.path().join("data/db")) & 0o077, 0);
+}
+
+#[tokio::test]
+async fn json_logs_have_one_line_per_request_with_its_route_status_and_id() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let server = start(cwd.path(), &["--log-format", "json"]);
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/admin/users/some-id", server.base))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .expect("request id")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let (_, log) = server.terminate();
+    let lines: Vec<Value> = log
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["fields"]["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(requests.len(), 1, "{lines:?}");
+    let fields = &requests[0]["fields"];
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(
+        fields["route"], "/api/admin/users/{id}",
+        "the template, not the path"
+    );
+    assert_eq!(fields["status"], 401);
+    assert_eq!(fields["ip"], "127.0.0.1");
+    assert!(fields["latency_us"].is_u64());
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod hostile_input;
 mod jwks;
 mod openapi;
+mod operations;
 mod races;
 mod refresh;
 mod security;
