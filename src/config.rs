@@ -92,21 +92,25 @@ pub struct Config {
     /// The `aud` claim of access tokens; when set, access tokens for another audience are refused.
     #[arg(long, env = "LATCHKEY_AUDIENCE")]
     pub audience: Option<String>,
-    /// How many password hashes may run at once (default: the number of
-    /// cores; the hashing threads run at a lower priority, so token checks
-    /// keep the CPU they need).
+    /// How many password hashes may run at once, 1 to 64 (default: the
+    /// number of cores; the hashing threads run at the lowest priority, so
+    /// token checks keep the CPU they need). Each thread keeps 19 MiB of
+    /// argon2 memory once it has hashed, and more threads than cores only
+    /// make each login slower.
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub hash_concurrency: Option<u16>,
     /// How many requests may wait for a password hash in each lane (known
-    /// devices and password changes; everyone else); more get 503 `overloaded`.
+    /// devices and password changes; everyone else), 1 to 100000; more get
+    /// 503 `overloaded`.
     #[arg(long, env = "LATCHKEY_HASH_QUEUE", default_value_t = DEFAULT_HASH_QUEUE)]
     pub hash_queue: u32,
     /// The longest a request waits for its password hash before it gets 503
     /// `overloaded` (humantime).
     #[arg(long, env = "LATCHKEY_HASH_QUEUE_TIMEOUT", default_value = DEFAULT_HASH_QUEUE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub hash_queue_timeout: Duration,
-    /// MiB of memory the database may keep as its page cache; records beyond
-    /// it are read from disk (the operating system's cache) when needed.
+    /// MiB of memory the database may keep as its page cache, 8 to 65536;
+    /// records beyond it are read from disk (the operating system's cache)
+    /// when needed.
     #[arg(long, env = "LATCHKEY_DB_CACHE_MIB", default_value_t = DEFAULT_DB_CACHE_MIB)]
     pub db_cache_mib: u32,
     /// How long after a rotation the old refresh token is still answered

@@ -30,7 +30,8 @@ fn main() -> ExitCode {
             exit_with(cli::keys(command, &shared, &mut std::io::stdout().lock()))
         }
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            // Kept to the end: dropping it writes out the lines still queued.
+            let _log_writer = init_logging(args.log_format);
             match serve(args, shared) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -64,17 +65,26 @@ fn exit_with(outcome: latchkey::Result<()>) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr through a writer thread, so that a request never waits
+/// for the terminal or the pipe behind stderr (under load a slow reader
+/// would stall every worker); lines beyond its queue are dropped, not
+/// waited for.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Buffered: the writer thread flushes whenever it has drained its
+    // queue, so a busy server writes its lines in batches.
+    let stderr = std::io::BufWriter::with_capacity(64 << 10, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(stderr);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Pretty => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().with_current_span(false).init(),
     }
+    guard
 }
 
 #[tokio::main]

@@ -30,8 +30,9 @@ impl Store {
     /// [`Error::Storage`] (unwritable directory, corrupt files, a newer format).
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
         create_private_dir(dir)?;
+        let existed = dir.join("db").exists();
         let opened = Opened::open(dir, cache_bytes)?;
-        keep_private(dir);
+        keep_private(dir, existed);
         let (stop, stopped) = mpsc::channel();
         let store = Store {
             inner: Arc::new(Shared {
@@ -285,8 +286,9 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// holds every email and password hash. Only sled's own files: other files
 /// in the directory (the secrets) are their owners' to judge, and a secret
 /// someone made readable is refused, not quietly fixed. Best effort: a file
-/// that cannot be changed is logged, not fatal.
-fn keep_private(dir: &Path) {
+/// that cannot be changed is logged, not fatal. `existed`: the database was
+/// there before this start (else its files are new, and fixed silently).
+fn keep_private(dir: &Path, existed: bool) {
     use std::os::unix::fs::PermissionsExt;
     let mode = |path: &Path| {
         std::fs::metadata(path)
@@ -323,6 +325,9 @@ fn keep_private(dir: &Path) {
             continue;
         };
         match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private)) {
+            // Files sled has just created (with the process's umask) are
+            // simply made private; only older ones are worth a warning.
+            Ok(()) if !existed => {}
             Ok(()) => tracing::warn!(
                 file = %path.display(),
                 was = format!("{found:o}"),

@@ -152,6 +152,10 @@ async fn zero_configuration_start_survives_sigterm_and_restart_without_leaking_s
         "EdDSA by default: no HMAC secret"
     );
     let log = log.join("\n");
+    assert!(
+        !log.contains("could be read by other users"),
+        "a first start does not warn about the files it has just created: {log}"
+    );
     let stored = stored_credentials(&cwd.path().join("data"));
     for needle in [PASSWORD, access.as_str(), refresh.as_str()]
         .into_iter()
