@@ -2,7 +2,7 @@
 //! up (a small tmpfs, so it needs root to mount). While the disk is full:
 //! - every write answers 503 `storage_unavailable` or, if it did get a
 //!   200/201, is really on disk (checked after a restart);
-//! - reads keep working;
+//! - reads keep working, and `/readyz` says 503 `not_ready` until writes work again;
 //! - nothing panics and the process stays up.
 //!
 //! Once space returns, writes work again without a restart. The fill and
@@ -243,6 +243,10 @@ async fn main() {
             });
         }
         println!("  round {round}: reads answered 200 while full");
+        let ready = api.get("/readyz", &token).await;
+        report.expect(ready == 503, || {
+            format!("/readyz while full: {ready}, not 503 not_ready")
+        });
         report.expect(server.child.try_wait().ok().flatten().is_none(), || {
             "the process died".into()
         });
@@ -250,6 +254,10 @@ async fn main() {
         match recovery_time(&api, &format!("back{round}")).await {
             Some(took) => {
                 acknowledged.push(format!("back{round}"));
+                let ready = api.get("/readyz", &token).await;
+                report.expect(ready == 200, || {
+                    format!("/readyz after recovery: {ready}, not 200")
+                });
                 println!(
                     "  round {round}: space returned, writes work again after {took:.1?}, no restart"
                 );
