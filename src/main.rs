@@ -75,7 +75,12 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     // Buffered: the writer thread flushes whenever it has drained its
     // queue, so a busy server writes its lines in batches.
     let stderr = std::io::BufWriter::with_capacity(64 << 10, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking(stderr);
+    // At most 16,384 lines wait (a few MiB: a request's line is short);
+    // beyond, lines are dropped.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(16_384)
+        .lossy(true)
+        .finish(stderr);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -344,7 +344,10 @@ impl AllowedMethods {
     /// The template of a request path's route, for logs (never the path
     /// itself: a client chooses that).
     fn template(&self, path: &str) -> &str {
+        // `/healthz/` is not `/healthz`: the router answers it 404.
+        let trailing_slash = path.len() > 1 && path.ends_with('/');
         self.route(path)
+            .filter(|_| !trailing_slash)
             .map_or("(no route)", |route| route.template.as_str())
     }
 }
@@ -408,7 +411,18 @@ async fn guard<E: Endpoint>(
 ) -> poem::Result<Response> {
     let started = std::time::Instant::now();
     let id = request_id(&req, &settings.trusted_proxies);
-    let method = req.method().clone();
+    // A method is any token a client likes, up to the head limit: only
+    // the standard ones are logged by name, so a line stays short.
+    let method = match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::OPTIONS => req.method().as_str().to_owned(),
+        _ => "(other)".to_owned(),
+    };
     let route = settings.allowed.template(req.uri().path()).to_owned();
     let client = auth::client_info(&req, &settings.trusted_proxies);
     let span = tracing::info_span!("request", request_id = %id);

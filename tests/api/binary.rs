@@ -880,11 +880,31 @@ async fn json_logs_have_one_line_per_request_with_its_route_status_and_id() {
         .to_str()
         .expect("ascii")
         .to_owned();
+    // A client's own method name and a path the router does not know are
+    // not written into the log as sent.
+    let odd = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(&[b'X'; 2000]).expect("a token"),
+            format!("{}/healthz/", server.base),
+        )
+        .send()
+        .await
+        .expect("request");
+    let odd_id = odd.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let (_, log) = server.terminate();
     let lines: Vec<Value> = log
         .iter()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect();
+    let odd_line = lines
+        .iter()
+        .find(|line| line["fields"]["request_id"] == odd_id.as_str())
+        .expect("the odd request is logged");
+    assert_eq!(odd_line["fields"]["method"], "(other)");
+    assert_eq!(odd_line["fields"]["route"], "(no route)");
     let requests: Vec<&Value> = lines
         .iter()
         .filter(|line| line["fields"]["request_id"] == id.as_str())
