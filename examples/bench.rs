@@ -164,46 +164,23 @@ fn serve_baseline() {
     });
 }
 
-/// Password checks per second with latchkey's argon2id parameters, one
-/// thread per core, each reusing its memory as latchkey's threads do.
-/// `verify`: compare with a stored hash; otherwise hash with a new salt.
-fn raw_argon2(phase: Duration, verify: bool) -> f64 {
-    let threads = cores();
+/// Runs one thread per worker that `worker` makes for `phase`, each calling
+/// its step over and over; returns steps per second, all threads together.
+fn steps_per_second<S: FnMut() + Send + 'static>(
+    threads: usize,
+    phase: Duration,
+    mut worker: impl FnMut() -> S,
+) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let stop = Arc::clone(&stop);
+            let mut step = worker();
             std::thread::spawn(move || {
-                let params = Params::DEFAULT;
-                let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-                let mut memory = vec![Block::default(); params.block_count()];
-                let mut expected = [0u8; 32];
-                let salt = *b"sixteen byte slt";
-                argon2
-                    .hash_password_into_with_memory(
-                        PASSWORD.as_bytes(),
-                        &salt,
-                        &mut expected,
-                        &mut memory,
-                    )
-                    .expect("hash");
                 let mut done = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let mut salt = salt;
-                    if !verify {
-                        rand::fill(&mut salt);
-                    }
-                    let mut out = [0u8; 32];
-                    argon2
-                        .hash_password_into_with_memory(
-                            PASSWORD.as_bytes(),
-                            &salt,
-                            &mut out,
-                            &mut memory,
-                        )
-                        .expect("hash");
-                    assert!(!verify || out == expected);
+                    step();
                     done += 1;
                 }
                 done
@@ -214,9 +191,36 @@ fn raw_argon2(phase: Duration, verify: bool) -> f64 {
     stop.store(true, Ordering::Relaxed);
     let done: u64 = workers
         .into_iter()
-        .map(|worker| worker.join().expect("argon2 thread"))
+        .map(|worker| worker.join().expect("baseline thread"))
         .sum();
     done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Password checks per second with latchkey's argon2id parameters, one
+/// thread per core, each reusing its memory as latchkey's threads do.
+/// `verify`: compare with a stored hash; otherwise hash with a new salt.
+fn raw_argon2(phase: Duration, verify: bool) -> f64 {
+    steps_per_second(cores(), phase, || {
+        let params = Params::DEFAULT;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut memory = vec![Block::default(); params.block_count()];
+        let salt = *b"sixteen byte slt";
+        let mut expected = [0u8; 32];
+        argon2
+            .hash_password_into_with_memory(PASSWORD.as_bytes(), &salt, &mut expected, &mut memory)
+            .expect("hash");
+        move || {
+            let mut salt = salt;
+            if !verify {
+                rand::fill(&mut salt);
+            }
+            let mut out = [0u8; 32];
+            argon2
+                .hash_password_into_with_memory(PASSWORD.as_bytes(), &salt, &mut out, &mut memory)
+                .expect("hash");
+            assert!(!verify || out == expected);
+        }
+    })
 }
 
 /// Durable writes per second straight on sled: `concurrency` threads, each
@@ -230,39 +234,21 @@ fn raw_sled(dir: &Path, phase: Duration, concurrency: usize) -> f64 {
         .expect("sled");
     let records = db.open_tree("records").expect("tree");
     let expiry = db.open_tree("expiry").expect("tree");
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (db, records, expiry) = (db.clone(), records.clone(), expiry.clone());
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut done = 0u64;
-                let value = [7u8; 200];
-                while !stop.load(Ordering::Relaxed) {
-                    let mut key = [0u8; 32];
-                    rand::fill(&mut key);
-                    (&records, &expiry)
-                        .transaction(|(records, expiry)| {
-                            records.insert(&key, &value[..])?;
-                            expiry.insert(&key, &[][..])?;
-                            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-                        })
-                        .expect("transaction");
-                    db.flush().expect("flush");
-                    done += 1;
-                }
-                done
-            })
-        })
-        .collect();
-    std::thread::sleep(phase);
-    stop.store(true, Ordering::Relaxed);
-    let done: u64 = workers
-        .into_iter()
-        .map(|worker| worker.join().expect("sled thread"))
-        .sum();
-    done as f64 / started.elapsed().as_secs_f64()
+    steps_per_second(concurrency, phase, || {
+        let (db, records, expiry) = (db.clone(), records.clone(), expiry.clone());
+        move || {
+            let mut key = [0u8; 32];
+            rand::fill(&mut key);
+            (&records, &expiry)
+                .transaction(|(records, expiry)| {
+                    records.insert(&key, &[7u8; 200][..])?;
+                    expiry.insert(&key, &[][..])?;
+                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .expect("transaction");
+            db.flush().expect("flush");
+        }
+    })
 }
 
 // ----------------------------------------------------------- load generator

@@ -97,12 +97,12 @@ pub struct Config {
     /// token checks keep the CPU they need). Each thread keeps 19 MiB of
     /// argon2 memory once it has hashed, and more threads than cores only
     /// make each login slower.
-    #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub hash_concurrency: Option<u16>,
     /// How many requests may wait for a password hash in each lane (known
     /// devices and password changes; everyone else), 1 to 100000; more get
     /// 503 `overloaded`.
-    #[arg(long, env = "LATCHKEY_HASH_QUEUE", default_value_t = DEFAULT_HASH_QUEUE, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "LATCHKEY_HASH_QUEUE", default_value_t = DEFAULT_HASH_QUEUE)]
     pub hash_queue: u32,
     /// The longest a request waits for its password hash before it gets 503
     /// `overloaded` (humantime).
@@ -111,7 +111,7 @@ pub struct Config {
     /// MiB of memory the database may keep as its page cache, 8 to 65536;
     /// records beyond it are read from disk (the operating system's cache)
     /// when needed.
-    #[arg(long, env = "LATCHKEY_DB_CACHE_MIB", default_value_t = DEFAULT_DB_CACHE_MIB, value_parser = clap::value_parser!(u32).range(8..=65_536))]
+    #[arg(long, env = "LATCHKEY_DB_CACHE_MIB", default_value_t = DEFAULT_DB_CACHE_MIB)]
     pub db_cache_mib: u32,
     /// How long after a rotation the old refresh token is still answered
     /// with the same successor (while that is unused) before reuse counts as

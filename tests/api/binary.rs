@@ -825,6 +825,10 @@ fn nonsense_settings_are_refused_with_one_line_naming_the_flag() {
         ("--sweep-interval", "0s"),
         ("--refresh-ttl", "600000000years"),
         ("--max-connections", "0"),
+        ("--hash-concurrency", "100"),
+        ("--hash-queue", "0"),
+        ("--db-cache-mib", "0"),
+        ("--db-cache-mib", "999999999"),
     ] {
         let output = run(cwd.path(), &["--port", "0", flag, value]);
         assert_fails_with_one_line(&output, flag);

@@ -58,6 +58,22 @@ fn h2c(app: &TestApp) -> Api {
 }
 
 #[tokio::test]
+async fn over_http2_too_every_answer_carries_its_own_request_id() {
+    let app = crate::helpers::spawn_app().await;
+    let h2 = h2c(&app);
+    let mut ids = std::collections::HashSet::new();
+    for path in ["/healthz", "/readyz", "/api/profile/me", "/nowhere"] {
+        let response = h2.get(path).await;
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(ids.insert(id), "ids are not reused");
+    }
+}
+
+#[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
     let app = strict_app().await;
     let opened = Instant::now();

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{PASSWORD, Session, assert_error, spawn_app};
+use crate::helpers::{PASSWORD, Session, TestApp, assert_error, spawn_app};
 
 #[tokio::test]
 async fn bodies_that_are_not_the_expected_json_get_400() {
@@ -33,6 +33,17 @@ async fn bodies_that_are_not_the_expected_json_get_400() {
     }
 }
 
+/// POST /api/auth/login with `body` as JSON, sent as it is.
+async fn login_with_raw_body(app: &TestApp, body: String) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/auth/login"))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
 #[tokio::test]
 async fn body_errors_are_sentences_naming_the_field() {
     let app = spawn_app().await;
@@ -50,14 +61,7 @@ async fn body_errors_are_sentences_naming_the_field() {
         ("[]", "body: expected a JSON object"),
     ];
     for (body, message) in cases {
-        let response = app
-            .client
-            .post(app.url("/api/auth/login"))
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request");
+        let response = login_with_raw_body(&app, body.to_owned()).await;
         assert_error(
             response,
             StatusCode::BAD_REQUEST,
@@ -66,14 +70,7 @@ async fn body_errors_are_sentences_naming_the_field() {
         )
         .await;
     }
-    let response = app
-        .client
-        .post(app.url("/api/auth/login"))
-        .header("Content-Type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .expect("request");
+    let response = login_with_raw_body(&app, "{".to_owned()).await;
     let body: serde_json::Value = response.json().await.expect("json");
     let message = body["message"].as_str().expect("message");
     assert!(message.starts_with("body: not valid JSON"), "{message}");
@@ -129,14 +126,7 @@ async fn a_key_sent_twice_is_refused_not_guessed_between() {
     let body = format!(
         r#"{{"email":"mallory@example.com","email":"alice@example.com","password":"{PASSWORD}"}}"#
     );
-    let response = app
-        .client
-        .post(app.url("/api/auth/login"))
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+    let response = login_with_raw_body(&app, body).await;
     assert_error(
         response,
         StatusCode::BAD_REQUEST,
