@@ -127,6 +127,11 @@ pub struct Config {
     /// Connection caps and timeouts.
     #[command(flatten)]
     pub connections: ConnectionLimits,
+    /// Serve Prometheus metrics at `GET /metrics` (`on`, the default, or
+    /// `off`). They hold counts, never a token or an address; still, keep
+    /// the path off the public internet (see the README).
+    #[arg(long, env = "LATCHKEY_METRICS", value_enum, default_value = "on")]
+    pub metrics: Switch,
     /// Role names accounts may hold besides `user` and `admin` (for an
     /// embedding app's own `RequireRole` guards). On the command line it is
     /// the global `--extra-roles`, which the user commands share.
@@ -332,6 +337,13 @@ impl Config {
     }
 }
 
+impl Switch {
+    /// Whether it is on.
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
+}
+
 /// How access tokens are signed.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -396,12 +408,12 @@ impl fmt::Display for Rate {
     }
 }
 
-/// Whether rate limits apply.
+/// A feature turned on or off (rate limits, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Switch {
-    /// Enforce them.
+    /// Turned on.
     On,
-    /// Turn every limit off (for tests and benchmarks).
+    /// Turned off.
     Off,
 }
 
@@ -540,6 +552,7 @@ impl Default for Config {
             audit_retention: duration(DEFAULT_AUDIT_RETENTION),
             limits: RateLimits::default(),
             connections: ConnectionLimits::default(),
+            metrics: Switch::On,
             extra_roles: Vec::new(),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),

@@ -46,6 +46,7 @@ mod error;
 pub mod fuzzing;
 pub mod http;
 mod limits;
+mod metrics;
 mod model;
 mod password;
 mod secrets;

@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,12 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 struct Jobs {
     state: Mutex<Lanes>,
     ready: Condvar,
+    /// Told how long each hash ran (see [`Passwords::observe_hashes`]).
+    on_hash: OnceLock<OnHash>,
 }
+
+/// Told how long one hash or verification ran on its thread.
+pub type OnHash = Box<dyn Fn(Duration) + Send + Sync>;
 
 #[derive(Default)]
 struct Lanes {
@@ -195,9 +200,14 @@ impl Passwords {
         })
     }
 
+    /// Has `observe` told how long each hash runs (its time on a hashing
+    /// thread, without the wait). Only the first call counts.
+    pub fn observe_hashes(&self, observe: OnHash) {
+        let _ = self.jobs.on_hash.set(observe);
+    }
+
     /// How many requests wait for a hash now, in both lanes.
-    #[cfg(test)]
-    fn waiting(&self) -> usize {
+    pub fn waiting(&self) -> usize {
         self.waiting
             .iter()
             .map(|waiting| waiting.load(Ordering::SeqCst))
@@ -270,16 +280,21 @@ impl Passwords {
         let (reply, result) = oneshot::channel();
         let queued = Arc::clone(&waiting);
         let deadline = Instant::now() + self.queue.max_wait;
+        let jobs = Arc::clone(&self.jobs);
         let job: Job = Box::new(move |memory| {
             queued.fetch_sub(1, Ordering::SeqCst);
             // The client hung up, or waited too long: no hash.
             if reply.is_closed() {
                 return;
             }
-            let outcome = match Instant::now() < deadline {
+            let started = Instant::now();
+            let outcome = match started < deadline {
                 true => work(memory),
                 false => Err(Error::Overloaded { retry_after }),
             };
+            if let (Some(observe), Ok(_)) = (jobs.on_hash.get(), &outcome) {
+                observe(started.elapsed());
+            }
             let _ = reply.send(outcome);
         });
         if !self.jobs.push(lane, job) {

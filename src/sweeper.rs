@@ -26,16 +26,32 @@ async fn sweep(core: &Latchkey) {
     }
 }
 
-/// Runs sweeps every `interval` until `shutdown` completes. The first sweep
+/// Counts the live sessions for the metrics, on a blocking thread.
+async fn count_sessions(core: &Latchkey) {
+    let counting = core.clone();
+    match tokio::task::spawn_blocking(move || counting.count_live_sessions()).await {
+        Ok(Ok(live)) => tracing::debug!(live, "live sessions counted"),
+        Ok(Err(err)) => tracing::error!(error = %err, "counting the live sessions failed"),
+        Err(err) => tracing::error!(error = %err, "session count task failed"),
+    }
+}
+
+/// Counts the live sessions, then runs sweeps every `interval` (each
+/// followed by a fresh count) until `shutdown` completes. The first sweep
 /// runs one interval after start.
 pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => return,
+        () = count_sessions(&core) => {}
+    }
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(interval) => {}
         }
         sweep(&core).await;
+        count_sessions(&core).await;
     }
     tracing::debug!("sweeper stopped");
 }

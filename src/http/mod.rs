@@ -193,16 +193,30 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
             .body(Body::from_bytes(ordered.clone()))
     }));
     let settings = Arc::new(GuardSettings::of(core.config()));
-    Route::new()
+    let counted = core.clone();
+    let mut routes = Route::new()
         .nest("/docs", Route::new().at("/", docs))
-        .at("/openapi.json", spec)
+        .at("/openapi.json", spec);
+    if core.config().metrics.is_on() {
+        let scraped = core.clone();
+        routes = routes.at(
+            METRICS_PATH,
+            get(make_sync(move |_| {
+                Response::builder()
+                    .content_type(crate::metrics::CONTENT_TYPE)
+                    .body(scraped.metrics_text())
+            })),
+        );
+    }
+    routes
         .nest("/", service)
         .data(core)
         // A bug must cost one request a 500, not the connection its answer.
         .with(poem::middleware::CatchPanic::new())
         .around(move |next, req| {
             let settings = Arc::clone(&settings);
-            async move { guard(next, req, &settings).await }
+            let counted = counted.clone();
+            async move { guard(next, req, &settings, counted.metrics()).await }
         })
 }
 
@@ -262,6 +276,9 @@ pub async fn serve_endpoint<E: Endpoint + 'static>(
     server::serve(listener, endpoint, settings, shutdown).await
 }
 
+/// Where the Prometheus metrics are served (unless `--metrics off`).
+const METRICS_PATH: &str = "/metrics";
+
 /// What the outermost middleware needs from the configuration.
 pub(crate) struct GuardSettings {
     cors_origins: Vec<String>,
@@ -278,7 +295,7 @@ impl GuardSettings {
             trusted_proxies: config.trusted_proxies.clone(),
             hsts: config.serves_tls(),
             body_timeout: config.connections.body_timeout,
-            allowed: AllowedMethods::of_spec(),
+            allowed: AllowedMethods::of_spec(config.metrics.is_on()),
         }
     }
 }
@@ -295,7 +312,7 @@ struct RouteInfo {
 }
 
 impl AllowedMethods {
-    fn of_spec() -> Self {
+    fn of_spec(metrics: bool) -> Self {
         let mut paths: Vec<RouteInfo> = Apis::meta()
             .into_iter()
             .flat_map(|api| api.paths)
@@ -312,7 +329,8 @@ impl AllowedMethods {
                 }
             })
             .collect();
-        for fixed in ["/docs", "/openapi.json"] {
+        let metrics = metrics.then_some(METRICS_PATH);
+        for fixed in ["/docs", "/openapi.json"].into_iter().chain(metrics) {
             paths.push(RouteInfo {
                 template: fixed.to_owned(),
                 segments: segments(fixed),
@@ -408,21 +426,13 @@ async fn guard<E: Endpoint>(
     next: E,
     req: Request,
     settings: &GuardSettings,
+    metrics: &crate::metrics::Metrics,
 ) -> poem::Result<Response> {
     let started = std::time::Instant::now();
     let id = request_id(&req, &settings.trusted_proxies);
     // A method is any token a client likes, up to the head limit: only
     // the standard ones are logged by name, so a line stays short.
-    let method = match *req.method() {
-        Method::GET
-        | Method::HEAD
-        | Method::POST
-        | Method::PUT
-        | Method::PATCH
-        | Method::DELETE
-        | Method::OPTIONS => req.method().as_str().to_owned(),
-        _ => "(other)".to_owned(),
-    };
+    let method = standard_method(req.method());
     let route = settings.allowed.template(req.uri().path()).to_owned();
     let client = auth::client_info(&req, &settings.trusted_proxies);
     let span = tracing::info_span!("request", request_id = %id);
@@ -432,17 +442,34 @@ async fn guard<E: Endpoint>(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.request(&route, method, status, elapsed);
     tracing::info!(
         target: "latchkey::request",
         request_id = %id,
-        method = %method,
+        method,
         route = %route,
-        status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        status,
+        latency_us = elapsed.as_micros() as u64,
         ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         "request"
     );
     Ok(response)
+}
+
+/// The name of a standard method, as a `'static` label.
+fn standard_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "(other)",
+    }
 }
 
 /// The request's id: the `X-Request-Id` a trusted proxy sent (1 to 128

@@ -57,6 +57,7 @@ impl Latchkey {
                 .store
                 .revoke_session(user_id, session_id, self.now(), RevokeReason::User)?;
         if revoked {
+            self.inner.metrics.sessions_ended(1);
             let event = self
                 .event(AuditKind::SessionsRevoked, &client)
                 .user(user_id)
@@ -111,6 +112,7 @@ impl Latchkey {
         let (_, ended) = self.inner.store.update_user(&user.id, &ending, |stored| {
             stored.set_password(hash.clone(), user.password_version)
         })?;
+        self.inner.metrics.sessions_ended(ended);
         let event = self
             .event(AuditKind::PasswordChanged, &client)
             .user(&user.id)
@@ -138,12 +140,14 @@ impl Latchkey {
     ) -> Result<()> {
         let password = Password::presented(password)?;
         let user = self.verified_user(user_id, &password, &client).await?;
+        let live = self.live_session_count(user_id)?;
         self.inner.store.delete_user(user_id, |stored| {
             match stored.password_version == user.password_version {
                 true => Ok(()),
                 false => Err(Error::InvalidCredentials),
             }
         })?;
+        self.inner.metrics.sessions_ended(live);
         let event = self
             .event(AuditKind::AccountDeleted, &client)
             .user(&user.id);
@@ -169,6 +173,7 @@ impl Latchkey {
             user.end_sessions();
             Ok(())
         })?;
+        self.inner.metrics.sessions_ended(ended);
         let event = self
             .event(AuditKind::SessionsRevoked, client)
             .user(&user.id)

@@ -199,6 +199,7 @@ impl Latchkey {
             }
             Ok(())
         })?;
+        self.inner.metrics.sessions_ended(ended);
         let mut details = vec![format!("by={admin_id}")];
         if let Some(roles) = &roles {
             details.push(format!("roles={}", roles.join(",")));

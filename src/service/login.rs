@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::limits::Attempt;
+use crate::metrics::LoginOutcome;
 use crate::model::{AuditKind, ClientInfo, Email, Password, User};
 use crate::password::{self, Lane, Verified};
 use crate::storage::NewSession;
@@ -110,6 +111,25 @@ impl Latchkey {
         device_token: Option<&str>,
         client: ClientInfo,
     ) -> Result<TokenPair> {
+        let answered = self.log_in(email, password, device_token, client).await;
+        let metrics = &self.inner.metrics;
+        metrics.login(match &answered {
+            Ok(_) => LoginOutcome::Succeeded,
+            Err(Error::InvalidCredentials) => LoginOutcome::WrongCredentials,
+            Err(Error::RateLimited { .. }) => LoginOutcome::Throttled,
+            Err(Error::Overloaded { .. }) => LoginOutcome::Overloaded,
+            Err(_) => LoginOutcome::Refused,
+        });
+        answered
+    }
+
+    async fn log_in(
+        &self,
+        email: &str,
+        password: &str,
+        device_token: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<TokenPair> {
         let email = Email::parse(email)?;
         let password = Password::presented(password)?;
         let devices = self.inner.tokens.devices();
@@ -186,6 +206,7 @@ impl Latchkey {
             }
             Err(other) => return Err(other),
         };
+        self.inner.metrics.sessions_started(1);
         if rehashed.is_some() {
             tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
         }

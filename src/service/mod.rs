@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::config::{Config, SigningAlg};
 use crate::error::{Error, Result};
 use crate::limits::{self, Limited, Limits};
+use crate::metrics::{Metrics, SweptCounts};
 use crate::model::TokenDigest;
 use crate::model::{
     AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Email, Password, RefreshRecord, Secret,
@@ -116,6 +117,7 @@ struct Inner {
     tokens: Tokens,
     passwords: Passwords,
     limits: Limits,
+    metrics: Arc<Metrics>,
     /// Opened for offline work: the tokens are throwaway, nothing is served.
     offline: bool,
 }
@@ -201,6 +203,11 @@ impl Latchkey {
             max_wait: config.hash_queue_timeout,
         })?;
         let limits = Limits::new(&config.limits, limits::DEFAULT_MAX_KEYS);
+        let metrics = Arc::new(Metrics::new());
+        let observer = Arc::clone(&metrics);
+        store.observe_flushes(Box::new(move |batch, took| observer.flushed(batch, took)));
+        let observer = Arc::clone(&metrics);
+        passwords.observe_hashes(Box::new(move |took| observer.hashed(took)));
         Ok(Latchkey {
             inner: Arc::new(Inner {
                 config,
@@ -209,6 +216,7 @@ impl Latchkey {
                 tokens,
                 passwords,
                 limits,
+                metrics,
                 offline,
             }),
         })
@@ -364,6 +372,34 @@ impl Latchkey {
         self.inner.store.session_count()
     }
 
+    /// Counts the live sessions (neither revoked nor expired) for the
+    /// `latchkey_sessions_live` metric, which logins and revocations then
+    /// keep current until the next count. Reads every session: blocking,
+    /// and for the background (the sweeper counts at start and after every
+    /// sweep).
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn count_live_sessions(&self) -> Result<usize> {
+        let live = self.inner.store.live_session_count(self.now())?;
+        self.inner.metrics.set_live_sessions(live);
+        Ok(live)
+    }
+
+    /// Every metric in the Prometheus (OpenMetrics) text format, as
+    /// `GET /metrics` serves it: for an embedding app that serves them
+    /// elsewhere.
+    pub fn metrics_text(&self) -> String {
+        let metrics = &self.inner.metrics;
+        metrics.set_hash_waiting(self.inner.passwords.waiting());
+        metrics.encode()
+    }
+
+    /// The metrics, for the HTTP layer to record requests.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     /// Deletes every expired refresh record and session, and every audit
     /// event older than the retention, in small transactions with a short
     /// pause between them, so that requests keep their latency while a large
@@ -375,11 +411,17 @@ impl Latchkey {
         let now = self.now();
         let store = &self.inner.store;
         let audit_cutoff = now.saturating_sub(self.inner.config.audit_retention.as_secs());
-        Ok(Swept {
+        let swept = Swept {
             refresh_tokens: drain(|| store.sweep_expired_refresh(now, SWEEP_BATCH))?,
             sessions: drain(|| store.sweep_expired_sessions(now, SWEEP_BATCH))?,
             audit_events: drain(|| store.sweep_audit(audit_cutoff, SWEEP_BATCH))?,
-        })
+        };
+        self.inner.metrics.swept(SweptCounts {
+            refresh_tokens: swept.refresh_tokens,
+            sessions: swept.sessions,
+            audit_events: swept.audit_events,
+        });
+        Ok(swept)
     }
 
     /// Audit events at or after `since`, oldest first, optionally of one
@@ -540,6 +582,7 @@ impl Latchkey {
             retry_after = limited.retry_after,
             "rate limited"
         );
+        self.inner.metrics.rate_limited(limited.rule);
         if self.inner.limits.worth_auditing(&limited, client.ip) {
             let mut event = self
                 .event(AuditKind::RateLimited, client)

@@ -6,6 +6,7 @@
 //! decides inside one transaction, and answers.
 
 use crate::error::{Error, Result};
+use crate::metrics::RefreshOutcome;
 use crate::model::{
     AuditKind, ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime,
 };
@@ -173,6 +174,22 @@ impl Latchkey {
         refresh_token: Option<&str>,
         client: ClientInfo,
     ) -> Result<TokenPair> {
+        let answered = self.exchange(refresh_token, client).await;
+        self.inner.metrics.refresh(match &answered {
+            Ok((_, raced)) if *raced => RefreshOutcome::Raced,
+            Ok(_) => RefreshOutcome::Rotated,
+            Err(Error::RefreshTokenReused) => RefreshOutcome::Reused,
+            Err(_) => RefreshOutcome::Refused,
+        });
+        answered.map(|(pair, _)| pair)
+    }
+
+    /// [`Latchkey::refresh`], saying whether the token was a raced one.
+    async fn exchange(
+        &self,
+        refresh_token: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<(TokenPair, bool)> {
         let token = refresh_token
             .filter(|token| !token.is_empty())
             .ok_or(Error::MissingRefreshToken)?;
@@ -229,6 +246,9 @@ impl Latchkey {
                     true => format!("jti={}; session revoked", claims.jti),
                     false => format!("jti={}; session already revoked", claims.jti),
                 };
+                if revoked_now {
+                    self.inner.metrics.sessions_ended(1);
+                }
                 let reuse = event(AuditKind::ReuseDetected).detail(detail);
                 self.record(reuse, Durability::Wait).await?;
                 return Err(Error::RefreshTokenReused);
@@ -248,8 +268,9 @@ impl Latchkey {
         };
         let pair = self.token_pair(&user, &claims.fam, &next, now)?;
         self.record(event(kind), Durability::Wait).await?;
-        tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced = (kind == AuditKind::RefreshRaced), "refresh answered");
-        Ok(pair)
+        let raced = kind == AuditKind::RefreshRaced;
+        tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced, "refresh answered");
+        Ok((pair, raced))
     }
 
     /// Ends the session of a refresh token: the session is revoked, so every
@@ -272,8 +293,17 @@ impl Latchkey {
             &TokenDigest::of(token),
             &claims.fam,
             &claims.sub,
-            |stored| Ok(decide_logout(&claims, stored.record, stored.session, now)),
+            |stored| {
+                let (exchange, changed) =
+                    decide_logout(&claims, stored.record, stored.session, now);
+                let session_ended = exchange.session.is_some();
+                Ok((exchange, (changed, session_ended)))
+            },
         )?;
+        let (ended, session_ended) = ended;
+        if session_ended {
+            self.inner.metrics.sessions_ended(1);
+        }
         if ended {
             let event = self
                 .event(AuditKind::Logout, &client)

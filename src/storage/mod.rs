@@ -119,12 +119,18 @@ pub(crate) struct Store {
     inner: Arc<Shared>,
 }
 
+/// Told of each grouped flush: how many writers it made durable, and how
+/// long it took.
+pub(crate) type OnFlush = Box<dyn Fn(usize, std::time::Duration) + Send + Sync>;
+
 /// What every clone of a [`Store`] shares: the open database, swapped for a
 /// fresh one when a failed write has left sled unusable (see `open`).
 struct Shared {
     dir: PathBuf,
     /// sled's page-cache bound, kept for reopening.
     cache_bytes: u64,
+    /// Told of every grouped flush (kept for reopening).
+    on_flush: Arc<std::sync::OnceLock<OnFlush>>,
     /// `None` only while the database is being reopened.
     slot: RwLock<Option<Arc<Opened>>>,
     /// Set when a write failed with an I/O error (a full or read-only disk):

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{EMPTY, Opened, Shared, Store, TreeId, child_key, decode, storage_error};
+use super::{EMPTY, OnFlush, Opened, Shared, Store, TreeId, child_key, decode, storage_error};
 use crate::error::{Error, Result};
 use crate::model::RefreshRecord;
 
@@ -31,13 +31,15 @@ impl Store {
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
         create_private_dir(dir)?;
         let existed = dir.join("db").exists();
-        let opened = Opened::open(dir, cache_bytes)?;
+        let on_flush = Arc::new(OnceLock::new());
+        let opened = Opened::open(dir, cache_bytes, &on_flush)?;
         keep_private(dir, existed);
         let (stop, stopped) = mpsc::channel();
         let store = Store {
             inner: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 cache_bytes,
+                on_flush,
                 slot: RwLock::new(Some(Arc::new(opened))),
                 faulted: AtomicBool::new(false),
                 _stop: Mutex::new(stop),
@@ -49,6 +51,12 @@ impl Store {
             .spawn(move || recover_when_possible(&shared, &stopped))
             .map_err(|err| Error::Internal(format!("cannot start the recovery thread: {err}")))?;
         Ok(store)
+    }
+
+    /// Has `observe` told of every flush of the durable writes: how many
+    /// writers it served and how long it took. Only the first call counts.
+    pub(crate) fn observe_flushes(&self, observe: OnFlush) {
+        let _ = self.inner.on_flush.set(observe);
     }
 
     /// Waits until every write made before this call is on disk. Concurrent
@@ -97,7 +105,11 @@ impl Store {
             }
             drop(old);
         }
-        let reopened = Opened::open(&self.inner.dir, self.inner.cache_bytes);
+        let reopened = Opened::open(
+            &self.inner.dir,
+            self.inner.cache_bytes,
+            &self.inner.on_flush,
+        );
         let recovered = reopened.is_ok();
         match reopened {
             Ok(opened) => {
@@ -155,7 +167,7 @@ fn takes_writes(dir: &Path) -> bool {
 
 impl Opened {
     /// Opens sled in `dir` with every tree, checks the format and migrates.
-    fn open(dir: &Path, cache_bytes: u64) -> Result<Opened> {
+    fn open(dir: &Path, cache_bytes: u64, on_flush: &Arc<OnceLock<OnFlush>>) -> Result<Opened> {
         let existed = dir.join("db").exists();
         let db = open_db(dir, cache_bytes)?;
         let trees = TreeId::ALL
@@ -163,7 +175,7 @@ impl Opened {
             .map(|id| db.open_tree(id.name()).map_err(storage_error))
             .collect::<Result<Vec<_>>>()?;
         let opened = Opened {
-            flusher: Flusher::spawn(db.clone())?,
+            flusher: Flusher::spawn(db.clone(), Arc::clone(on_flush))?,
             db,
             trees,
         };
@@ -351,7 +363,7 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    fn spawn(db: sled::Db) -> Result<Flusher> {
+    fn spawn(db: sled::Db, on_flush: Arc<OnceLock<OnFlush>>) -> Result<Flusher> {
         let (sender, receiver) = mpsc::channel::<FlushReply>();
         let thread = std::thread::Builder::new()
             .name("latchkey-flush".into())
@@ -359,7 +371,11 @@ impl Flusher {
                 while let Ok(first) = receiver.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(receiver.try_iter());
+                    let started = std::time::Instant::now();
                     let outcome = db.flush().map(drop).map_err(|err| err.to_string());
+                    if let Some(observe) = on_flush.get() {
+                        observe(waiting.len(), started.elapsed());
+                    }
                     for reply in waiting {
                         // A waiter that gave up (its request was cancelled) is fine to skip.
                         let _ = reply.send(outcome.clone());

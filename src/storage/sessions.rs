@@ -3,7 +3,8 @@
 //! them back.
 
 use super::{
-    EMPTY, Store, TreeId, Tx, TxResult, abort, child_key, child_prefix, get, suffixes, time_key,
+    EMPTY, Store, TreeId, Tx, TxResult, abort, child_key, child_prefix, decode, get, storage_error,
+    suffixes, time_key,
 };
 use crate::error::{Error, Result};
 use crate::model::{ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime, User};
@@ -226,6 +227,18 @@ impl Store {
     /// How many sessions are stored, live or not.
     pub(crate) fn session_count(&self) -> usize {
         self.tree(TreeId::Sessions).map_or(0, |tree| tree.len())
+    }
+
+    /// How many stored sessions are live at `now`: neither revoked nor
+    /// expired. Reads every session (outside any transaction, so no request
+    /// waits for it): for the sweeper, not for requests.
+    pub(crate) fn live_session_count(&self, now: UnixTime) -> Result<usize> {
+        let mut live = 0;
+        for entry in self.tree(TreeId::Sessions)?.iter() {
+            let (_, bytes) = entry.map_err(storage_error)?;
+            live += usize::from(decode::<Session>(&bytes)?.is_live(now));
+        }
+        Ok(live)
     }
 
     /// Everything stored under a user's sessions, listed now (outside any
