@@ -328,6 +328,14 @@ impl Config {
         self.secure_cookies || self.serves_tls()
     }
 
+    /// A [`ConfigBuilder`] from the defaults with `data_dir`.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::with_data_dir(data_dir),
+            origins: Vec::new(),
+        }
+    }
+
     /// The default settings with another data directory.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Config {
@@ -405,6 +413,156 @@ impl FromStr for Rate {
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.count, humantime::format_duration(self.per))
+    }
+}
+
+/// Builds a [`Config`] in code, for an app that embeds latchkey (no command
+/// line needed): start from the defaults with a data directory, change what
+/// you need, and [`build`](ConfigBuilder::build) checks the result.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let config = latchkey::Config::builder("./auth-data")
+///     .access_ttl(Duration::from_secs(5 * 60))
+///     .extra_roles(["editor"])
+///     .cors_origins(["https://app.example.com"])
+///     .build()
+///     .expect("valid settings");
+/// assert_eq!(config.access_ttl, Duration::from_secs(300));
+///
+/// // Nonsense is refused with the setting's name.
+/// let refused = latchkey::Config::builder("./auth-data")
+///     .access_ttl(Duration::from_secs(7 * 86_400))
+///     .build();
+/// assert!(refused.unwrap_err().to_string().contains("--access-ttl"));
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+    origins: Vec<String>,
+}
+
+impl ConfigBuilder {
+    /// Access-token lifetime (default 15 minutes).
+    pub fn access_ttl(mut self, ttl: Duration) -> Self {
+        self.config.access_ttl = ttl;
+        self
+    }
+
+    /// Refresh-token lifetime: the longest a session lives unused (default 7 days).
+    pub fn refresh_ttl(mut self, ttl: Duration) -> Self {
+        self.config.refresh_ttl = ttl;
+        self
+    }
+
+    /// The longest a session lives however often it is refreshed (default 30 days).
+    pub fn session_max_age(mut self, age: Duration) -> Self {
+        self.config.session_max_age = age;
+        self
+    }
+
+    /// Pause between two sweeps of expired records (default 10 minutes).
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.config.sweep_interval = interval;
+        self
+    }
+
+    /// Mark cookies `Secure` (do, whenever the app is reached over HTTPS).
+    pub fn secure_cookies(mut self, secure: bool) -> Self {
+        self.config.secure_cookies = secure;
+        self
+    }
+
+    /// The `iss` claim of every token (default `latchkey`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.config.issuer = issuer.into();
+        self
+    }
+
+    /// The `aud` claim of access tokens; others are then refused.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.config.audience = Some(audience.into());
+        self
+    }
+
+    /// Roles accounts may hold besides `user` and `admin`, for the app's own
+    /// [`RequireRole`](crate::http::RequireRole) guards.
+    pub fn extra_roles<S: Into<String>>(mut self, roles: impl IntoIterator<Item = S>) -> Self {
+        self.config.extra_roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Origins of browser apps allowed to call with credentials (CORS and
+    /// the CSRF allow-list); checked by [`build`](ConfigBuilder::build).
+    pub fn cors_origins<S: Into<String>>(mut self, origins: impl IntoIterator<Item = S>) -> Self {
+        self.origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Reverse proxies whose forwarding headers are believed.
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
+        self.config.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// How access tokens are signed (default: EdDSA, or HS256 with a JWT secret).
+    pub fn signing_alg(mut self, alg: SigningAlg) -> Self {
+        self.config.signing_alg = Some(alg);
+        self
+    }
+
+    /// The HMAC secret of access tokens (else generated and kept in the data dir).
+    pub fn jwt_secret(mut self, secret: Secret) -> Self {
+        self.config.jwt_secret = Some(secret);
+        self
+    }
+
+    /// The HMAC secret of refresh tokens (else generated and kept in the data dir).
+    pub fn refresh_secret(mut self, secret: Secret) -> Self {
+        self.config.refresh_secret = Some(secret);
+        self
+    }
+
+    /// How many password hashes run at once (default: the number of cores).
+    pub fn hash_concurrency(mut self, threads: u16) -> Self {
+        self.config.hash_concurrency = Some(threads);
+        self
+    }
+
+    /// Serve `GET /metrics` from [`http::app`](crate::http::app) (default on).
+    pub fn metrics(mut self, metrics: Switch) -> Self {
+        self.config.metrics = metrics;
+        self
+    }
+
+    /// Rate limits on or off (default on; off only for tests).
+    pub fn rate_limits(mut self, limits: Switch) -> Self {
+        self.config.limits.enabled = limits;
+        self
+    }
+
+    /// Any other setting, on the [`Config`] itself.
+    pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// The configuration, once every setting makes sense.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the first setting
+    /// that does not (see [`Config::validate`]).
+    pub fn build(self) -> Result<Config, crate::error::Error> {
+        let mut config = self.config;
+        for origin in self.origins {
+            let origin = parse_origin(&origin)
+                .map_err(|err| crate::error::Error::Config(format!("--cors-origins: {err}")))?;
+            config.cors_origins.push(origin);
+        }
+        config.validate()?;
+        Ok(config)
     }
 }
 

@@ -1,5 +1,19 @@
 //! latchkey: a self-hosted authentication server, and a library to embed it.
 //!
+//! # Embed it
+//! A todo app (this is `examples/embedded.rs`, which a test runs over HTTP):
+//! latchkey's routes under `/auth`, the app's own poem-openapi operations
+//! and poem handlers guarded by [`http::AuthUser`], [`http::RequireRole`]
+//! and [`http::SignedIn`], one OpenAPI document and one Swagger UI for
+//! both ([`http::Api`] under a [`http::Mount`]), latchkey's middleware
+//! around it all ([`http::Guard`]), and the sweeper stopped with the server
+//! ([`run_sweeper`]). The configuration comes from [`Config::builder`].
+//!
+//! ```no_run
+#![doc = include_str!("../examples/embedded.rs")]
+//! ```
+//!
+//! # What it does
 //! Register and log in with argon2id-hashed passwords, call protected routes
 //! with a short-lived access JWT, stay logged in with a refresh token that
 //! lives in an HttpOnly cookie, is stored only as its blake3 digest, rotates
@@ -10,27 +24,29 @@
 //! embedded sled database; the API is documented live as OpenAPI with
 //! Swagger UI.
 //!
+//! # The library
+//! - [`Latchkey`], the core: register, log in, refresh, log out,
+//!   authenticate, sessions, accounts and administration. Every method that
+//!   changes state returns once the change is on disk.
+//! - [`Config`] (and [`Config::builder`]) and the rest of [`config`]: every
+//!   setting, with defaults.
+//! - [`http`]: the whole endpoint ([`http::app`], for an app that nests it
+//!   as it is, e.g. `Route::new().nest("/auth", latchkey::http::app(core))`),
+//!   or latchkey's operations for your own OpenAPI service ([`http::Api`])
+//!   with the middleware they need ([`http::Guard`]); the extractors; the
+//!   OpenAPI document ([`http::spec`]).
+//! - [`run`]: serves the app with the background sweeper until a shutdown
+//!   signal; [`run_sweeper`], the sweeper alone.
+//! - [`Error`], what can go wrong, in authentication terms.
+//!
 //! # Run it
 //! ```text
 //! cargo run --release            # serves on 127.0.0.1:5000 with ./data
 //! ```
 //!
-//! # Embed it
-//! The library API is small:
-//! - [`Latchkey`], the core: register, log in, refresh, log out,
-//!   authenticate, sessions, accounts and administration. Every method that
-//!   changes state returns once the change is on disk.
-//! - [`Config`] and the rest of [`config`]: every setting, with defaults.
-//! - [`http`]: the poem endpoint over the core ([`http::app`]), the
-//!   extractors that guard your own operations ([`http::AuthUser`],
-//!   [`http::RequireRole`]) and the OpenAPI document ([`http::spec`]).
-//! - [`run`]: serves the app with the background sweeper until a shutdown
-//!   signal.
-//! - [`Error`], what can go wrong, in authentication terms.
-//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let core = latchkey::Latchkey::open(latchkey::Config::with_data_dir("./auth-data"))?;
+//! let core = latchkey::Latchkey::open(latchkey::Config::builder("./auth-data").build()?)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! latchkey::run(listener, core, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
@@ -70,6 +86,16 @@ pub use service::{
 pub use tokens::keys::SigningKeyInfo;
 pub use tokens::{AccessClaims, Audience, PublicJwk};
 
+/// Runs the background sweeper until `shutdown` completes: every
+/// `--sweep-interval` it deletes expired refresh tokens and sessions and
+/// audit events past their retention, and it keeps the live-session metric
+/// counted. [`run`] starts it; an app that serves latchkey's routes itself
+/// spawns it next to its server.
+pub async fn run_sweeper(core: Latchkey, shutdown: impl Future<Output = ()>) {
+    let interval = core.config().sweep_interval;
+    sweeper::run(core, interval, shutdown).await;
+}
+
 /// Serves latchkey on `listener` with the background sweeper until `shutdown`
 /// completes; then finishes in-flight requests, stops the sweeper and
 /// flushes the database.
@@ -82,14 +108,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
-    let sweeper = tokio::spawn(sweeper::run(
-        core.clone(),
-        core.config().sweep_interval,
-        async move {
-            // A dropped sender stops the sweeper as surely as a sent signal.
-            let _ = sweeper_stopped.await;
-        },
-    ));
+    let sweeper = tokio::spawn(run_sweeper(core.clone(), async move {
+        // A dropped sender stops the sweeper as surely as a sent signal.
+        let _ = sweeper_stopped.await;
+    }));
     let served = http::serve(listener, core.clone(), shutdown).await;
     let _ = stop_sweeper.send(());
     let _ = sweeper.await;

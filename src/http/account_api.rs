@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use super::auth::{AuthUser, client_of};
-use super::cookies::clear_refresh_cookie;
+use super::cookies::{Scope, clear_refresh_cookie};
 use super::error::error_responses;
 use super::fields;
 use super::views::MessageBody;
@@ -142,8 +142,10 @@ impl AccountApi {
     ) -> Result<DeleteResponse, DeleteError> {
         core.delete_account(auth.user_id(), &body.password, client_of(request, &core))
             .await?;
-        Ok(DeleteResponse::Deleted(clear_refresh_cookie(
+        Ok(DeleteResponse::Deleted(clear_refresh_cookie(&Scope::of(
+            request,
+            "/api/profile/me",
             core.config().cookies_secure(),
-        )))
+        ))))
     }
 }

@@ -249,14 +249,11 @@ impl<'a> ApiExtractor<'a> for AuthUser {
 
     async fn from_request(
         req: &'a Request,
-        _body: &mut poem::RequestBody,
+        body: &mut poem::RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let core = core_of(req)?;
-        presented_token(req)
-            .and_then(|token| core.authenticate(&token))
-            .map(AuthUser)
-            .map_err(|err| error_response(&err))
+        let SignedIn(auth) = <SignedIn as poem::FromRequest>::from_request(req, body).await?;
+        Ok(auth)
     }
 }
 
@@ -336,6 +333,32 @@ impl<'a, R: RoleName> ApiExtractor<'a> for RequireRole<R> {
             auth,
             role: std::marker::PhantomData,
         })
+    }
+}
+
+/// [`AuthUser`] for plain poem handlers (`#[poem::handler]`), which take
+/// poem's extractors rather than poem-openapi's: the same check, the same
+/// 401 answers. (poem-openapi operations take [`AuthUser`] itself, which
+/// also documents the security scheme.)
+///
+/// ```
+/// use latchkey::http::SignedIn;
+///
+/// #[poem::handler]
+/// fn hello(SignedIn(user): SignedIn) -> String {
+///     format!("hello, {}", user.email())
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub AuthUser);
+
+impl<'a> poem::FromRequest<'a> for SignedIn {
+    async fn from_request(req: &'a Request, _body: &mut poem::RequestBody) -> poem::Result<Self> {
+        let core = core_of(req)?;
+        presented_token(req)
+            .and_then(|token| core.authenticate(&token))
+            .map(|auth| SignedIn(AuthUser(auth)))
+            .map_err(|err| error_response(&err))
     }
 }
 

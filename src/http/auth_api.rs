@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use super::auth::client_of;
-use super::cookies::{self, clear_refresh_cookie, device_cookie, refresh_cookie};
+use super::cookies::{self, Scope, clear_refresh_cookie, device_cookie, refresh_cookie};
 use super::error::error_responses;
 use super::fields;
 use super::views::{MessageBody, UserView};
@@ -133,8 +133,8 @@ enum TokenResponse {
 }
 
 impl TokenResponse {
-    fn issued(pair: TokenPair, secure: bool) -> Self {
-        let cookie = refresh_cookie(pair.refresh_token.expose(), pair.refresh_expires_in, secure);
+    fn issued(pair: TokenPair, scope: &Scope<'_>) -> Self {
+        let cookie = refresh_cookie(pair.refresh_token.expose(), pair.refresh_expires_in, scope);
         TokenResponse::Ok(
             Json(TokenBody {
                 access_token: pair.access_token.expose().to_owned(),
@@ -243,7 +243,7 @@ impl AuthApi {
         device: CookieParam<Option<String>>,
         body: Json<LoginRequest>,
     ) -> Result<TokenResponse, LoginError> {
-        let secure = core.config().cookies_secure();
+        let scope = Scope::of(request, "/api/auth/login", core.config().cookies_secure());
         let pair = core
             .login(
                 &body.email,
@@ -253,9 +253,9 @@ impl AuthApi {
             )
             .await?;
         if let Some(token) = &pair.device_token {
-            request.cookie().add(device_cookie(token.expose(), secure));
+            request.cookie().add(device_cookie(token.expose(), &scope));
         }
-        Ok(TokenResponse::issued(pair, secure))
+        Ok(TokenResponse::issued(pair, &scope))
     }
 
     /// Refresh the tokens
@@ -281,7 +281,8 @@ impl AuthApi {
         let pair = core
             .refresh(token.as_deref(), client_of(request, &core))
             .await?;
-        Ok(TokenResponse::issued(pair, core.config().cookies_secure()))
+        let scope = Scope::of(request, "/api/auth/refresh", core.config().cookies_secure());
+        Ok(TokenResponse::issued(pair, &scope))
     }
 
     /// Log out
@@ -302,7 +303,11 @@ impl AuthApi {
             .await?;
         Ok(LogoutResponse::Ok(
             Json(MessageBody::new("Logged out")),
-            clear_refresh_cookie(core.config().cookies_secure()),
+            clear_refresh_cookie(&Scope::of(
+                request,
+                "/api/auth/logout",
+                core.config().cookies_secure(),
+            )),
         ))
     }
 }

@@ -20,14 +20,52 @@ pub const DEVICE_COOKIE: &str = "latchkey_device";
 /// The device cookie's path: only login reads it.
 const DEVICE_COOKIE_PATH: &str = "/api/auth/login";
 
+/// Where latchkey's cookies go: under the path latchkey is mounted at, and
+/// `Secure` or not.
+pub(super) struct Scope<'r> {
+    /// The path latchkey's routes are mounted under in the app serving
+    /// them (`""` at the root, `/auth` when nested there).
+    mount: &'r str,
+    secure: bool,
+}
+
+impl<'r> Scope<'r> {
+    /// The scope of a request answered by the operation declared at `own`
+    /// (its path as latchkey declares it, `/api/auth/login`): the mount is
+    /// whatever the app put before it. A mount with characters that have no
+    /// place in a cookie's path is ignored (the root then).
+    pub(super) fn of(req: &'r Request, own: &str, secure: bool) -> Scope<'r> {
+        let mount = req
+            .original_uri()
+            .path()
+            .strip_suffix(own)
+            .filter(|mount| {
+                mount
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte))
+            })
+            .unwrap_or_default();
+        Scope { mount, secure }
+    }
+
+    /// The path latchkey is mounted under (`""` at the root).
+    pub(super) fn mount(&self) -> &'r str {
+        self.mount
+    }
+
+    fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.mount)
+    }
+}
+
 /// The device cookie for `token`.
-pub(super) fn device_cookie(token: &str, secure: bool) -> Cookie {
+pub(super) fn device_cookie(token: &str, scope: &Scope<'_>) -> Cookie {
     let mut cookie = Cookie::new_with_str(DEVICE_COOKIE, token);
     cookie.set_http_only(true);
     cookie.set_same_site(SameSite::Strict);
-    cookie.set_path(DEVICE_COOKIE_PATH);
+    cookie.set_path(scope.path(DEVICE_COOKIE_PATH));
     cookie.set_max_age(Duration::from_secs(DEVICE_TOKEN_TTL));
-    cookie.set_secure(secure);
+    cookie.set_secure(scope.secure);
     cookie
 }
 
@@ -58,17 +96,17 @@ pub(super) fn single(req: &Request, name: &str) -> Result<Option<String>, Error>
 }
 
 /// A `Set-Cookie` value that stores `token` for `max_age` seconds.
-pub(super) fn refresh_cookie(token: &str, max_age: u64, secure: bool) -> String {
+pub(super) fn refresh_cookie(token: &str, max_age: u64, scope: &Scope<'_>) -> String {
     let mut cookie = Cookie::new_with_str(REFRESH_TOKEN_COOKIE, token);
     cookie.set_http_only(true);
     cookie.set_same_site(SameSite::Strict);
-    cookie.set_path(REFRESH_COOKIE_PATH);
+    cookie.set_path(scope.path(REFRESH_COOKIE_PATH));
     cookie.set_max_age(Duration::from_secs(max_age));
-    cookie.set_secure(secure);
+    cookie.set_secure(scope.secure);
     cookie.to_string()
 }
 
 /// A `Set-Cookie` value that deletes the refresh cookie.
-pub(super) fn clear_refresh_cookie(secure: bool) -> String {
-    refresh_cookie("", 0, secure)
+pub(super) fn clear_refresh_cookie(scope: &Scope<'_>) -> String {
+    refresh_cookie("", 0, scope)
 }

@@ -111,6 +111,7 @@ enum DiscoveryResponse {
 }
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
 #[OpenApi(prefix_path = "/.well-known", tag = "ApiTags::Discovery")]
 impl DiscoveryApi {
@@ -154,7 +155,8 @@ impl DiscoveryApi {
             });
             let host = super::origin::authority(request, proxies)
                 .unwrap_or_else(|| "localhost".to_owned());
-            (format!("{scheme}://{host}"), "no-store")
+            let mount = super::cookies::Scope::of(request, DISCOVERY_PATH, false).mount();
+            (format!("{scheme}://{host}{mount}"), "no-store")
         };
         let body = DiscoveryBody {
             issuer,

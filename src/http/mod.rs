@@ -47,7 +47,7 @@ use tracing::Instrument;
 use crate::error::Error as CoreError;
 use crate::service::Latchkey;
 
-pub use auth::{ACCESS_TOKEN_COOKIE, Admin, AuthUser, RequireRole, RoleName};
+pub use auth::{ACCESS_TOKEN_COOKIE, Admin, AuthUser, RequireRole, RoleName, SignedIn};
 pub use cookies::REFRESH_TOKEN_COOKIE;
 pub use error::ErrorBody;
 
@@ -192,12 +192,11 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
             .content_type("application/json")
             .body(Body::from_bytes(ordered.clone()))
     }));
-    let settings = Arc::new(GuardSettings::of(core.config()));
-    let counted = core.clone();
+    let metrics = core.config().metrics.is_on();
     let mut routes = Route::new()
         .nest("/docs", Route::new().at("/", docs))
         .at("/openapi.json", spec);
-    if core.config().metrics.is_on() {
+    if metrics {
         let scraped = core.clone();
         routes = routes.at(
             METRICS_PATH,
@@ -208,16 +207,137 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
             })),
         );
     }
+    let fixed = ["/docs", "/openapi.json"]
+        .into_iter()
+        .chain(metrics.then_some(METRICS_PATH));
+    let routes_known = AllowedMethods::of::<Apis>(fixed);
     routes
         .nest("/", service)
-        .data(core)
-        // A bug must cost one request a 500, not the connection its answer.
-        .with(poem::middleware::CatchPanic::new())
-        .around(move |next, req| {
-            let settings = Arc::clone(&settings);
-            let counted = counted.clone();
-            async move { guard(next, req, &settings, counted.metrics()).await }
-        })
+        .with(Guard::with_routes(core, routes_known))
+}
+
+/// Where latchkey's operations sit in an embedding app's OpenAPI service:
+/// implement it on a marker type and use [`Api`] of it.
+///
+/// ```
+/// struct AuthAt;
+/// impl latchkey::http::Mount for AuthAt {
+///     const PATH: &'static str = "/auth";
+/// }
+/// // latchkey's login is then `POST /auth/api/auth/login`.
+/// let api = latchkey::http::Api::<AuthAt>::default();
+/// ```
+pub trait Mount: Send + Sync + 'static {
+    /// The path before latchkey's own (`/auth`), or `""` for the root; no
+    /// trailing slash.
+    const PATH: &'static str;
+}
+
+/// The root: latchkey's paths as they are (the standalone server).
+pub struct Root;
+
+impl Mount for Root {
+    const PATH: &'static str = "";
+}
+
+/// latchkey's operations, for an app's own [`OpenApiService`]: give it a
+/// tuple of your API and this one, and one document (one Swagger UI) lists
+/// both, every latchkey path under `M::PATH`. Wrap the app in [`Guard`],
+/// which gives the operations the core.
+pub struct Api<M: Mount = Root> {
+    apis: Apis,
+    mount: std::marker::PhantomData<M>,
+}
+
+impl<M: Mount> Default for Api<M> {
+    fn default() -> Self {
+        Api {
+            apis: Apis::default(),
+            mount: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<M: Mount> OpenApi for Api<M> {
+    fn meta() -> Vec<MetaApi> {
+        let mut apis = Apis::meta();
+        for path in apis.iter_mut().flat_map(|api| api.paths.iter_mut()) {
+            path.path = format!("{}{}", M::PATH, path.path);
+        }
+        apis
+    }
+
+    fn register(registry: &mut Registry) {
+        Apis::register(registry);
+    }
+
+    fn add_routes(
+        self,
+        route_table: &mut std::collections::HashMap<
+            String,
+            std::collections::HashMap<Method, poem::endpoint::BoxEndpoint<'static>>,
+        >,
+    ) {
+        let mut own = std::collections::HashMap::new();
+        self.apis.add_routes(&mut own);
+        for (path, methods) in own {
+            route_table
+                .entry(format!("{}{path}", M::PATH))
+                .or_default()
+                .extend(methods);
+        }
+    }
+}
+
+/// The middleware latchkey's operations need, for an app that embeds them:
+/// it gives them the core, answers every error (unknown routes, bad bodies,
+/// panics) as JSON, limits bodies to [`MAX_BODY_BYTES`], checks the origin
+/// of state-changing requests (CSRF) and CORS, adds the security headers
+/// and a request id, and logs and counts every request. Wrap the whole app
+/// in it: `Route::new()…nest("/", service).with(Guard::new(core).routes::<Apis>())`.
+pub struct Guard {
+    core: Latchkey,
+    settings: Arc<GuardSettings>,
+}
+
+impl Guard {
+    /// The guard for latchkey's own routes at the root; name the app's
+    /// routes with [`Guard::routes`].
+    pub fn new(core: Latchkey) -> Guard {
+        Guard::with_routes(core, AllowedMethods::of::<Apis>([]))
+    }
+
+    /// Names the routes of `T` (your OpenAPI service's API tuple, latchkey's
+    /// [`Api`] included) in request logs, in metrics and in the `Allow`
+    /// header of a 405. Paths not in `T` are logged as `(no route)`.
+    #[must_use]
+    pub fn routes<T: OpenApi>(self) -> Guard {
+        Guard::with_routes(self.core, AllowedMethods::of::<T>([]))
+    }
+
+    fn with_routes(core: Latchkey, allowed: AllowedMethods) -> Guard {
+        let settings = Arc::new(GuardSettings::of(core.config(), allowed));
+        Guard { core, settings }
+    }
+}
+
+impl<E: Endpoint + 'static> poem::Middleware<E> for Guard {
+    type Output = poem::endpoint::BoxEndpoint<'static>;
+
+    fn transform(&self, endpoint: E) -> Self::Output {
+        let settings = Arc::clone(&self.settings);
+        let counted = self.core.clone();
+        endpoint
+            .data(self.core.clone())
+            // A bug must cost one request a 500, not the connection its answer.
+            .with(poem::middleware::CatchPanic::new())
+            .around(move |next, req| {
+                let settings = Arc::clone(&settings);
+                let counted = counted.clone();
+                async move { guard(next, req, &settings, counted.metrics()).await }
+            })
+            .boxed()
+    }
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then lets
@@ -289,13 +409,13 @@ pub(crate) struct GuardSettings {
 }
 
 impl GuardSettings {
-    fn of(config: &crate::config::Config) -> Self {
+    fn of(config: &crate::config::Config, allowed: AllowedMethods) -> Self {
         GuardSettings {
             cors_origins: config.cors_origins.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             hsts: config.serves_tls(),
             body_timeout: config.connections.body_timeout,
-            allowed: AllowedMethods::of_spec(config.metrics.is_on()),
+            allowed,
         }
     }
 }
@@ -312,8 +432,9 @@ struct RouteInfo {
 }
 
 impl AllowedMethods {
-    fn of_spec(metrics: bool) -> Self {
-        let mut paths: Vec<RouteInfo> = Apis::meta()
+    /// The paths of `T`'s operations, and `fixed` paths that answer GET.
+    fn of<T: OpenApi>(fixed: impl IntoIterator<Item = &'static str>) -> Self {
+        let mut paths: Vec<RouteInfo> = T::meta()
             .into_iter()
             .flat_map(|api| api.paths)
             .map(|path| {
@@ -329,8 +450,7 @@ impl AllowedMethods {
                 }
             })
             .collect();
-        let metrics = metrics.then_some(METRICS_PATH);
-        for fixed in ["/docs", "/openapi.json"].into_iter().chain(metrics) {
+        for fixed in fixed {
             paths.push(RouteInfo {
                 template: fixed.to_owned(),
                 segments: segments(fixed),
@@ -686,7 +806,10 @@ pub(crate) fn fuzz_request(data: &[u8]) {
         "::/0".parse().expect("net"),
     ];
     let _ = auth::client_ip([127, 0, 0, 1].into(), req.headers(), &trusted);
-    let settings = GuardSettings::of(&crate::config::Config::default());
+    let settings = GuardSettings::of(
+        &crate::config::Config::default(),
+        AllowedMethods(Vec::new()),
+    );
     let _ = origin::relation(&req, &settings);
     let _ = fields::body_error(&text);
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {

@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use super::auth::{AuthUser, client_of};
-use super::cookies::clear_refresh_cookie;
+use super::cookies::{Scope, clear_refresh_cookie};
 use super::error::error_responses;
 use crate::model::{Session, format_time};
 use crate::service::Latchkey;
@@ -192,7 +192,11 @@ impl SessionsApi {
                 message: "Logged out from all sessions".into(),
                 revoked: revoked as u64,
             }),
-            clear_refresh_cookie(core.config().cookies_secure()),
+            clear_refresh_cookie(&Scope::of(
+                request,
+                "/api/auth/logout-all",
+                core.config().cookies_secure(),
+            )),
         ))
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod connections;
+mod embedded;
 mod errors;
 mod flow;
 mod forged_tokens;
