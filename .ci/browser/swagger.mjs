@@ -1,0 +1,263 @@
+// Swagger UI and the README's fetch wrapper, in headless Chromium (Debian's
+// package, driven by playwright-core), against a live latchkey.
+//
+//   node .ci/browser/swagger.mjs target/debug/latchkey
+//
+// Starts two latchkey servers on temporary data directories: one for Swagger
+// UI (its Try-it-out buttons, its Authorize dialog, the refresh cookie), one
+// with one-second access tokens for the README's fetch wrapper (which must
+// refresh on `token_expired`, retry once, and log out). Screenshots go to
+// .ci/browser/screenshots/ (git-ignored). Exits non-zero on the first check
+// that fails, saying which.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binary = process.argv[2] ?? 'target/debug/latchkey';
+const shots = join(here, 'screenshots');
+mkdirSync(shots, { recursive: true });
+
+const servers = [];
+let failed = false;
+
+function check(ok, what) {
+  if (!ok) throw new Error(`FAILED: ${what}`);
+  console.log(`ok - ${what}`);
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+    probe.on('error', reject);
+  });
+}
+
+async function startLatchkey(extra = []) {
+  const dir = mkdtempSync(join(tmpdir(), 'latchkey-browser-'));
+  const port = await freePort();
+  const child = spawn(binary, ['serve', '--data-dir', dir, '--port', String(port), ...extra], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  child.stderr.on('data', (chunk) => process.stderr.write(chunk));
+  servers.push({ child, dir });
+  const base = `http://127.0.0.1:${port}`;
+  for (let attempt = 0; attempt < 200; attempt++) {
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) return base;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`latchkey did not start on ${base}`);
+}
+
+/// The operation block of `method` `path` in Swagger UI.
+function operation(page, method, path) {
+  return page.locator(`.opblock.opblock-${method}:has(.opblock-summary-path[data-path="${path}"])`);
+}
+
+/// Expands an operation, presses Try it out, fills the body, executes, and
+/// returns the live response's status and body text.
+async function tryItOut(page, method, path, body) {
+  const block = operation(page, method, path);
+  if (!(await block.locator('.try-out__btn').isVisible().catch(() => false))) {
+    await block.locator('.opblock-summary').first().click();
+  }
+  const tryOut = block.locator('.try-out__btn');
+  if ((await tryOut.textContent()).trim() === 'Try it out') await tryOut.click();
+  if (body !== undefined) {
+    await block.locator('textarea.body-param__text').fill(JSON.stringify(body));
+  }
+  // A previous answer's table would satisfy the wait: clear it first.
+  const clear = block.locator('button.btn-clear');
+  if (await clear.isVisible().catch(() => false)) await clear.click();
+  await block.locator('button.execute').click();
+  const status = block.locator('.live-responses-table .response .response-col_status');
+  await status.first().waitFor({ timeout: 15000 });
+  const code = Number((await status.first().textContent()).trim());
+  const text = await block
+    .locator('.live-responses-table .response .response-col_description pre')
+    .first()
+    .textContent()
+    .catch(() => '');
+  return { code, text };
+}
+
+async function swaggerUi(browser) {
+  const base = await startLatchkey();
+  const spec = await (await fetch(`${base}/openapi.json`)).json();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // Offline: nothing but latchkey itself may be fetched.
+  const outside = [];
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(base) || url.startsWith('data:')) return route.continue();
+    outside.push(url);
+    return route.abort();
+  });
+  await page.goto(`${base}/docs`);
+  await page.locator('.opblock').first().waitFor({ timeout: 15000 });
+  await page.screenshot({ path: join(shots, 'docs.png'), fullPage: true });
+  check(outside.length === 0, `/docs renders with no outside request (${outside.join(', ')})`);
+
+  const expected = [];
+  for (const [path, methods] of Object.entries(spec.paths)) {
+    for (const method of Object.keys(methods)) expected.push(`${method.toUpperCase()} ${path}`);
+  }
+  const listed = await page.$$eval('.opblock', (blocks) =>
+    blocks.map(
+      (block) =>
+        `${block.querySelector('.opblock-summary-method').textContent.trim()} ${block
+          .querySelector('.opblock-summary-path')
+          .getAttribute('data-path')}`,
+    ),
+  );
+  check(
+    listed.length === expected.length && new Set(listed).size === listed.length,
+    `every operation listed once (${listed.length} listed, ${expected.length} in the spec)`,
+  );
+  check(
+    expected.every((op) => listed.includes(op)),
+    `the listed operations are the spec's (missing: ${expected.filter((op) => !listed.includes(op)).join(', ')})`,
+  );
+  const tags = await page.$$eval('.opblock-tag', (headers) =>
+    headers.map((header) => header.getAttribute('data-tag')),
+  );
+  const specTags = spec.tags.map((tag) => tag.name);
+  check(JSON.stringify(tags) === JSON.stringify(specTags), `tags in order: ${tags.join(', ')}`);
+
+  const account = { username: 'swagger', email: 'swagger@example.com', password: 'correct horse battery staple' };
+  const registered = await tryItOut(page, 'post', '/api/auth/register', account);
+  check(registered.code === 201, `register through Try it out answers 201 (got ${registered.code})`);
+  const login = await tryItOut(page, 'post', '/api/auth/login', {
+    email: account.email,
+    password: account.password,
+  });
+  check(login.code === 200, `log in through Try it out answers 200 (got ${login.code})`);
+  const accessToken = JSON.parse(login.text).accessToken;
+  check(typeof accessToken === 'string' && accessToken.length > 20, 'the login answer holds an access token');
+  await page.screenshot({ path: join(shots, 'login.png'), fullPage: true });
+
+  const cookies = await context.cookies();
+  const refresh = cookies.find((cookie) => cookie.name === 'refresh_token');
+  check(refresh !== undefined && refresh.httpOnly, 'the refresh cookie is set, HttpOnly');
+  const visible = await page.evaluate(() => document.cookie);
+  check(!visible.includes('refresh_token'), 'document.cookie cannot read the refresh cookie');
+
+  await page.locator('.scheme-container button.authorize').click();
+  const bearer = page.locator('.modal-ux form').filter({ hasText: 'BearerAuth (http, Bearer)' });
+  await bearer.locator('input').first().fill(accessToken);
+  await bearer.locator('button.authorize').click();
+  await page.locator('.modal-ux button.btn-done').first().click();
+  const me = await tryItOut(page, 'get', '/api/profile/me');
+  check(me.code === 200, `after Authorize, "Who am I" answers 200 (got ${me.code})`);
+  check(me.text.includes(account.email), '"Who am I" names the user');
+
+  const refreshed = await tryItOut(page, 'post', '/api/auth/refresh');
+  check(refreshed.code === 200, `refresh through Try it out, with the cookie and the CSRF check, answers 200 (got ${refreshed.code})`);
+  const logout = await tryItOut(page, 'post', '/api/auth/logout');
+  check(logout.code === 200, `log out through Try it out answers 200 (got ${logout.code})`);
+  const gone = (await context.cookies()).find((cookie) => cookie.name === 'refresh_token');
+  check(gone === undefined, 'logging out clears the refresh cookie');
+  const again = await tryItOut(page, 'post', '/api/auth/refresh');
+  check(again.code === 401, `a refresh after logging out answers 401 (got ${again.code})`);
+  await page.screenshot({ path: join(shots, 'logged-out.png'), fullPage: true });
+  await context.close();
+}
+
+/// The README's fetch wrapper: the first ```js block after the
+/// `<!-- fetch-wrapper -->` marker.
+function readmeWrapper() {
+  const readme = readFileSync(join(here, '..', '..', 'README.md'), 'utf8');
+  const after = readme.split('<!-- fetch-wrapper -->')[1];
+  if (after === undefined) throw new Error('README.md has no <!-- fetch-wrapper --> marker');
+  const block = after.match(/```js\n([\s\S]*?)```/);
+  if (block === null) throw new Error('no ```js block after the fetch-wrapper marker');
+  return block[1];
+}
+
+async function fetchWrapper(browser) {
+  // One-second access tokens: the wrapper meets `token_expired` at once.
+  const base = await startLatchkey(['--access-ttl', '1s']);
+  const account = { username: 'wrapped', email: 'wrapped@example.com', password: 'correct horse battery staple' };
+  const made = await fetch(`${base}/api/auth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(account),
+  });
+  check(made.status === 201, 'an account for the fetch wrapper');
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/healthz`);
+  await page.addScriptTag({ content: `${readmeWrapper()}\nwindow.latchkey = { login, api, logout };` });
+  const outcome = await page.evaluate(async ({ email, password }) => {
+    const seen = [];
+    const original = window.fetch;
+    window.fetch = (url, options) => {
+      seen.push(String(url).replace(location.origin, ''));
+      return original(url, options);
+    };
+    await window.latchkey.login(email, password);
+    const first = await window.latchkey.api('/api/profile/me');
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    seen.length = 0;
+    const later = await window.latchkey.api('/api/profile/me');
+    const afterExpiry = [...seen];
+    await window.latchkey.logout();
+    seen.length = 0;
+    const afterLogout = await window.latchkey.api('/api/profile/me');
+    return {
+      first: first.status,
+      later: later.status,
+      afterExpiry,
+      afterLogout: afterLogout.status,
+      afterLogoutCalls: [...seen],
+      cookie: document.cookie,
+    };
+  }, account);
+  check(outcome.first === 200, `the wrapper's first call answers 200 (got ${outcome.first})`);
+  check(
+    outcome.later === 200 &&
+      JSON.stringify(outcome.afterExpiry) ===
+        JSON.stringify(['/api/profile/me', '/api/auth/refresh', '/api/profile/me']),
+    `an expired access token is refreshed and the call retried once (${outcome.later}: ${outcome.afterExpiry.join(' → ')})`,
+  );
+  check(outcome.afterLogout === 401, `after logout the wrapper's calls answer 401 (got ${outcome.afterLogout})`);
+  check(!outcome.cookie.includes('refresh_token'), 'the page never sees the refresh token');
+  await context.close();
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  // CI runs as root, where Chromium's sandbox cannot start.
+  args: ['--no-sandbox'],
+});
+try {
+  await swaggerUi(browser);
+  await fetchWrapper(browser);
+} catch (err) {
+  failed = true;
+  console.error(err.message ?? err);
+} finally {
+  await browser.close();
+  for (const { child, dir } of servers) {
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child.once('exit', resolve));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+process.exit(failed ? 1 : 0);
