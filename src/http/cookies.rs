@@ -32,12 +32,13 @@ pub(super) struct Scope<'r> {
 impl<'r> Scope<'r> {
     /// The scope of a request answered by the operation declared at `own`
     /// (its path as latchkey declares it, `/api/auth/login`): the mount is
-    /// whatever the app put before it. A mount with characters that have no
+    /// whatever the app put before it (a trailing slash aside). A mount with characters that have no
     /// place in a cookie's path is ignored (the root then).
     pub(super) fn of(req: &'r Request, own: &str, secure: bool) -> Scope<'r> {
         let mount = req
             .original_uri()
             .path()
+            .trim_end_matches('/')
             .strip_suffix(own)
             .filter(|mount| {
                 mount

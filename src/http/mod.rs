@@ -47,6 +47,8 @@ use tracing::Instrument;
 use crate::error::Error as CoreError;
 use crate::service::Latchkey;
 
+use cookies::Scope;
+
 pub use auth::{ACCESS_TOKEN_COOKIE, Admin, AuthUser, RequireRole, RoleName, SignedIn};
 pub use cookies::REFRESH_TOKEN_COOKIE;
 pub use error::ErrorBody;
@@ -169,29 +171,83 @@ fn with_tag_order(spec: &str) -> String {
     serde_json::to_string_pretty(&document).unwrap_or_else(|_| spec.to_owned())
 }
 
+/// Swagger UI's page and the spec, built once (the page is 1.7 MB: a copy
+/// per request would let a client that reads slowly, or not at all, pile
+/// them up in memory), for the root and for the path the app is nested
+/// under, if any (where the spec names that path as its server, so that
+/// Try it out calls the right URLs).
+struct Documents {
+    /// The spec as poem-openapi writes it, which its page embeds.
+    generated: String,
+    html: String,
+    root: (Bytes, Bytes),
+    mounted: std::sync::OnceLock<(String, Bytes, Bytes)>,
+}
+
+impl Documents {
+    fn new() -> Documents {
+        let service = api_service();
+        let generated = service.spec();
+        let html = service.swagger_ui_html();
+        let root = Documents::build(&generated, &html, "");
+        Documents {
+            generated,
+            html,
+            root,
+            mounted: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The page and the spec for an app mounted at `mount`.
+    fn build(generated: &str, html: &str, mount: &str) -> (Bytes, Bytes) {
+        let mut spec = with_tag_order(generated);
+        if !mount.is_empty()
+            && let Ok(mut document) = serde_json::from_str::<serde_json::Value>(&spec)
+        {
+            document["servers"] = serde_json::json!([{ "url": mount }]);
+            spec = serde_json::to_string_pretty(&document).unwrap_or(spec);
+        }
+        // Swagger UI embeds the document it shows: give it this one.
+        let page = html.replacen(generated, &spec, 1);
+        (Bytes::from(page), Bytes::from(spec))
+    }
+
+    /// The page and the spec served under `mount` (`""`: the root).
+    fn at(&self, mount: &str) -> (Bytes, Bytes) {
+        if mount.is_empty() {
+            return self.root.clone();
+        }
+        let (built_for, page, spec) = self.mounted.get_or_init(|| {
+            let (page, spec) = Documents::build(&self.generated, &self.html, mount);
+            (mount.to_owned(), page, spec)
+        });
+        match built_for == mount {
+            true => (page.clone(), spec.clone()),
+            // Mounted at two paths at once: the second is built each time.
+            false => Documents::build(&self.generated, &self.html, mount),
+        }
+    }
+}
+
 /// The whole latchkey endpoint: the API, Swagger UI at `/docs`, the spec at
 /// `/openapi.json`, JSON errors for everything (unknown routes, bad bodies),
 /// a 16 KiB body limit, CSRF and CORS checks, and the security headers.
 pub fn app(core: Latchkey) -> impl Endpoint + 'static {
-    let service = api_service();
-    let generated = service.spec();
-    let ordered = with_tag_order(&generated);
-    // Swagger UI embeds the document it shows: give it the ordered one.
-    // Both documents are built once and shared by every response (the page
-    // is 1.7 MB: a copy per request would let a client that reads slowly,
-    // or not at all, pile them up in memory).
-    let docs_html = Bytes::from(service.swagger_ui_html().replacen(&generated, &ordered, 1));
-    let docs = get(make_sync(move |_| {
+    let documents = Arc::new(Documents::new());
+    let shown = Arc::clone(&documents);
+    let docs = get(make_sync(move |req| {
+        let (html, _) = shown.at(Scope::of(&req, "/docs", false).mount());
         Response::builder()
             .content_type("text/html; charset=utf-8")
-            .body(Body::from_bytes(docs_html.clone()))
+            .body(Body::from_bytes(html))
     }));
-    let ordered = Bytes::from(ordered);
-    let spec = get(make_sync(move |_| {
+    let spec = get(make_sync(move |req| {
+        let (_, spec) = documents.at(Scope::of(&req, "/openapi.json", false).mount());
         Response::builder()
             .content_type("application/json")
-            .body(Body::from_bytes(ordered.clone()))
+            .body(Body::from_bytes(spec))
     }));
+    let service = api_service();
     let metrics = core.config().metrics.is_on();
     let mut routes = Route::new()
         .nest("/docs", Route::new().at("/", docs))

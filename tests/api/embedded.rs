@@ -257,3 +257,63 @@ async fn the_example_app_has_one_document_with_both_apis_and_latchkeys_guard() {
     let jwks = it.app.client.get(jwks_uri).send().await.expect("request");
     assert_eq!(jwks.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn latchkey_nested_whole_under_a_prefix_points_its_cookies_and_its_swagger_ui_there() {
+    use poem::EndpointExt as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config::builder(dir.path())
+        .hash_concurrency(2)
+        .build()
+        .expect("config");
+    let core = Latchkey::open(config).expect("opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let endpoint = poem::Route::new()
+        .nest("/id", latchkey::http::app(core.clone()))
+        .boxed();
+    let config = core.config().clone();
+    tokio::spawn(async move {
+        latchkey::http::serve_endpoint(listener, endpoint, &config, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let auth = Api::new(format!("http://{address}/id"));
+
+    let spec: Value = auth.get("/openapi.json").await.json().await.expect("json");
+    assert_eq!(spec["servers"], json!([{"url": "/id"}]));
+    let page = auth.get("/docs").await.text().await.expect("html");
+    assert!(
+        page.contains(r#""url": "/id""#),
+        "Swagger UI calls under /id"
+    );
+    assert_eq!(auth.get("/docs/").await.status(), StatusCode::OK);
+
+    assert_eq!(
+        auth.register("nina", "nina@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let login = auth.login("nina@example.com", PASSWORD).await;
+    let cookie = set_cookie(&login, "refresh_token").expect("refresh cookie");
+    assert!(cookie.contains("Path=/id/api/auth;"), "{cookie}");
+    let device = set_cookie(&login, "latchkey_device").expect("device cookie");
+    assert!(device.contains("Path=/id/api/auth/login;"), "{device}");
+    let nina = Session::from_token_response(login).await;
+    let out = auth.logout_with(Some(&nina.refresh_token)).await;
+    assert!(
+        set_cookie(&out, "refresh_token")
+            .expect("cleared")
+            .contains("Path=/id/api/auth;")
+    );
+
+    // The standalone server's documents name no server.
+    let root: Value = serde_json::from_str(&latchkey::http::spec()).expect("json");
+    assert_eq!(root["servers"], json!([]));
+}
