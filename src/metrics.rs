@@ -7,6 +7,7 @@
 //! (route templates, standard methods, status codes, outcome names), never
 //! from what a client sends, so no client can grow the number of series.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -85,14 +86,14 @@ pub(crate) struct SweptCounts {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: Arc<String>,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
-    route: String,
+    route: Arc<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -262,21 +263,21 @@ impl Metrics {
     /// chose), method, status and latency.
     pub(crate) fn request(
         &self,
-        route: &str,
+        route: &Arc<String>,
         method: &'static str,
         status: u16,
         elapsed: Duration,
     ) {
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+                route: Arc::clone(route),
                 method,
                 status,
             })
             .inc();
         self.request_seconds
             .get_or_create(&RouteLabel {
-                route: route.to_owned(),
+                route: Arc::clone(route),
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -394,7 +395,8 @@ mod tests {
     #[test]
     fn recorded_values_show_with_their_labels() {
         let metrics = Metrics::new();
-        metrics.request("/api/auth/login", "POST", 200, Duration::from_millis(3));
+        let route = Arc::new("/api/auth/login".to_owned());
+        metrics.request(&route, "POST", 200, Duration::from_millis(3));
         metrics.login(LoginOutcome::WrongCredentials);
         metrics.refresh(RefreshOutcome::Raced);
         metrics.sessions_started(3);

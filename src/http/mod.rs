@@ -478,11 +478,19 @@ impl GuardSettings {
 
 /// The methods each path answers, from the spec (plus the docs and the spec
 /// itself), for the `Allow` header of a 405 (RFC 9110 §15.5.6).
-struct AllowedMethods(Vec<RouteInfo>);
+struct AllowedMethods {
+    routes: Vec<RouteInfo>,
+    /// The template of every path no route answers.
+    no_route: Template,
+}
+
+/// A route template as logged and counted: shared, so that counting a
+/// request copies no string.
+pub(crate) type Template = Arc<String>;
 
 /// One path of the spec: its template, split, and the methods it answers.
 struct RouteInfo {
-    template: String,
+    template: Template,
     segments: Vec<String>,
     allow: String,
 }
@@ -501,26 +509,29 @@ impl AllowedMethods {
                     .collect();
                 RouteInfo {
                     segments: segments(&path.path),
-                    template: path.path,
+                    template: Arc::new(path.path),
                     allow: methods.join(", "),
                 }
             })
             .collect();
         for fixed in fixed {
             paths.push(RouteInfo {
-                template: fixed.to_owned(),
+                template: Arc::new(fixed.to_owned()),
                 segments: segments(fixed),
                 allow: "GET".to_owned(),
             });
         }
-        AllowedMethods(paths)
+        AllowedMethods {
+            routes: paths,
+            no_route: Arc::new("(no route)".to_owned()),
+        }
     }
 
     /// The route a request path belongs to (`{id}` in a template matches
     /// any one segment).
     fn route(&self, path: &str) -> Option<&RouteInfo> {
         let wanted = segments(path);
-        self.0.iter().find(|route| {
+        self.routes.iter().find(|route| {
             route.segments.len() == wanted.len()
                 && route
                     .segments
@@ -537,12 +548,12 @@ impl AllowedMethods {
 
     /// The template of a request path's route, for logs (never the path
     /// itself: a client chooses that).
-    fn template(&self, path: &str) -> &str {
+    fn template(&self, path: &str) -> &Template {
         // `/healthz/` is not `/healthz`: the router answers it 404.
         let trailing_slash = path.len() > 1 && path.ends_with('/');
         self.route(path)
             .filter(|_| !trailing_slash)
-            .map_or("(no route)", |route| route.template.as_str())
+            .map_or(&self.no_route, |route| &route.template)
     }
 }
 
@@ -609,7 +620,7 @@ async fn guard<E: Endpoint>(
     // A method is any token a client likes, up to the head limit: only
     // the standard ones are logged by name, so a line stays short.
     let method = standard_method(req.method());
-    let route = settings.allowed.template(req.uri().path()).to_owned();
+    let route = Arc::clone(settings.allowed.template(req.uri().path()));
     let client = auth::client_info(&req, &settings.trusted_proxies);
     let span = tracing::info_span!("request", request_id = %id);
     let mut response = check_and_answer(next, req, settings)
@@ -864,7 +875,7 @@ pub(crate) fn fuzz_request(data: &[u8]) {
     let _ = auth::client_ip([127, 0, 0, 1].into(), req.headers(), &trusted);
     let settings = GuardSettings::of(
         &crate::config::Config::default(),
-        AllowedMethods(Vec::new()),
+        AllowedMethods::of::<()>([]),
     );
     let _ = origin::relation(&req, &settings);
     let _ = fields::body_error(&text);
