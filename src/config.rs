@@ -137,9 +137,11 @@ pub struct Config {
     /// the global `--extra-roles`, which the user commands share.
     #[arg(skip)]
     pub extra_roles: Vec<String>,
-    /// Comma-separated CIDRs of reverse proxies whose `Forwarded` /
-    /// `X-Forwarded-For` headers are believed (default: none, the socket
-    /// address is the client).
+    /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For`,
+    /// `X-Forwarded-Host`, `X-Forwarded-Proto` and `X-Request-Id` headers
+    /// are believed (default: none, the socket address is the client).
+    /// `Forwarded` is never read: make the proxy set the `X-Forwarded-*`
+    /// headers itself.
     #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
     /// Comma-separated origins (`https://app.example.com`) of browser apps

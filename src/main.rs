@@ -70,8 +70,19 @@ fn exit_with(outcome: latchkey::Result<()>) -> ExitCode {
 /// would stall every worker); lines beyond its queue are dropped, not
 /// waited for.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::EnvFilter;
+    let (mut filter, unreadable) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(err) => {
+            let set = std::env::var_os(EnvFilter::DEFAULT_ENV).is_some();
+            (EnvFilter::new("info"), set.then(|| err.to_string()))
+        }
+    };
+    // sled's debug and trace events print whole records (emails, password
+    // hashes): never shown, whatever RUST_LOG asks.
+    if let Ok(directive) = "sled=info".parse() {
+        filter = filter.add_directive(directive);
+    }
     // Buffered: the writer thread flushes whenever it has drained its
     // queue, so a busy server writes its lines in batches.
     let stderr = std::io::BufWriter::with_capacity(64 << 10, std::io::stderr());
@@ -88,6 +99,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     match format {
         LogFormat::Pretty => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+    if let Some(err) = unreadable {
+        tracing::warn!(error = %err, "RUST_LOG is not a valid filter; logging at info");
     }
     guard
 }

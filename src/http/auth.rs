@@ -133,8 +133,7 @@ pub(crate) fn client_info(req: &Request, trusted_proxies: &[IpNet]) -> ClientInf
 }
 
 /// The client's IP: the socket peer, unless the peer is a trusted proxy; then
-/// the forwarding chain (`Forwarded`, else `X-Forwarded-For`) is walked from
-/// the right, past trusted proxies, to the first address no trusted proxy
+/// the forwarding chain (`X-Forwarded-For`) is walked from the right, past trusted proxies, to the first address no trusted proxy
 /// vouches for. Addresses an untrusted peer claims are never believed.
 pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
@@ -156,34 +155,24 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[Ip
     client
 }
 
-/// The `for` addresses of `Forwarded` (RFC 7239) or, without it, of
-/// `X-Forwarded-For`, leftmost (the original client) first. `None` marks a
-/// hop that is not an IP address.
+/// The addresses of `X-Forwarded-For`, leftmost (the original client)
+/// first. `None` marks a hop that is not an IP address.
+///
+/// Only the `X-Forwarded-*` family is read (as for the host and the
+/// scheme): it is what nginx, Caddy, Traefik, HAProxy and the cloud load
+/// balancers write. `Forwarded` (RFC 7239) is ignored: a proxy that writes
+/// only one of the two passes the other through as the client sent it, so
+/// reading both would let any client name its own address.
 fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let values = |name| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .filter(|hop| !hop.is_empty())
-            .collect::<Vec<_>>()
-    };
-    let forwarded = values(header::FORWARDED);
-    if !forwarded.is_empty() {
-        return forwarded
-            .into_iter()
-            .map(|element| {
-                element
-                    .split(';')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
-                    .and_then(|(_, value)| parse_hop(value))
-            })
-            .collect();
-    }
-    values(X_FORWARDED_FOR).into_iter().map(parse_hop).collect()
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty())
+        .map(parse_hop)
+        .collect()
 }
 
 /// An address as proxies write it: `192.0.2.1`, `192.0.2.1:443`,
@@ -429,12 +418,9 @@ mod tests {
             client_ip(ip("10.0.0.2"), &chain, &proxies),
             ip("198.51.100.7")
         );
-        let forwarded = headers(&[(
-            "forwarded",
-            r#"for=6.6.6.6, for="[2001:db8::17]:4711";proto=https"#,
-        )]);
+        let ported = headers(&[("x-forwarded-for", r#"6.6.6.6, "[2001:db8::17]:4711""#)]);
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &forwarded, &proxies),
+            client_ip(ip("10.0.0.2"), &ported, &proxies),
             ip("2001:db8::17")
         );
         let mapped = headers(&[("x-forwarded-for", "::ffff:198.51.100.7")]);
@@ -442,8 +428,23 @@ mod tests {
             client_ip(ip("10.0.0.2"), &mapped, &proxies),
             ip("198.51.100.7")
         );
-        let hidden = headers(&[("forwarded", "for=_hidden, for=10.0.0.9")]);
+        let hidden = headers(&[("x-forwarded-for", "_hidden, 10.0.0.9")]);
         assert_eq!(client_ip(ip("10.0.0.2"), &hidden, &proxies), ip("10.0.0.9"));
+        // A client's own `Forwarded`, passed through by a proxy that writes
+        // X-Forwarded-For, names nothing.
+        let both = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=203.0.113.66"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &both, &proxies),
+            ip("198.51.100.7")
+        );
+        let only_forwarded = headers(&[("forwarded", "for=203.0.113.66")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &only_forwarded, &proxies),
+            ip("10.0.0.2")
+        );
         assert_eq!(
             client_ip(ip("10.0.0.2"), &HeaderMap::new(), &proxies),
             ip("10.0.0.2")

@@ -127,7 +127,7 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
 }
 
 /// Seconds a client should wait before retrying after a storage failure.
-const STORAGE_RETRY_AFTER: u64 = 5;
+pub(super) const STORAGE_RETRY_AFTER: u64 = 5;
 
 /// The body of every 500: no detail leaves the server.
 pub fn internal_body() -> ErrorBody {

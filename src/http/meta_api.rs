@@ -37,7 +37,12 @@ enum ReadyResponse {
     /// `not_ready`: the message says why (a full or failing disk, the
     /// database being reopened).
     #[oai(status = 503)]
-    NotReady(ErrorJson),
+    NotReady(
+        ErrorJson,
+        /// Seconds before asking again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 #[OpenApi(tag = "ApiTags::Meta")]
@@ -68,9 +73,10 @@ impl MetaApi {
     async fn readyz(&self, core: Data<&Latchkey>) -> ReadyResponse {
         match core.ready() {
             Ok(()) => ReadyResponse::Ready(Json(Status { status: "ready" })),
-            Err(reason) => {
-                ReadyResponse::NotReady(ErrorJson(ErrorBody::new("not_ready", reason.to_string())))
-            }
+            Err(reason) => ReadyResponse::NotReady(
+                ErrorJson(ErrorBody::new("not_ready", reason.to_string())),
+                super::error::STORAGE_RETRY_AFTER,
+            ),
         }
     }
 }

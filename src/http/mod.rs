@@ -136,9 +136,9 @@ fn api_service() -> OpenApiService<Apis, ()> {
         "latchkey",
         env!("CARGO_PKG_VERSION"),
     )
-    .summary("Self-hosted authentication: argon2id passwords, short-lived access JWTs, rotating refresh tokens.")
     .description(
-        "Log in to get a short-lived access token (send it as `Authorization: Bearer <token>`) \
+        "Self-hosted authentication: argon2id passwords, short-lived access JWTs, rotating refresh tokens.\n\n\
+         Log in to get a short-lived access token (send it as `Authorization: Bearer <token>`) \
          and a long-lived refresh token in an HttpOnly cookie (`refresh_token`, path `/api/auth`). \
          `POST /api/auth/refresh` rotates the refresh token and returns a new access token; \
          `POST /api/auth/logout` revokes the session. Every error body is `{\"code\", \"message\"}`.",
@@ -365,7 +365,7 @@ impl Guard {
 
     /// Names the routes of `T` (your OpenAPI service's API tuple, latchkey's
     /// [`Api`] included) in request logs, in metrics and in the `Allow`
-    /// header of a 405. Paths not in `T` are logged as `(no route)`.
+    /// header of a 405. Paths not in `T` are logged as `(none)`.
     #[must_use]
     pub fn routes<T: OpenApi>(self) -> Guard {
         Guard::with_routes(self.core, AllowedMethods::of::<T>([]))
@@ -493,6 +493,8 @@ struct RouteInfo {
     template: Template,
     segments: Vec<String>,
     allow: String,
+    /// Whether the path with a trailing slash is this route too.
+    trailing_slash: bool,
 }
 
 impl AllowedMethods {
@@ -502,15 +504,20 @@ impl AllowedMethods {
             .into_iter()
             .flat_map(|api| api.paths)
             .map(|path| {
-                let methods: Vec<String> = path
+                let mut methods: Vec<String> = path
                     .operations
                     .iter()
                     .map(|operation| operation.method.to_string())
                     .collect();
+                // poem answers HEAD wherever it answers GET.
+                if methods.iter().any(|method| method == "GET") {
+                    methods.push("HEAD".to_owned());
+                }
                 RouteInfo {
                     segments: segments(&path.path),
                     template: Arc::new(path.path),
                     allow: methods.join(", "),
+                    trailing_slash: false,
                 }
             })
             .collect();
@@ -518,12 +525,14 @@ impl AllowedMethods {
             paths.push(RouteInfo {
                 template: Arc::new(fixed.to_owned()),
                 segments: segments(fixed),
-                allow: "GET".to_owned(),
+                allow: "GET, HEAD".to_owned(),
+                // A nested route (`/docs`) answers `/docs/` too.
+                trailing_slash: fixed == "/docs",
             });
         }
         AllowedMethods {
             routes: paths,
-            no_route: Arc::new("(no route)".to_owned()),
+            no_route: Arc::new("(none)".to_owned()),
         }
     }
 
@@ -552,7 +561,7 @@ impl AllowedMethods {
         // `/healthz/` is not `/healthz`: the router answers it 404.
         let trailing_slash = path.len() > 1 && path.ends_with('/');
         self.route(path)
-            .filter(|_| !trailing_slash)
+            .filter(|route| !trailing_slash || route.trailing_slash)
             .map_or(&self.no_route, |route| &route.template)
     }
 }

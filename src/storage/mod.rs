@@ -192,8 +192,7 @@ impl Store {
         match free >= DISK_RESERVE {
             true => Ok(()),
             false => Err(Error::Storage(format!(
-                "the disk of {} has less than {} MiB free; writes are refused until there is room",
-                self.inner.dir.display(),
+                "the data directory's disk has less than {} MiB free; writes are refused until there is room",
                 DISK_RESERVE >> 20
             ))),
         }

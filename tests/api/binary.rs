@@ -908,7 +908,7 @@ async fn json_logs_have_one_line_per_request_with_its_route_status_and_id() {
         .find(|line| line["fields"]["request_id"] == odd_id.as_str())
         .expect("the odd request is logged");
     assert_eq!(odd_line["fields"]["method"], "(other)");
-    assert_eq!(odd_line["fields"]["route"], "(no route)");
+    assert_eq!(odd_line["fields"]["route"], "(none)");
     let requests: Vec<&Value> = lines
         .iter()
         .filter(|line| line["fields"]["request_id"] == id.as_str())

@@ -288,7 +288,15 @@ async fn unknown_routes_and_methods_get_json_errors() {
         .send()
         .await
         .expect("request");
-    assert_eq!(header(&put, "allow"), "GET, DELETE");
+    assert_eq!(header(&put, "allow"), "GET, DELETE, HEAD");
+    // What Allow promises holds: HEAD answers wherever GET does.
+    let head = app
+        .client
+        .head(app.url("/api/profile/me"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(head.status(), StatusCode::UNAUTHORIZED);
     let put_session = app
         .client
         .put(app.url("/api/auth/sessions/some-id"))
@@ -303,7 +311,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
             .send()
             .await
             .expect("request");
-        assert_eq!(header(&posted, "allow"), "GET", "{path}");
+        assert_eq!(header(&posted, "allow"), "GET, HEAD", "{path}");
         assert_error(
             posted,
             StatusCode::METHOD_NOT_ALLOWED,

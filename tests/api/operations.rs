@@ -150,7 +150,7 @@ async fn metrics_count_requests_logins_refreshes_and_sessions_and_hold_no_secret
         1.0,
     );
     expect(
-        r#"latchkey_http_requests_total{route="(no route)",method="GET",status="404"}"#,
+        r#"latchkey_http_requests_total{route="(none)",method="GET",status="404"}"#,
         1.0,
     );
     expect(
