@@ -145,18 +145,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("todos on http://127.0.0.1:3000/docs");
 
-    // The sweeper runs until its own signal: sent once the server stops.
-    let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
-    let sweeper = tokio::spawn(latchkey::run_sweeper(core.clone(), async move {
-        let _ = sweeper_stopped.await;
+    // The sweeper and the mail sender run until their own signal: sent once
+    // the server stops.
+    let (stop_background, background_stopped) = tokio::sync::oneshot::channel::<()>();
+    let background = tokio::spawn(latchkey::run_background(core.clone(), async move {
+        let _ = background_stopped.await;
     }));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     // latchkey's connection limits and timeouts, for the app's routes too.
     latchkey::http::serve_endpoint(listener, app(core.clone()), core.config(), shutdown).await?;
-    let _ = stop_sweeper.send(());
-    sweeper.await?;
+    let _ = stop_background.send(());
+    background.await?;
     core.flush()?;
     Ok(())
 }

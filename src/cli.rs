@@ -283,7 +283,7 @@ fn json_line(event: &AuditEvent) -> String {
 }
 
 fn text_line(event: &AuditEvent) -> String {
-    let mut line = format!("{}  {:<16}", format_time(event.at), event.kind.as_str());
+    let mut line = format!("{}  {:<24}", format_time(event.at), event.kind.as_str());
     let fields = [
         ("user", &event.user_id),
         ("session", &event.session_id),

@@ -46,6 +46,16 @@ pub const DEFAULT_HASH_QUEUE: u32 = 64;
 pub const DEFAULT_HASH_QUEUE_TIMEOUT: &str = "3s";
 /// Default bound of the database's page cache, in MiB.
 pub const DEFAULT_DB_CACHE_MIB: u32 = 64;
+/// Default lifetime of an email-verification link.
+pub const DEFAULT_VERIFY_TTL: &str = "24h";
+/// Default lifetime of a password-reset link.
+pub const DEFAULT_RESET_TTL: &str = "30m";
+/// Default sender of latchkey's mail.
+pub const DEFAULT_MAIL_FROM: &str = "latchkey <latchkey@localhost>";
+/// Default mail requests (resets, verifications, email changes) per client IP.
+pub const DEFAULT_MAIL_IP_RATE: &str = "10/1h";
+/// Default mails per target address.
+pub const DEFAULT_MAIL_ACCOUNT_RATE: &str = "3/1h";
 /// Default cap on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 /// Default cap on open connections from one client address.
@@ -121,6 +131,35 @@ pub struct Config {
     /// Age after which the sweeper deletes audit events (humantime).
     #[arg(long, env = "LATCHKEY_AUDIT_RETENTION", default_value = DEFAULT_AUDIT_RETENTION, value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
+    /// Where latchkey is reached from outside (`https://auth.example.com`),
+    /// for the links in its mails. Default: `http://HOST:PORT` of `serve`.
+    #[arg(long, env = "LATCHKEY_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// Base of the links in mails, when the app serves its own pages:
+    /// links are `<base>/verify-email?token=…`, `<base>/reset-password?token=…`
+    /// and `<base>/confirm-email?token=…`. Default: `<public-url>/account`,
+    /// latchkey's own pages.
+    #[arg(long, env = "LATCHKEY_EMAIL_LINK_BASE", value_parser = parse_public_url)]
+    pub email_link_base: Option<String>,
+    /// The sender of latchkey's mail (`Name <address>` or an address).
+    #[arg(long, env = "LATCHKEY_MAIL_FROM", default_value = DEFAULT_MAIL_FROM)]
+    pub mail_from: String,
+    /// How long an email-verification link works (humantime).
+    #[arg(long, env = "LATCHKEY_VERIFY_TTL", default_value = DEFAULT_VERIFY_TTL, value_parser = humantime::parse_duration)]
+    pub verify_ttl: Duration,
+    /// How long a password-reset link works (humantime).
+    #[arg(long, env = "LATCHKEY_RESET_TTL", default_value = DEFAULT_RESET_TTL, value_parser = humantime::parse_duration)]
+    pub reset_ttl: Duration,
+    /// Refuse login and refresh (403 `email_not_verified`, only after the
+    /// right password) until the account's address is verified.
+    #[arg(long, env = "LATCHKEY_REQUIRE_VERIFIED_EMAIL")]
+    pub require_verified_email: bool,
+    /// The SMTP relay, from `SMTP_URL` (never a flag: it may hold a
+    /// password): `smtp://host:port`, `smtp://user:pass@host:587?tls=required`
+    /// or `smtps://…`. Without it, mails are written to
+    /// `<data-dir>/outbox-files/`.
+    #[arg(skip)]
+    pub smtp_url: Option<Secret>,
     /// Rate limits.
     #[command(flatten)]
     pub limits: RateLimits,
@@ -171,13 +210,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `JWT_SECRET` and `REFRESH_TOKEN_SECRET` from the environment
+    /// Reads `JWT_SECRET`, `REFRESH_TOKEN_SECRET` and `SMTP_URL` from the environment
     /// (after a `.env` file, if the binary loaded one). Secrets are never flags:
     /// a flag would show in `ps`.
     pub fn with_secrets_from_env(mut self) -> Self {
         let read = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         self.jwt_secret = read("JWT_SECRET").map(Secret::new);
         self.refresh_secret = read("REFRESH_TOKEN_SECRET").map(Secret::new);
+        self.smtp_url = read("SMTP_URL").map(Secret::new);
         self
     }
 
@@ -238,6 +278,8 @@ impl Config {
             DAY,
         )?;
         within("--audit-retention", self.audit_retention, HOUR, 3650 * DAY)?;
+        within("--verify-ttl", self.verify_ttl, MINUTE, 30 * DAY)?;
+        within("--reset-ttl", self.reset_ttl, MINUTE, DAY)?;
         within(
             "--hash-queue-timeout",
             self.hash_queue_timeout,
@@ -335,6 +377,7 @@ impl Config {
         ConfigBuilder {
             config: Config::with_data_dir(data_dir),
             origins: Vec::new(),
+            public_url: None,
         }
     }
 
@@ -444,6 +487,7 @@ impl fmt::Display for Rate {
 pub struct ConfigBuilder {
     config: Config,
     origins: Vec<String>,
+    public_url: Option<String>,
 }
 
 impl ConfigBuilder {
@@ -545,6 +589,25 @@ impl ConfigBuilder {
         self
     }
 
+    /// Where latchkey is reached from outside, for the links in its mails.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// The SMTP relay (`smtp://…`, `smtps://…`); without it, mails are
+    /// written to `<data-dir>/outbox-files/`.
+    pub fn smtp_url(mut self, url: Secret) -> Self {
+        self.config.smtp_url = Some(url);
+        self
+    }
+
+    /// The sender of latchkey's mail.
+    pub fn mail_from(mut self, from: impl Into<String>) -> Self {
+        self.config.mail_from = from.into();
+        self
+    }
+
     /// Any other setting, on the [`Config`] itself.
     pub fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
         change(&mut self.config);
@@ -562,6 +625,12 @@ impl ConfigBuilder {
             let origin = parse_origin(&origin)
                 .map_err(|err| crate::error::Error::Config(format!("--cors-origins: {err}")))?;
             config.cors_origins.push(origin);
+        }
+        if let Some(url) = self.public_url {
+            config.public_url = Some(
+                parse_public_url(&url)
+                    .map_err(|err| crate::error::Error::Config(format!("--public-url: {err}")))?,
+            );
         }
         config.validate()?;
         Ok(config)
@@ -601,6 +670,13 @@ pub struct RateLimits {
     /// Refreshes per client IP.
     #[arg(long = "rate-refresh-ip", env = "LATCHKEY_RATE_REFRESH_IP", default_value = DEFAULT_REFRESH_IP_RATE)]
     pub refresh_ip: Rate,
+    /// Mail requests (password resets, verification resends, email
+    /// changes) per client IP; over it the answer is the same, no mail goes.
+    #[arg(long = "rate-mail-ip", env = "LATCHKEY_RATE_MAIL_IP", default_value = DEFAULT_MAIL_IP_RATE)]
+    pub mail_ip: Rate,
+    /// Mails per target address; over it the answer is the same, no mail goes.
+    #[arg(long = "rate-mail-account", env = "LATCHKEY_RATE_MAIL_ACCOUNT", default_value = DEFAULT_MAIL_ACCOUNT_RATE)]
+    pub mail_account: Rate,
 }
 
 impl RateLimits {
@@ -622,6 +698,8 @@ impl Default for RateLimits {
             login_account: DEFAULT_LOGIN_ACCOUNT_RATE.split(',').map(rate).collect(),
             register_ip: rate(DEFAULT_REGISTER_IP_RATE),
             refresh_ip: rate(DEFAULT_REFRESH_IP_RATE),
+            mail_ip: rate(DEFAULT_MAIL_IP_RATE),
+            mail_account: rate(DEFAULT_MAIL_ACCOUNT_RATE),
         }
     }
 }
@@ -671,6 +749,26 @@ impl Default for ConnectionLimits {
 
 /// An allowed browser origin: `scheme://host[:port]`, no path, never `*`
 /// (credentials must never be allowed for every origin).
+/// A public URL: `http(s)://host[:port][/path]`, without a trailing slash,
+/// query or fragment.
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = text.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty()
+        || rest.contains(['?', '#', ' ', '"', '<', '>', '\\'])
+        || rest.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{text:?} must be http(s)://host[:port][/path], without a query"
+        ));
+    }
+    Ok(url.to_owned())
+}
+
 fn parse_origin(text: &str) -> Result<String, String> {
     let origin = text.trim().trim_end_matches('/');
     if origin == "*" {
@@ -713,6 +811,13 @@ impl Default for Config {
             limits: RateLimits::default(),
             connections: ConnectionLimits::default(),
             metrics: Switch::On,
+            public_url: None,
+            email_link_base: None,
+            mail_from: DEFAULT_MAIL_FROM.to_owned(),
+            verify_ttl: duration(DEFAULT_VERIFY_TTL),
+            reset_ttl: duration(DEFAULT_RESET_TTL),
+            require_verified_email: false,
+            smtp_url: None,
             extra_roles: Vec::new(),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),

@@ -83,6 +83,28 @@ pub enum Error {
     /// No session with this id belongs to the caller.
     #[error("Session not found")]
     SessionNotFound,
+    /// A verification token that is unknown, used, or for something else.
+    #[error("Invalid or used verification link")]
+    VerificationTokenInvalid,
+    /// A verification token past its lifetime.
+    #[error("Verification link expired; ask for a new one")]
+    VerificationTokenExpired,
+    /// A reset token that is unknown, used, for something else, or whose
+    /// account is disabled or has changed its password since.
+    #[error("Invalid or used password-reset link")]
+    ResetTokenInvalid,
+    /// A reset token past its lifetime.
+    #[error("Password-reset link expired; ask for a new one")]
+    ResetTokenExpired,
+    /// An email-change token that is unknown, used or for something else.
+    #[error("Invalid or used email-change link")]
+    EmailChangeTokenInvalid,
+    /// An email-change token past its lifetime.
+    #[error("Email-change link expired; ask again")]
+    EmailChangeTokenExpired,
+    /// `--require-verified-email` and the account's address is not verified.
+    #[error("Verify your email address first")]
+    EmailNotVerified,
     /// Another process holds the data directory's lock.
     #[error("data directory {0} is in use by another latchkey process")]
     DataDirLocked(String),
@@ -123,6 +145,13 @@ impl Error {
             Error::Forbidden => "forbidden",
             Error::AccountDisabled => "account_disabled",
             Error::SessionNotFound => "session_not_found",
+            Error::VerificationTokenInvalid => "verification_token_invalid",
+            Error::VerificationTokenExpired => "verification_token_expired",
+            Error::ResetTokenInvalid => "reset_token_invalid",
+            Error::ResetTokenExpired => "reset_token_expired",
+            Error::EmailChangeTokenInvalid => "email_change_token_invalid",
+            Error::EmailChangeTokenExpired => "email_change_token_expired",
+            Error::EmailNotVerified => "email_not_verified",
             Error::DataDirLocked(_) => "data_dir_locked",
             Error::Config(_) => "config_error",
             Error::Storage(_) => "storage_error",

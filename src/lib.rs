@@ -7,7 +7,7 @@
 //! and [`http::SignedIn`], one OpenAPI document and one Swagger UI for
 //! both ([`http::Api`] under a [`http::Mount`]), latchkey's middleware
 //! around it all ([`http::Guard`]), and the sweeper stopped with the server
-//! ([`run_sweeper`]). The configuration comes from [`Config::builder`].
+//! ([`run_background`]). The configuration comes from [`Config::builder`].
 //!
 //! ```no_run
 #![doc = include_str!("../examples/embedded.rs")]
@@ -36,7 +36,7 @@
 //!   with the middleware they need ([`http::Guard`]); the extractors; the
 //!   OpenAPI document ([`http::spec`]).
 //! - [`run`]: serves the app with the background sweeper until a shutdown
-//!   signal; [`run_sweeper`], the sweeper alone.
+//!   signal; [`run_background`], the sweeper and the mail sender alone.
 //! - [`Error`], what can go wrong, in authentication terms.
 //!
 //! # Run it
@@ -62,6 +62,7 @@ mod error;
 pub mod fuzzing;
 pub mod http;
 mod limits;
+mod mail;
 mod metrics;
 mod model;
 mod password;
@@ -86,14 +87,25 @@ pub use service::{
 pub use tokens::keys::SigningKeyInfo;
 pub use tokens::{AccessClaims, Audience, PublicJwk};
 
-/// Runs the background sweeper until `shutdown` completes: every
-/// `--sweep-interval` it deletes expired refresh tokens and sessions and
-/// audit events past their retention, and it keeps the live-session metric
-/// counted. [`run`] starts it; an app that serves latchkey's routes itself
-/// spawns it next to its server.
-pub async fn run_sweeper(core: Latchkey, shutdown: impl Future<Output = ()>) {
+/// Runs latchkey's background tasks until `shutdown` completes: the
+/// sweeper (every `--sweep-interval` it deletes expired refresh tokens,
+/// sessions and mailed tokens and audit events past their retention, and
+/// keeps the live-session metric counted) and the outbox sender (it
+/// delivers queued mail, with retries). [`run`] starts them; an app that
+/// serves latchkey's routes itself spawns this next to its server.
+pub async fn run_background(core: Latchkey, shutdown: impl Future<Output = ()>) {
     let interval = core.config().sweep_interval;
-    sweeper::run(core, interval, shutdown).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let sweeper = sweeper::run(core.clone(), interval, until_stopped(stopped.clone()));
+    let sender = sweeper::send_mail(core, until_stopped(stopped));
+    let stopper = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(sweeper, sender, stopper);
 }
 
 /// Serves latchkey on `listener` with the background sweeper until `shutdown`
@@ -108,7 +120,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
-    let sweeper = tokio::spawn(run_sweeper(core.clone(), async move {
+    let sweeper = tokio::spawn(run_background(core.clone(), async move {
         // A dropped sender stops the sweeper as surely as a sent signal.
         let _ = sweeper_stopped.await;
     }));

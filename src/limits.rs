@@ -62,6 +62,8 @@ pub struct Limits {
     login_account: Vec<Bucket<String>>,
     register_ip: Bucket<IpAddr>,
     refresh_ip: Bucket<IpAddr>,
+    mail_ip: Bucket<IpAddr>,
+    mail_account: Bucket<String>,
     audit_noise: Bucket<(&'static str, Option<IpAddr>)>,
 }
 
@@ -78,6 +80,8 @@ impl Limits {
                 .collect(),
             register_ip: Bucket::new("register/ip", settings.register_ip, max_keys),
             refresh_ip: Bucket::new("refresh/ip", settings.refresh_ip, max_keys),
+            mail_ip: Bucket::new("mail/ip", settings.mail_ip, max_keys),
+            mail_account: Bucket::new("mail/account", settings.mail_account, max_keys),
             audit_noise: Bucket::new(
                 "audit",
                 Rate {
@@ -127,6 +131,25 @@ impl Limits {
     /// [`Limited`] when over the limit.
     pub fn refresh(&self, ip: Option<IpAddr>) -> Result<(), Limited> {
         self.per_ip(&self.refresh_ip, ip)
+    }
+
+    /// Counts a mail request from `ip`.
+    ///
+    /// # Errors
+    /// [`Limited`] when over the limit.
+    pub fn mail_request(&self, ip: Option<IpAddr>) -> Result<(), Limited> {
+        self.per_ip(&self.mail_ip, ip)
+    }
+
+    /// Counts a mail to `address`.
+    ///
+    /// # Errors
+    /// [`Limited`] when over the limit.
+    pub fn mail_to(&self, address: &str) -> Result<(), Limited> {
+        match self.enabled {
+            true => self.mail_account.check(&address.to_owned()),
+            false => Ok(()),
+        }
     }
 
     fn per_ip(&self, bucket: &Bucket<IpAddr>, ip: Option<IpAddr>) -> Result<(), Limited> {
@@ -263,6 +286,8 @@ mod tests {
             login_account: vec![rate],
             register_ip: rate,
             refresh_ip: rate,
+            mail_ip: rate,
+            mail_account: rate,
         }
     }
 

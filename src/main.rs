@@ -113,20 +113,26 @@ async fn serve(args: ServeArgs, shared: cli::Shared) -> anyhow::Result<()> {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %err, "cannot raise the open-file limit");
     }
-    let config = latchkey::Config {
+    let mut config = latchkey::Config {
         data_dir: shared.data_dir,
         extra_roles: shared.extra_roles,
         ..args.config
     }
     .with_secrets_from_env();
     config.validate()?;
-    let shown = config.data_dir.display().to_string();
-    let core = Latchkey::open(config)
-        .with_context(|| format!("cannot start on data directory {shown}"))?;
     let address = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
+    if config.public_url.is_none() {
+        // Where this server listens (the port it got, for `--port 0`):
+        // right for a machine of one's own; behind a proxy, set --public-url.
+        let scheme = if config.serves_tls() { "https" } else { "http" };
+        config.public_url = Some(format!("{scheme}://{}", listener.local_addr()?));
+    }
+    let shown = config.data_dir.display().to_string();
+    let core = Latchkey::open(config)
+        .with_context(|| format!("cannot start on data directory {shown}"))?;
     latchkey::run(listener, core, shutdown_signal()).await?;
     tracing::info!("latchkey stopped");
     Ok(())

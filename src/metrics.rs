@@ -34,13 +34,15 @@ const REFRESH_OUTCOMES: [&str; 4] = ["rotated", "raced", "reused", "refused"];
 /// The `kind` label of the sweeper's counts, in [`SweptCounts`]' order.
 const SWEPT_KINDS: [&str; 3] = ["refresh_token", "session", "audit_event"];
 /// The rate-limit rules (see `limits`), listed at zero from the start.
-const RATE_LIMIT_RULES: [&str; 6] = [
+const RATE_LIMIT_RULES: [&str; 8] = [
     "login/ip",
     "login/account",
     "login/device",
     "password/user",
     "register/ip",
     "refresh/ip",
+    "mail/ip",
+    "mail/account",
 ];
 
 /// How a login ended.

@@ -290,6 +290,10 @@ pub struct User {
     /// verified is still the current one.
     #[serde(default)]
     pub password_version: u64,
+    /// Whether the user has proven they read mail at `email` (a
+    /// verification link, a password reset, a confirmed email change).
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 impl User {
@@ -312,6 +316,7 @@ impl User {
             disabled: false,
             security_stamp: 0,
             password_version: 0,
+            email_verified: false,
         }
     }
 
@@ -683,6 +688,21 @@ pub enum AuditKind {
     AccountChanged,
     /// A disabled account presented the right password.
     LoginRefused,
+    /// A verification mail was queued.
+    VerificationSent,
+    /// An address was verified.
+    EmailVerified,
+    /// A password reset was asked for an existing account (the mail is queued).
+    PasswordResetRequested,
+    /// A password was reset with a mailed token.
+    PasswordReset,
+    /// An email change was asked for (a confirmation mail is queued).
+    EmailChangeRequested,
+    /// An email change was confirmed.
+    EmailChanged,
+    /// A mail could not be delivered; `detail` says why and whether it
+    /// will be retried.
+    MailFailed,
 }
 
 impl AuditKind {
@@ -702,6 +722,13 @@ impl AuditKind {
             AuditKind::AccountDeleted => "account_deleted",
             AuditKind::AccountChanged => "account_changed",
             AuditKind::LoginRefused => "login_refused",
+            AuditKind::VerificationSent => "verification_sent",
+            AuditKind::EmailVerified => "email_verified",
+            AuditKind::PasswordResetRequested => "password_reset_requested",
+            AuditKind::PasswordReset => "password_reset",
+            AuditKind::EmailChangeRequested => "email_change_requested",
+            AuditKind::EmailChanged => "email_changed",
+            AuditKind::MailFailed => "mail_failed",
         }
     }
 }
@@ -940,5 +967,142 @@ mod tests {
         assert_eq!(clock.now(), 1_000);
         clock.advance(Duration::from_secs(5));
         assert_eq!(clock.now(), 1_005);
+    }
+}
+
+/// What a mailed token is for; a token works only for its purpose.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MailPurpose {
+    /// Proves the user reads mail at their address.
+    VerifyEmail,
+    /// Sets a new password without the old one.
+    ResetPassword,
+    /// Moves the account to a new address.
+    ChangeEmail,
+}
+
+/// A token sent by mail, stored under its digest until it is used or
+/// expires: single-use, bound to one user, one purpose and one address.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailToken {
+    /// What it is for.
+    pub purpose: MailPurpose,
+    /// Whose it is.
+    pub user_id: String,
+    /// The address it was sent to: the user's (verification, reset) or the
+    /// new one (email change). A verification is void once the account has
+    /// moved to another address.
+    pub email: String,
+    /// The user's address when it was issued (an email change is void once
+    /// another change has gone through).
+    pub current_email: String,
+    /// The user's password version when it was issued (a reset is void once
+    /// the password has changed).
+    pub password_version: u64,
+    /// When it was issued.
+    pub created_at: UnixTime,
+    /// When it stops working.
+    pub expires_at: UnixTime,
+}
+
+/// Which mail a queued mail is (for logs and the audit log; never its content).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MailKind {
+    /// A verification link.
+    Verification,
+    /// A password-reset link.
+    PasswordReset,
+    /// A link confirming a new address, sent to it.
+    EmailChange,
+    /// A notice to the old address that a change was asked for.
+    EmailChangeNotice,
+    /// A notice that the password was changed.
+    PasswordChangedNotice,
+}
+
+impl MailKind {
+    /// The snake_case name used in logs and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Verification => "verification",
+            MailKind::PasswordReset => "password_reset",
+            MailKind::EmailChange => "email_change",
+            MailKind::EmailChangeNotice => "email_change_notice",
+            MailKind::PasswordChangedNotice => "password_changed_notice",
+        }
+    }
+}
+
+/// A mail ready to go.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mail {
+    /// Which mail it is.
+    pub kind: MailKind,
+    /// Whom it concerns.
+    pub user_id: String,
+    /// The recipient.
+    pub to: String,
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    pub body: String,
+}
+
+/// Work for the outbox: a mail to deliver, or a request to look at first
+/// (whether the account exists is decided there, not while the client
+/// waits, so that the answer takes the same time either way).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxJob {
+    /// Deliver this mail.
+    Deliver(Mail),
+    /// Someone asked for a password reset for this (normalized) address.
+    ResetRequested {
+        /// The address.
+        email: String,
+    },
+    /// Someone asked for the verification mail again.
+    VerificationRequested {
+        /// The address.
+        email: String,
+    },
+}
+
+/// One entry of the durable outbox.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its id (also in its key).
+    pub id: String,
+    /// When it was queued.
+    pub created_at: UnixTime,
+    /// The work.
+    pub job: OutboxJob,
+    /// Delivery attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When to try next.
+    pub next_attempt_at: UnixTime,
+    /// Why the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When it was given up on (kept a while for the operator, then swept).
+    #[serde(default)]
+    pub failed_at: Option<UnixTime>,
+}
+
+impl OutboxEntry {
+    /// A new entry, due now.
+    pub fn new(id: String, job: OutboxJob, now: UnixTime) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            created_at: now,
+            job,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            failed_at: None,
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! The background sweeper: every `sweep_interval` it deletes expired refresh
-//! records and sessions through their expiry indexes and audit events past
-//! their retention, and stops when the shutdown signal fires.
-//! Depends on `service` only.
+//! The background tasks: the sweeper, which every `sweep_interval` deletes
+//! expired refresh records, sessions and mailed tokens through their expiry
+//! indexes, audit events past their retention and mails given up on; and
+//! the outbox sender, which delivers queued mail. Both stop when the
+//! shutdown signal fires. Depends on `service` only.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,6 +19,8 @@ async fn sweep(core: &Latchkey) {
             refresh_tokens = swept.refresh_tokens,
             sessions = swept.sessions,
             audit_events = swept.audit_events,
+            mail_tokens = swept.mail_tokens,
+            failed_mails = swept.failed_mails,
             elapsed_ms = started.elapsed().as_millis(),
             "swept expired records"
         ),
@@ -54,4 +57,33 @@ pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Outpu
         count_sessions(&core).await;
     }
     tracing::debug!("sweeper stopped");
+}
+
+/// How often the outbox sender looks for mail due a retry, when nothing
+/// wakes it sooner.
+const OUTBOX_POLL: Duration = Duration::from_secs(1);
+
+/// Delivers queued mail until `shutdown` completes: whenever a request
+/// queues some, and every second for retries.
+pub async fn send_mail(core: Latchkey, shutdown: impl Future<Output = ()>) {
+    tracing::info!(destination = %core.mail_destination(), "mail goes to");
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = core.outbox_queued(OUTBOX_POLL) => {}
+        }
+        loop {
+            match core.deliver_outbox().await {
+                // A full batch: more may be due.
+                Ok(handled) if handled == crate::service::OUTBOX_BATCH => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::error!(error = %err, "the outbox sender failed; retrying");
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!("outbox sender stopped");
 }

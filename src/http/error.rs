@@ -86,8 +86,18 @@ pub fn error_json(status: StatusCode, body: ErrorBody) -> Response {
 /// The status of each domain error, and the body to send.
 pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
     let status = match err {
-        Error::InvalidInput(_) | Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
-        Error::CsrfRejected | Error::Forbidden | Error::AccountDisabled => StatusCode::FORBIDDEN,
+        Error::InvalidInput(_)
+        | Error::WeakPassword(_)
+        | Error::VerificationTokenInvalid
+        | Error::VerificationTokenExpired
+        | Error::ResetTokenInvalid
+        | Error::ResetTokenExpired
+        | Error::EmailChangeTokenInvalid
+        | Error::EmailChangeTokenExpired => StatusCode::BAD_REQUEST,
+        Error::CsrfRejected
+        | Error::Forbidden
+        | Error::AccountDisabled
+        | Error::EmailNotVerified => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::UserExists | Error::UsernameTaken => StatusCode::CONFLICT,

@@ -115,6 +115,23 @@ string_field!(
     }
 );
 string_field!(
+    /// A new email address, at most 254 characters.
+    NewEmailAddress, "newEmail", "string(new email)",
+    |schema| {
+        schema.format = Some("email");
+        schema.min_length = Some(3);
+        schema.max_length = Some(254);
+    }
+);
+string_field!(
+    /// A token from a mailed link: 43 base64url characters.
+    MailedToken, "token", "string(mailed token)",
+    |schema| {
+        schema.min_length = Some(1);
+        schema.max_length = Some(128);
+    }
+);
+string_field!(
     /// The current password, when changing it.
     CurrentPassword, "currentPassword", "string(current password)",
     |schema| {

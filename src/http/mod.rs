@@ -24,7 +24,9 @@ mod error;
 mod fields;
 mod meta_api;
 mod origin;
+mod pages;
 mod profile_api;
+mod recovery_api;
 mod server;
 mod sessions_api;
 mod tls;
@@ -67,6 +69,9 @@ enum ApiTags {
     Sessions,
     /// The caller's account: password and deletion.
     Account,
+    /// Verifying an address, resetting a forgotten password, changing the
+    /// address: by links sent by mail.
+    Recovery,
     /// User management and the audit log (role `admin`).
     Admin,
     /// Public keys and discovery, for services that verify access tokens.
@@ -76,11 +81,12 @@ enum ApiTags {
 }
 
 /// Every tag, in declaration order.
-const TAG_ORDER: [ApiTags; 7] = [
+const TAG_ORDER: [ApiTags; 8] = [
     ApiTags::Auth,
     ApiTags::Profile,
     ApiTags::Sessions,
     ApiTags::Account,
+    ApiTags::Recovery,
     ApiTags::Admin,
     ApiTags::Discovery,
     ApiTags::Meta,
@@ -91,6 +97,7 @@ type Apis = MergedPaths<(
     profile_api::ProfileApi,
     sessions_api::SessionsApi,
     account_api::AccountApi,
+    recovery_api::RecoveryApi,
     admin_api::AdminApi,
     discovery_api::DiscoveryApi,
     meta_api::MetaApi,
@@ -251,7 +258,8 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     let metrics = core.config().metrics.is_on();
     let mut routes = Route::new()
         .nest("/docs", Route::new().at("/", docs))
-        .at("/openapi.json", spec);
+        .at("/openapi.json", spec)
+        .nest("/account", pages::routes());
     if metrics {
         let scraped = core.clone();
         routes = routes.at(
@@ -265,6 +273,7 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     }
     let fixed = ["/docs", "/openapi.json"]
         .into_iter()
+        .chain(pages::PATHS)
         .chain(metrics.then_some(METRICS_PATH));
     let routes_known = AllowedMethods::of::<Apis>(fixed);
     routes

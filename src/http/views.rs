@@ -20,6 +20,9 @@ pub(super) struct UserView {
     created_at: String,
     /// The user's roles (`user` for every account; `admin` for administrators).
     roles: Vec<String>,
+    /// Whether the user has proven they read mail at `email` (a
+    /// verification link, a password reset or a confirmed email change).
+    email_verified: bool,
 }
 
 impl From<&User> for UserView {
@@ -30,6 +33,7 @@ impl From<&User> for UserView {
             email: user.email.clone(),
             created_at: format_time(user.created_at),
             roles: user.roles.clone(),
+            email_verified: user.email_verified,
         }
     }
 }
@@ -42,6 +46,7 @@ impl Example for UserView {
             email: "alice@example.com".into(),
             created_at: "2026-11-27T08:00:00Z".into(),
             roles: vec!["user".into()],
+            email_verified: true,
         }
     }
 }

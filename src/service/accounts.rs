@@ -187,7 +187,7 @@ impl Latchkey {
     /// stolen access token must not become a password-guessing oracle): per
     /// IP and the user's own tiers, which strangers guessing at the login
     /// cannot exhaust.
-    async fn verified_user(
+    pub(super) async fn verified_user(
         &self,
         user_id: &str,
         password: &Password,

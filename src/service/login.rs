@@ -170,6 +170,19 @@ impl Latchkey {
                 "a login was admitted without an account".into(),
             ));
         };
+        if self.inner.config.require_verified_email && !user.email_verified {
+            // Only now, after the right password: the answer says nothing
+            // about an address to someone who does not know the password.
+            return Err(self
+                .refuse_login(
+                    Some(&user),
+                    Error::EmailNotVerified,
+                    AuditKind::LoginRefused,
+                    "email_not_verified",
+                    &client,
+                )
+                .await?);
+        }
         let rehashed = match rehash {
             true => Some(self.inner.passwords.hash(&password, lane).await?),
             false => None,

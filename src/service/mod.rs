@@ -13,6 +13,7 @@
 mod accounts;
 mod admin;
 mod login;
+mod recovery;
 mod rotation;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use crate::config::{Config, SigningAlg};
 use crate::error::{Error, Result};
 use crate::limits::{self, Limited, Limits};
+use crate::mail::Mailer;
 use crate::metrics::{Metrics, SweptCounts};
 use crate::model::TokenDigest;
 use crate::model::{
@@ -33,6 +35,8 @@ use crate::tokens::keys::{KeyRing, SigningKeyInfo};
 use crate::tokens::{AccessClaims, AccessSigner, IssuedRefresh, PublicJwk, Tokens, new_id};
 
 pub use admin::{AuditPage, MAX_PAGE, UserChange, UsersPage};
+pub(crate) use recovery::OUTBOX_BATCH;
+pub use recovery::{CONFIRM_EMAIL_PAGE, RESET_PAGE, VERIFY_PAGE};
 
 /// File name of the generated refresh-token secret inside the data directory.
 const REFRESH_SECRET_FILE: &str = "refresh_token_secret";
@@ -91,6 +95,10 @@ pub struct Swept {
     pub sessions: usize,
     /// Audit events older than the retention.
     pub audit_events: usize,
+    /// Expired mailed tokens.
+    pub mail_tokens: usize,
+    /// Mails given up on longer ago than their retention (7 days).
+    pub failed_mails: usize,
 }
 
 /// Whether recording an audit event waits for the disk.
@@ -118,6 +126,9 @@ struct Inner {
     passwords: Passwords,
     limits: Limits,
     metrics: Arc<Metrics>,
+    mailer: Mailer,
+    /// Wakes the outbox sender when something is queued.
+    outbox_wake: tokio::sync::Notify,
     /// Opened for offline work: the tokens are throwaway, nothing is served.
     offline: bool,
 }
@@ -203,6 +214,7 @@ impl Latchkey {
             max_wait: config.hash_queue_timeout,
         })?;
         let limits = Limits::new(&config.limits, limits::DEFAULT_MAX_KEYS);
+        let mailer = Mailer::new(&config)?;
         let metrics = Arc::new(Metrics::new());
         let observer = Arc::clone(&metrics);
         store.observe_flushes(Box::new(move |batch, took| observer.flushed(batch, took)));
@@ -217,6 +229,8 @@ impl Latchkey {
                 passwords,
                 limits,
                 metrics,
+                mailer,
+                outbox_wake: tokio::sync::Notify::new(),
                 offline,
             }),
         })
@@ -272,8 +286,11 @@ impl Latchkey {
     ) -> Result<User> {
         self.limited(self.inner.limits.register(client.ip), None, &client)
             .await?;
-        self.create_user(username, email, password, &[DEFAULT_ROLE], client)
-            .await
+        let user = self
+            .create_user(username, email, password, &[DEFAULT_ROLE], client.clone())
+            .await?;
+        self.send_verification(&user, &client).await?;
+        Ok(user)
     }
 
     /// Creates an account with these roles (the command line's way to make
@@ -415,6 +432,9 @@ impl Latchkey {
             refresh_tokens: drain(|| store.sweep_expired_refresh(now, SWEEP_BATCH))?,
             sessions: drain(|| store.sweep_expired_sessions(now, SWEEP_BATCH))?,
             audit_events: drain(|| store.sweep_audit(audit_cutoff, SWEEP_BATCH))?,
+            mail_tokens: drain(|| store.sweep_mail_tokens(now, SWEEP_BATCH))?,
+            failed_mails: store
+                .sweep_failed_mail(now.saturating_sub(recovery::FAILED_MAIL_RETENTION.as_secs()))?,
         };
         self.inner.metrics.swept(SweptCounts {
             refresh_tokens: swept.refresh_tokens,

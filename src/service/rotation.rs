@@ -51,6 +51,8 @@ struct Presented<'a> {
     grace: u64,
     successor: Successor<'a>,
     client: &'a ClientInfo,
+    /// `--require-verified-email`.
+    require_verified: bool,
 }
 
 /// The refresh token signed for an exchange.
@@ -69,6 +71,7 @@ fn decide_rotation(presented: &Presented<'_>, stored: Stored) -> Result<(Exchang
         grace,
         successor,
         client,
+        require_verified,
     } = presented;
     let (now, grace) = (*now, *grace);
     let Stored {
@@ -80,6 +83,9 @@ fn decide_rotation(presented: &Presented<'_>, stored: Stored) -> Result<(Exchang
     let user = user.ok_or(Error::RefreshTokenNotRecognized)?;
     if user.disabled {
         return Err(Error::AccountDisabled);
+    }
+    if *require_verified && !user.email_verified {
+        return Err(Error::EmailNotVerified);
     }
     let mut record = record
         .filter(|record| record.user_id == claims.sub && record.family_id == claims.fam)
@@ -214,6 +220,7 @@ impl Latchkey {
             grace: self.inner.config.reuse_grace.as_secs(),
             successor,
             client: &client,
+            require_verified: self.inner.config.require_verified_email,
         };
         let outcome = self.inner.store.exchange_refresh(
             &TokenDigest::of(token),
@@ -441,6 +448,7 @@ mod tests {
                 jti: "j3",
                 expires_at: NOW + TTL,
             },
+            require_verified: false,
             client: &client,
         };
         let stored = Stored {
@@ -693,6 +701,7 @@ mod tests {
                 jti: "j3",
                 expires_at: NOW + TTL,
             },
+            require_verified: false,
             client: &client,
         };
         let stored = Stored {

@@ -46,6 +46,7 @@
 //! [`AuditEvent`]: crate::model::AuditEvent
 
 mod audit;
+mod mail;
 mod open;
 mod sessions;
 mod sweep;
@@ -62,6 +63,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::error::{Error, Result};
 
+pub(crate) use mail::{OutboxKey, Redeemed};
 pub(crate) use sessions::{Exchange, NewSession, Stored};
 pub(crate) use users::Ending;
 
@@ -111,6 +113,12 @@ trees! {
     UserSessions = "user_sessions",
     /// Time ‖ id → audit event.
     Audit = "audit",
+    /// Mailed-token digest → mail token.
+    MailTokens = "mail_tokens",
+    /// Expiry ‖ digest, for the sweeper.
+    MailTokenExpiry = "mail_token_expiry",
+    /// Time queued ‖ id → outbox entry (mails to deliver, requests to look at).
+    Outbox = "outbox",
 }
 
 /// A cheap-to-clone handle on latchkey's database.

@@ -102,7 +102,11 @@ fn prefetch(records: &sled::Tree, keys: &[sled::IVec]) {
 }
 
 /// Up to `limit` keys of a time-ordered tree whose time is at or before `now`.
-fn expired_keys(tree: &sled::Tree, now: UnixTime, limit: usize) -> Result<Vec<sled::IVec>> {
+pub(super) fn expired_keys(
+    tree: &sled::Tree,
+    now: UnixTime,
+    limit: usize,
+) -> Result<Vec<sled::IVec>> {
     let upper = now.saturating_add(1).to_be_bytes();
     tree.range(..upper.as_slice())
         .keys()

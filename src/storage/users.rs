@@ -232,7 +232,7 @@ impl Store {
 /// Inside a user change: ends session `id` if it was live for the user as
 /// they were `before`; the kept session moves to the new stamp instead.
 /// Returns whether a session was ended.
-fn mark_ended(
+pub(super) fn mark_ended(
     tx: &Tx<'_>,
     id: &str,
     before: &User,

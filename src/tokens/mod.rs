@@ -616,6 +616,18 @@ fn sign<C: Serialize>(typ: &str, claims: &C, signer: &Signer) -> Result<Secret> 
         .map_err(|err| Error::Internal(format!("cannot sign a token: {err}")))
 }
 
+/// A token to send by mail: 32 random bytes, base64url, and the digest it
+/// is stored under.
+pub fn new_mail_token() -> (Secret, TokenDigest) {
+    use base64::Engine as _;
+    use rand::Rng as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let digest = TokenDigest::of(&token);
+    (Secret::new(token), digest)
+}
+
 /// A new random identifier (UUID v4, 122 random bits).
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -345,6 +345,7 @@ async fn a_full_flow_with_an_attack_logs_no_secret_and_the_audit_command_shows_i
         kinds,
         [
             "register",
+            "verification_sent",
             "login_succeeded",
             "login_failed",
             "refresh",
@@ -368,7 +369,7 @@ async fn a_full_flow_with_an_attack_logs_no_secret_and_the_audit_command_shows_i
 
     let text = run(cwd.path(), &["audit", "--user", user_id, "--since", "1h"]);
     let text = String::from_utf8(text.stdout).expect("utf-8");
-    assert_eq!(text.lines().count(), 5, "{text}");
+    assert_eq!(text.lines().count(), 6, "{text}");
     assert!(
         text.contains("reuse_detected") && text.contains(&format!("user={user_id}")),
         "{text}"

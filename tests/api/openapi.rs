@@ -134,6 +134,7 @@ fn tags_are_listed_in_the_order_people_use_them_and_each_operation_once() {
             "Profile",
             "Sessions",
             "Account",
+            "Recovery",
             "Admin",
             "Discovery",
             "Meta"
@@ -153,7 +154,7 @@ fn tags_are_listed_in_the_order_people_use_them_and_each_operation_once() {
         .values()
         .map(|path| path.as_object().expect("operations").len())
         .sum();
-    assert_eq!(operations, 20);
+    assert_eq!(operations, 26);
 }
 
 #[tokio::test]

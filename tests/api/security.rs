@@ -403,11 +403,11 @@ async fn the_sweeper_deletes_audit_events_past_the_retention() {
     .await;
     app.logged_in_user().await;
     let before = app.audit_kinds();
-    assert_eq!(before, ["register", "login_succeeded"]);
+    assert_eq!(before, ["register", "verification_sent", "login_succeeded"]);
     app.clock.advance(Duration::from_secs(1800));
     assert_eq!(app.core.sweep_expired().expect("sweep").audit_events, 0);
     app.clock.advance(Duration::from_secs(1801));
-    assert_eq!(app.core.sweep_expired().expect("sweep").audit_events, 2);
+    assert_eq!(app.core.sweep_expired().expect("sweep").audit_events, 3);
     assert!(app.audit_kinds().is_empty());
 }
 
