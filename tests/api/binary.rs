@@ -15,13 +15,13 @@ use crate::helpers::{Api, PASSWORD, Session, assert_error, self_signed};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_latchkey");
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     base: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
-fn command(cwd: &Path) -> Command {
+pub(crate) fn command(cwd: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .current_dir(cwd)
@@ -43,7 +43,7 @@ fn start(cwd: &Path, args: &[&str]) -> Server {
 }
 
 /// Starts `command` (a latchkey that logs its address) and waits until it listens.
-fn start_command(mut command: Command) -> Server {
+pub(crate) fn start_command(mut command: Command) -> Server {
     let mut child = command.spawn().expect("spawn latchkey");
     let stderr = child.stderr.take().expect("stderr");
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -123,7 +123,7 @@ impl Server {
     }
 
     /// A client of this server.
-    fn api(&self) -> Api {
+    pub(crate) fn api(&self) -> Api {
         Api::new(self.base.clone())
     }
 }

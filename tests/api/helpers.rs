@@ -309,7 +309,23 @@ pub fn test_config(data_dir: &Path, options: &Options) -> Config {
 
 /// Starts a server on `data_dir` (which the caller keeps alive).
 pub async fn spawn_on(data_dir: &Path, options: &Options, clock: Clock) -> TestApp {
-    let config = test_config(data_dir, options);
+    spawn_config(data_dir, test_config(data_dir, options), clock).await
+}
+
+/// Starts a server with the default test settings changed by `change`
+/// (which, unlike [`Options::tweak`], may capture values: an SMTP port).
+pub async fn spawn_configured(change: impl FnOnce(&mut Config)) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let mut config = test_config(&data_dir, &Options::default());
+    change(&mut config);
+    let mut app = spawn_config(&data_dir, config, Clock::manual(START)).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Starts a server with `config` on `data_dir` (which the caller keeps alive).
+pub async fn spawn_config(data_dir: &Path, config: Config, clock: Clock) -> TestApp {
     let core = Latchkey::open_with_clock(config, clock.clone()).expect("core opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -11,6 +11,7 @@ mod forged_tokens;
 mod helpers;
 mod hostile_input;
 mod jwks;
+mod mail;
 mod openapi;
 mod operations;
 mod races;
