@@ -11,7 +11,7 @@
 // that fails, saying which.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,8 +42,7 @@ async function freePort() {
   });
 }
 
-async function startLatchkey(extra = []) {
-  const dir = mkdtempSync(join(tmpdir(), 'latchkey-browser-'));
+async function startLatchkey(extra = [], dir = mkdtempSync(join(tmpdir(), 'latchkey-browser-'))) {
   const port = await freePort();
   const child = spawn(binary, ['serve', '--data-dir', dir, '--port', String(port), ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -240,6 +239,86 @@ async function fetchWrapper(browser) {
   await context.close();
 }
 
+/// The token of the newest mail in the file outbox whose subject is
+/// `subject`, waiting for it to be written.
+async function mailedToken(dir, subject, seen) {
+  const folder = join(dir, 'outbox-files');
+  for (let attempt = 0; attempt < 100; attempt++) {
+    let names = [];
+    try {
+      names = readdirSync(folder).filter((name) => name.endsWith('.eml') && !seen.has(name));
+    } catch {
+      // not written yet
+    }
+    for (const name of names) {
+      const text = readFileSync(join(folder, name), 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '=');
+      if (text.includes(`Subject: ${subject}`)) {
+        seen.add(name);
+        return text.match(/token=([A-Za-z0-9_-]+)/)[1];
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no mail "${subject}" in ${folder}`);
+}
+
+/// The pages mailed links open: they must work in a real browser, under
+/// their Content-Security-Policy (a wrong script hash would leave them dead).
+async function mailedPages(browser) {
+  const dir = mkdtempSync(join(tmpdir(), 'latchkey-browser-'));
+  const base = await startLatchkey([], dir);
+  const seen = new Set();
+  const account = { username: 'mailed', email: 'mailed@example.com', password: 'correct horse battery staple' };
+  const made = await fetch(`${base}/api/auth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(account),
+  });
+  check(made.status === 201, 'an account for the mailed pages');
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const blocked = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error') blocked.push(message.text());
+  });
+
+  const verify = await mailedToken(dir, 'Verify your email address', seen);
+  await page.goto(`${base}/account/verify-email?token=${verify}`);
+  await page.locator('button[type=submit]').click();
+  await page.locator('#status').filter({ hasText: 'verified' }).waitFor({ timeout: 10000 });
+  check(blocked.length === 0, `the verification page runs under its CSP (${blocked.join('; ')})`);
+  await page.screenshot({ path: join(shots, 'verified.png'), fullPage: true });
+
+  await fetch(`${base}/api/auth/password-reset`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: account.email }),
+  });
+  const reset = await mailedToken(dir, 'Reset your password', seen);
+  await page.goto(`${base}/account/reset-password?token=${reset}`);
+  await page.locator('[name=password]').fill('a brand new passphrase');
+  await page.locator('[name=again]').fill('a different one');
+  await page.locator('button[type=submit]').click();
+  await page.locator('#status').filter({ hasText: 'differ' }).waitFor({ timeout: 10000 });
+  await page.locator('[name=again]').fill('a brand new passphrase');
+  await page.locator('button[type=submit]').click();
+  await page.locator('#status').filter({ hasText: 'Log in with it' }).waitFor({ timeout: 10000 });
+  await page.screenshot({ path: join(shots, 'reset.png'), fullPage: true });
+  const login = await fetch(`${base}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: account.email, password: 'a brand new passphrase' }),
+  });
+  check(login.status === 200, `the reset page set the new password (login ${login.status})`);
+  await page.goto(`${base}/account/reset-password?token=${reset}`);
+  await page.locator('[name=password]').fill('yet another passphrase');
+  await page.locator('[name=again]').fill('yet another passphrase');
+  await page.locator('button[type=submit]').click();
+  await page.locator('#status').filter({ hasText: 'Invalid or used' }).waitFor({ timeout: 10000 });
+  check(true, 'a used reset link says so on the page');
+  await context.close();
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   headless: true,
@@ -249,6 +328,7 @@ const browser = await chromium.launch({
 try {
   await swaggerUi(browser);
   await fetchWrapper(browser);
+  await mailedPages(browser);
 } catch (err) {
   failed = true;
   console.error(err.message ?? err);
