@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lettre::message::Body;
 use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::Config;
@@ -93,12 +94,14 @@ impl Mailer {
             permanent: true,
             reason: format!("the recipient is not a mail address: {err}"),
         })?;
+        let body = plain_body(&mail.body);
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.clone())
+            .message_id(None)
             .header(ContentType::TEXT_PLAIN)
-            .body(mail.body.clone())
+            .body(body)
             .map_err(|err| Failure {
                 permanent: true,
                 reason: format!("the mail cannot be built: {err}"),
@@ -128,6 +131,27 @@ impl Mailer {
                     })
             }
         }
+    }
+}
+
+/// The body as plain 7-bit text when it is (latchkey's texts and usernames
+/// are ASCII), so a link stays whole in a raw `.eml` file: RFC 5322 allows
+/// lines of 998 characters, where lettre's own choice would quote-print
+/// every line over 76. Anything else is encoded as lettre chooses.
+fn plain_body(text: &str) -> Body {
+    let text = text.replace("\r\n", "\n");
+    let plain = text.lines().all(|line| {
+        line.len() <= 998
+            && line
+                .bytes()
+                .all(|byte| byte.is_ascii() && byte != 0 && byte != b'\r')
+    });
+    match plain {
+        true => Body::dangerous_pre_encoded(
+            text.replace('\n', "\r\n").into_bytes(),
+            ContentTransferEncoding::SevenBit,
+        ),
+        false => Body::new(text),
     }
 }
 

@@ -519,6 +519,18 @@ impl Latchkey {
     }
 }
 
+/// A lifetime as a person reads it: `24 hours`, `30 minutes`, `2 days`.
+fn lifetime(ttl: Duration) -> String {
+    let seconds = ttl.as_secs();
+    let (count, unit) = match seconds {
+        s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        s => (s.div_ceil(60), "minute"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural}")
+}
+
 /// The token and its user, if the token can be used for `purpose` at `now`.
 fn usable(
     token: Option<MailToken>,
@@ -550,21 +562,21 @@ fn compose(kind: MailKind, user: &User, to: &str, link: Option<(&str, Duration)>
             "Verify your email address",
             format!(
                 "Hello {name},\n\nConfirm that this address is yours by opening this link (it works for {}):\n\n{link}\n\nIf you did not create an account, ignore this mail.\n",
-                humantime::format_duration(ttl)
+                lifetime(ttl)
             ),
         ),
         (MailKind::PasswordReset, Some((link, ttl))) => (
             "Reset your password",
             format!(
                 "Hello {name},\n\nSomeone asked to reset the password of your account. To choose a new one, open this link (it works for {}, once):\n\n{link}\n\nIf it was not you, ignore this mail: your password stays as it is.\n",
-                humantime::format_duration(ttl)
+                lifetime(ttl)
             ),
         ),
         (MailKind::EmailChange, Some((link, ttl))) => (
             "Confirm your new email address",
             format!(
                 "Hello {name},\n\nTo make this the address of your account, open this link (it works for {}):\n\n{link}\n\nIf you did not ask for this, ignore this mail.\n",
-                humantime::format_duration(ttl)
+                lifetime(ttl)
             ),
         ),
         (MailKind::EmailChangeNotice, _) => (
@@ -591,5 +603,21 @@ fn compose(kind: MailKind, user: &User, to: &str, link: Option<(&str, Duration)>
         to: to.to_owned(),
         subject: subject.to_owned(),
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_read_as_a_person_says_them() {
+        let said = |seconds| lifetime(Duration::from_secs(seconds));
+        assert_eq!(said(86_400), "1 day");
+        assert_eq!(said(7 * 86_400), "7 days");
+        assert_eq!(said(3600), "1 hour");
+        assert_eq!(said(36 * 3600), "36 hours");
+        assert_eq!(said(30 * 60), "30 minutes");
+        assert_eq!(said(90), "2 minutes");
     }
 }

@@ -16,6 +16,9 @@
 //! | `session_expiry` | `expires_at` ‖ session id | empty |
 //! | `user_sessions` | user id ‖ `/` ‖ session id | empty |
 //! | `audit` | time (big-endian u64) ‖ sled-generated id | [`AuditEvent`] (JSON) |
+//! | `mail_tokens` | blake3 digest of a mailed token | [`MailToken`] (JSON) |
+//! | `mail_token_expiry` | `expires_at` ‖ digest | empty |
+//! | `outbox` | time queued ‖ entry id | [`OutboxEntry`] (JSON) |
 //!
 //! The expiry indexes let the sweeper walk only what has expired; the
 //! per-session and per-user indexes let an account's data be found without
@@ -44,6 +47,8 @@
 //! [`RefreshRecord`]: crate::model::RefreshRecord
 //! [`Session`]: crate::model::Session
 //! [`AuditEvent`]: crate::model::AuditEvent
+//! [`MailToken`]: crate::model::MailToken
+//! [`OutboxEntry`]: crate::model::OutboxEntry
 
 mod audit;
 mod mail;

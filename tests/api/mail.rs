@@ -734,6 +734,16 @@ async fn without_smtp_mails_are_private_files_in_the_data_directory() {
         data: text.replace('\n', "\r\n").replace("\r\r\n", "\r\n"),
     };
     assert!(text.contains("To: fay@example.com"), "{text}");
+    // Plain text: the link is whole in the raw file (no quoted-printable).
+    assert!(text.contains("Content-Transfer-Encoding: 7bit"), "{text}");
+    let raw_link = text
+        .lines()
+        .find(|line| line.contains("/account/verify-email?token="))
+        .expect("the link on one line");
+    assert_eq!(
+        raw_link.trim().split("token=").nth(1).map(str::len),
+        Some(43)
+    );
     assert_eq!(mail.subject(), "Verify your email address");
     let token = mail.token().expect("token");
     assert_eq!(
