@@ -33,6 +33,8 @@ const LOGIN_OUTCOMES: [&str; 5] = [
 const REFRESH_OUTCOMES: [&str; 4] = ["rotated", "raced", "reused", "refused"];
 /// The `kind` label of the sweeper's counts, in [`SweptCounts`]' order.
 const SWEPT_KINDS: [&str; 3] = ["refresh_token", "session", "audit_event"];
+/// The `outcome` label of each [`MailOutcome`], in declaration order.
+const MAIL_OUTCOMES: [&str; 3] = ["delivered", "retried", "given_up"];
 /// The rate-limit rules (see `limits`), listed at zero from the start.
 const RATE_LIMIT_RULES: [&str; 8] = [
     "login/ip",
@@ -73,6 +75,17 @@ pub(crate) enum RefreshOutcome {
     Reused,
     /// Refused: missing, unknown, expired, revoked or throttled.
     Refused,
+}
+
+/// How one delivery attempt of a mail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MailOutcome {
+    /// Handed to the relay, or written to the file outbox.
+    Delivered,
+    /// Failed; another attempt is scheduled.
+    Retried,
+    /// Failed for good (a refused address, or too many attempts).
+    GivenUp,
 }
 
 /// Records removed by a sweep, by kind.
@@ -141,6 +154,8 @@ pub(crate) struct Metrics {
     sweeps: Counter,
     swept: Family<KindLabel, Counter>,
     rate_limited: Family<RuleLabel, Counter>,
+    mails: Family<OutcomeLabel, Counter>,
+    outbox_depth: Gauge,
 }
 
 impl Default for Metrics {
@@ -223,6 +238,18 @@ impl Metrics {
             "Requests refused by a rate limit, by rule",
             rate_limited.clone(),
         );
+        let mails = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "mails",
+            "Mail delivery attempts by outcome (delivered, retried, given_up)",
+            mails.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "outbox_depth",
+            "Outbox entries: mails waiting to go (or given up on, for 7 days) and requests not yet looked at",
+            outbox_depth.clone(),
+        );
         registry.register(
             "build",
             "The running latchkey",
@@ -241,6 +268,9 @@ impl Metrics {
         for kind in SWEPT_KINDS {
             drop(swept.get_or_create(&KindLabel { kind }));
         }
+        for outcome in MAIL_OUTCOMES {
+            drop(mails.get_or_create(&OutcomeLabel { outcome }));
+        }
         for rule in RATE_LIMIT_RULES {
             drop(rate_limited.get_or_create(&RuleLabel { rule }));
         }
@@ -258,6 +288,8 @@ impl Metrics {
             sweeps,
             swept,
             rate_limited,
+            mails,
+            outbox_depth,
         }
     }
 
@@ -345,6 +377,17 @@ impl Metrics {
         self.rate_limited.get_or_create(&RuleLabel { rule }).inc();
     }
 
+    /// One delivery attempt's outcome.
+    pub(crate) fn mail(&self, outcome: MailOutcome) {
+        let outcome = MAIL_OUTCOMES[outcome as usize];
+        self.mails.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The outbox's entries now.
+    pub(crate) fn set_outbox_depth(&self, count: usize) {
+        self.outbox_depth.set(as_i64(count));
+    }
+
     /// Every metric, in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub(crate) fn encode(&self) -> String {
         let mut text = String::with_capacity(16 * 1024);
@@ -377,6 +420,8 @@ mod tests {
             "latchkey_sweeps",
             "latchkey_swept_records",
             "latchkey_rate_limited",
+            "latchkey_mails",
+            "latchkey_outbox_depth",
             "latchkey_build",
         ] {
             assert!(

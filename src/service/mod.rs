@@ -409,6 +409,7 @@ impl Latchkey {
     pub fn metrics_text(&self) -> String {
         let metrics = &self.inner.metrics;
         metrics.set_hash_waiting(self.inner.passwords.waiting());
+        metrics.set_outbox_depth(self.inner.store.outbox_len());
         metrics.encode()
     }
 

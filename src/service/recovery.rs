@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mail::{Delivered, Failure};
+use crate::metrics::MailOutcome;
 use crate::model::{
     AuditKind, ClientInfo, Email, Mail, MailKind, MailPurpose, MailToken, OutboxEntry, OutboxJob,
     Password, RevokeReason, User,
@@ -470,6 +471,7 @@ impl Latchkey {
         match self.inner.mailer.deliver(mail, &entry.id).await {
             Ok(delivered) => {
                 self.inner.store.outbox_remove(key)?;
+                self.inner.metrics.mail(MailOutcome::Delivered);
                 match delivered {
                     Delivered::Relay => {
                         tracing::info!(mail_id = %entry.id, kind = mail.kind.as_str(), user_id = %mail.user_id, "mail handed to the SMTP relay");
@@ -484,6 +486,10 @@ impl Latchkey {
                 entry.attempts += 1;
                 entry.last_error = Some(reason.clone());
                 let give_up = permanent || entry.attempts >= MAX_ATTEMPTS;
+                self.inner.metrics.mail(match give_up {
+                    true => MailOutcome::GivenUp,
+                    false => MailOutcome::Retried,
+                });
                 if give_up {
                     entry.failed_at = Some(now);
                     tracing::error!(mail_id = %entry.id, kind = mail.kind.as_str(), user_id = %mail.user_id, attempts = entry.attempts, error = %reason, "mail given up on");

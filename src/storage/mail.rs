@@ -195,6 +195,11 @@ impl Store {
             .collect()
     }
 
+    /// How many entries the outbox holds.
+    pub(crate) fn outbox_len(&self) -> usize {
+        self.tree(TreeId::Outbox).map_or(0, |tree| tree.len())
+    }
+
     /// Rewrites an outbox entry (after a failed attempt).
     ///
     /// # Errors

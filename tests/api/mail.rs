@@ -689,6 +689,17 @@ async fn mails_queued_while_the_smtp_server_is_down_are_each_delivered_once_it_i
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(sink.mails().len(), 3, "{:?}", sink.mails());
     assert!(app.core.outbox().expect("outbox").is_empty());
+    let scrape = app.get("/metrics").await.text().await.expect("text");
+    for line in [
+        r#"latchkey_mails_total{outcome="delivered"} 3"#,
+        "latchkey_outbox_depth 0",
+    ] {
+        assert!(scrape.contains(line), "{line} in {scrape}");
+    }
+    assert!(
+        !scrape.contains(r#"latchkey_mails_total{outcome="retried"} 0"#),
+        "{scrape}"
+    );
 }
 
 #[tokio::test]
