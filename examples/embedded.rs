@@ -15,6 +15,9 @@
 //! - `POST /auth/api/auth/register`, `…/login`, `…/refresh`, `…/logout` and
 //!   the rest of latchkey's API; the refresh cookie's path is
 //!   `/auth/api/auth`.
+//! - `GET /auth/account/verify-email?token=…` and the other pages that the
+//!   links in latchkey's mails open (without `SMTP_URL`, the mails are files
+//!   in `./todo-data/outbox-files/`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -130,6 +133,8 @@ pub fn app(core: Latchkey) -> impl Endpoint {
         .nest("/docs", service.swagger_ui())
         .at("/openapi.json", service.spec_endpoint())
         .at("/whoami", get(whoami))
+        // The pages that mailed links open (verify, reset, confirm).
+        .nest("/auth/account", latchkey::http::account_pages())
         .nest("/", service)
         .with(Guard::new(core).routes::<Apis>())
 }
@@ -140,6 +145,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt::init();
     let config = Config::builder("./todo-data")
         .access_ttl(std::time::Duration::from_secs(10 * 60))
+        // Links in mails: <public-url>/account/…, under the mount.
+        .public_url("http://127.0.0.1:3000/auth")
         .build()?;
     let core = Latchkey::open(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;

@@ -259,7 +259,7 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     let mut routes = Route::new()
         .nest("/docs", Route::new().at("/", docs))
         .at("/openapi.json", spec)
-        .nest("/account", pages::routes());
+        .nest("/account", account_pages());
     if metrics {
         let scraped = core.clone();
         routes = routes.at(
@@ -279,6 +279,15 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     routes
         .nest("/", service)
         .with(Guard::with_routes(core, routes_known))
+}
+
+/// The pages the links in latchkey's mails open (`/verify-email`,
+/// `/reset-password`, `/confirm-email`), for an app that serves [`Api`]
+/// itself: nest them at `<mount>/account`, where the links point when
+/// `--public-url` is the app's URL with the mount (`https://app.example/auth`).
+/// They post to `../api/…`, so they find the API wherever it is mounted.
+pub fn account_pages() -> impl Endpoint + 'static {
+    pages::routes()
 }
 
 /// Where latchkey's operations sit in an embedding app's OpenAPI service:

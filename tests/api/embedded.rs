@@ -25,15 +25,16 @@ struct Embedded {
 
 async fn start() -> Embedded {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config::builder(dir.path())
-        .hash_concurrency(2)
-        .build()
-        .expect("config");
-    let core = Latchkey::open(config).expect("opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
+    let config = Config::builder(dir.path())
+        .hash_concurrency(2)
+        .public_url(format!("http://{address}/auth"))
+        .build()
+        .expect("config");
+    let core = Latchkey::open(config).expect("opens");
     let (stop, stopped) = oneshot::channel::<()>();
     let endpoint = example::app(core.clone());
     let config = core.config().clone();
@@ -167,6 +168,31 @@ async fn the_example_app_serves_latchkey_under_its_prefix_and_guards_its_own_rou
         stats.json::<Value>().await.expect("json"),
         json!({"todos": 0})
     );
+
+    // The mailed link points under the mount, and its page is served there.
+    it.core.deliver_outbox().await.expect("outbox");
+    let folder = it._dir.path().join("outbox-files");
+    let mail = std::fs::read_dir(&folder)
+        .expect("mail files")
+        .filter_map(Result::ok)
+        .map(|entry| std::fs::read_to_string(entry.path()).expect("read"))
+        .find(|text| text.contains("To: tess@example.com"))
+        .expect("tess's verification mail");
+    let link = mail
+        .lines()
+        .find(|line| line.contains("token="))
+        .expect("a link")
+        .trim()
+        .to_owned();
+    assert!(link.contains("/auth/account/verify-email?token="), "{link}");
+    let page = it.app.client.get(&link).send().await.expect("request");
+    assert_eq!(page.status(), StatusCode::OK);
+    let token = link.split("token=").nth(1).expect("token");
+    let verified = it
+        .auth
+        .post_json("/api/auth/verify-email", &json!({ "token": token }))
+        .await;
+    assert_eq!(verified.status(), StatusCode::OK);
 
     // Logging out revokes the session: the app's routes refuse its token.
     assert_eq!(
