@@ -278,6 +278,15 @@ impl Config {
             DAY,
         )?;
         within("--audit-retention", self.audit_retention, HOUR, 3650 * DAY)?;
+        for (flag, url) in [
+            ("--public-url", &self.public_url),
+            ("--email-link-base", &self.email_link_base),
+        ] {
+            if let Some(url) = url {
+                parse_public_url(url)
+                    .map_err(|err| crate::error::Error::Config(format!("{flag}: {err}")))?;
+            }
+        }
         within("--verify-ttl", self.verify_ttl, MINUTE, 30 * DAY)?;
         within("--reset-ttl", self.reset_ttl, MINUTE, DAY)?;
         within(
@@ -892,6 +901,34 @@ mod tests {
                 "--hash-concurrency",
                 Config {
                     hash_concurrency: Some(1000),
+                    ..Config::default()
+                },
+            ),
+            (
+                "--reset-ttl",
+                Config {
+                    reset_ttl: Duration::ZERO,
+                    ..Config::default()
+                },
+            ),
+            (
+                "--verify-ttl",
+                Config {
+                    verify_ttl: huge,
+                    ..Config::default()
+                },
+            ),
+            (
+                "--public-url",
+                Config {
+                    public_url: Some("javascript:alert(1)".into()),
+                    ..Config::default()
+                },
+            ),
+            (
+                "--email-link-base",
+                Config {
+                    email_link_base: Some("https://app.example/x?next=evil".into()),
                     ..Config::default()
                 },
             ),
