@@ -141,13 +141,14 @@ impl Limits {
         self.per_ip(&self.mail_ip, ip)
     }
 
-    /// Counts a mail to `address`.
+    /// Counts a mail of kind `kind` to `address` (each kind has its own
+    /// budget per address).
     ///
     /// # Errors
     /// [`Limited`] when over the limit.
-    pub fn mail_to(&self, address: &str) -> Result<(), Limited> {
+    pub fn mail_to(&self, kind: &str, address: &str) -> Result<(), Limited> {
         match self.enabled {
-            true => self.mail_account.check(&address.to_owned()),
+            true => self.mail_account.check(&format!("{kind}:{address}")),
             false => Ok(()),
         }
     }

@@ -99,7 +99,7 @@ impl Mailer {
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.clone())
-            .message_id(None)
+            .message_id(Some(format!("<{id}@{}>", self.from.email.domain())))
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|err| Failure {
@@ -107,13 +107,24 @@ impl Mailer {
                 reason: format!("the mail cannot be built: {err}"),
             })?;
         match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(message).await {
-                Ok(_) => Ok(Delivered::Relay),
-                Err(err) => Err(Failure {
-                    permanent: err.is_permanent(),
-                    reason: err.to_string(),
-                }),
-            },
+            // The whole conversation is bounded: a relay that accepts the
+            // connection and never answers must not hold the outbox up.
+            Transport::Smtp(smtp) => {
+                match tokio::time::timeout(SMTP_TIMEOUT, smtp.send(message)).await {
+                    Ok(Ok(_)) => Ok(Delivered::Relay),
+                    Ok(Err(err)) => Err(Failure {
+                        permanent: err.is_permanent(),
+                        reason: err.to_string(),
+                    }),
+                    Err(_) => Err(Failure {
+                        permanent: false,
+                        reason: format!(
+                            "the relay did not finish within {} s",
+                            SMTP_TIMEOUT.as_secs()
+                        ),
+                    }),
+                }
+            }
             Transport::Files(dir) => {
                 let dir = dir.clone();
                 let name = format!("{id}.eml");

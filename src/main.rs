@@ -128,7 +128,14 @@ async fn serve(args: ServeArgs, shared: cli::Shared) -> anyhow::Result<()> {
         // Where this server listens (the port it got, for `--port 0`):
         // right for a machine of one's own; behind a proxy, set --public-url.
         let scheme = if config.serves_tls() { "https" } else { "http" };
-        config.public_url = Some(format!("{scheme}://{}", listener.local_addr()?));
+        let local = listener.local_addr()?;
+        config.public_url = Some(format!("{scheme}://{local}"));
+        if local.ip().is_unspecified() || config.smtp_url.is_some() {
+            tracing::warn!(
+                public_url = config.public_url.as_deref().unwrap_or_default(),
+                "the links in mails point at the listening address; set --public-url to where users reach latchkey"
+            );
+        }
     }
     let shown = config.data_dir.display().to_string();
     let core = Latchkey::open(config)

@@ -1000,6 +1000,11 @@ pub struct MailToken {
     /// The user's password version when it was issued (a reset is void once
     /// the password has changed).
     pub password_version: u64,
+    /// The user's security stamp when it was issued: a reset or an email
+    /// change is void once the stamp has moved (a password change or reset,
+    /// a log-out-everywhere, a disable — re-enabling does not revive it).
+    #[serde(default)]
+    pub security_stamp: u64,
     /// When it was issued.
     pub created_at: UnixTime,
     /// When it stops working.
@@ -1062,11 +1067,17 @@ pub enum OutboxJob {
     ResetRequested {
         /// The address.
         email: String,
+        /// Who asked (for the audit log).
+        #[serde(default)]
+        client: ClientInfo,
     },
     /// Someone asked for the verification mail again.
     VerificationRequested {
         /// The address.
         email: String,
+        /// Who asked (for the audit log).
+        #[serde(default)]
+        client: ClientInfo,
     },
 }
 

@@ -73,16 +73,24 @@ pub async fn send_mail(core: Latchkey, shutdown: impl Future<Output = ()>) {
             () = &mut shutdown => break,
             () = core.outbox_queued(OUTBOX_POLL) => {}
         }
-        loop {
-            match core.deliver_outbox().await {
-                // A full batch: more may be due.
-                Ok(handled) if handled == crate::service::OUTBOX_BATCH => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    tracing::error!(error = %err, "the outbox sender failed; retrying");
-                    break;
+        let deliveries = async {
+            loop {
+                match core.deliver_outbox().await {
+                    // A full batch: more may be due.
+                    Ok(handled) if handled == crate::service::OUTBOX_BATCH => continue,
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::error!(error = %err, "the outbox sender failed; retrying");
+                        break;
+                    }
                 }
             }
+        };
+        // Shutting down does not wait for a slow relay: a mail cut off
+        // mid-conversation is still in the outbox, and goes after the restart.
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = deliveries => {}
         }
     }
     tracing::debug!("outbox sender stopped");

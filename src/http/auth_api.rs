@@ -153,7 +153,9 @@ error_responses!(LoginError with body {
     /// `invalid_credentials`: unknown email or wrong password (indistinguishable).
     401 => Unauthorized,
     /// `account_disabled`: the password is right but an administrator
-    /// disabled the account.
+    /// disabled the account; or `email_not_verified`: the password is
+    /// right but, with `--require-verified-email`, the address is not
+    /// verified yet.
     403 => Forbidden,
     /// `rate_limited`: too many attempts from this client or for this
     /// account; `Retry-After` (seconds) says when to retry.
@@ -170,8 +172,9 @@ error_responses!(RefreshError {
     /// revoked).
     401 => Unauthorized,
     /// `csrf_rejected`: the request carries cookies and comes from an origin
-    /// that is neither this server nor one of `--cors-origins`; or
-    /// `account_disabled`: an administrator disabled the account.
+    /// that is neither this server nor one of `--cors-origins`;
+    /// `account_disabled`: an administrator disabled the account; or
+    /// `email_not_verified` (with `--require-verified-email`).
     403 => Forbidden,
     /// `rate_limited`: too many refreshes from this client; see `Retry-After`.
     429 => TooManyRequests,

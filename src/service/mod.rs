@@ -287,14 +287,24 @@ impl Latchkey {
         self.limited(self.inner.limits.register(client.ip), None, &client)
             .await?;
         let user = self
-            .create_user(username, email, password, &[DEFAULT_ROLE], client.clone())
+            .create_account(
+                username,
+                email,
+                password,
+                &[DEFAULT_ROLE],
+                false,
+                client.clone(),
+            )
             .await?;
         self.send_verification(&user, &client).await?;
         Ok(user)
     }
 
     /// Creates an account with these roles (the command line's way to make
-    /// the first admin). Same rules as [`Latchkey::register`], no rate limit.
+    /// the first admin). Same rules as [`Latchkey::register`], no rate
+    /// limit, no verification mail: the operator who creates it vouches for
+    /// the address, so it counts as verified (and `--require-verified-email`
+    /// lets it log in).
     ///
     /// # Errors
     /// As [`Latchkey::register`], and [`Error::InvalidInput`] for bad roles.
@@ -305,6 +315,19 @@ impl Latchkey {
         email: &str,
         password: &str,
         roles: &[S],
+        client: ClientInfo,
+    ) -> Result<User> {
+        self.create_account(username, email, password, roles, true, client)
+            .await
+    }
+
+    async fn create_account<S: AsRef<str>>(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+        roles: &[S],
+        verified: bool,
         client: ClientInfo,
     ) -> Result<User> {
         let username = Username::parse(username)?;
@@ -321,7 +344,7 @@ impl Latchkey {
             return Err(Error::UsernameTaken);
         }
         let password_hash = self.inner.passwords.hash(&password, Lane::Stranger).await?;
-        let user = User::new(
+        let mut user = User::new(
             new_id(),
             &username,
             &email,
@@ -329,6 +352,7 @@ impl Latchkey {
             roles,
             self.now(),
         );
+        user.email_verified = verified;
         store.insert_user(&user)?;
         let event = self.event(AuditKind::Register, &client).user(&user.id);
         self.record(event, Durability::Wait).await?;

@@ -67,7 +67,7 @@ impl Latchkey {
                     Error::VerificationTokenInvalid,
                     Error::VerificationTokenExpired,
                 )?;
-                if token.email != user.email {
+                if token.email != user.email || user.disabled {
                     return Err(Error::VerificationTokenInvalid);
                 }
                 user.email_verified = true;
@@ -93,9 +93,10 @@ impl Latchkey {
     #[tracing::instrument(skip_all)]
     pub async fn resend_verification(&self, email: &str, client: ClientInfo) -> Result<()> {
         let email = Email::parse(email)?;
-        if self.mail_allowed(email.as_str(), &client) {
+        if self.mail_allowed(MailPurpose::VerifyEmail, email.as_str(), &client) {
             self.queue_request(OutboxJob::VerificationRequested {
                 email: email.as_str().to_owned(),
+                client,
             })
             .await?;
         }
@@ -112,9 +113,10 @@ impl Latchkey {
     #[tracing::instrument(skip_all)]
     pub async fn request_password_reset(&self, email: &str, client: ClientInfo) -> Result<()> {
         let email = Email::parse(email)?;
-        if self.mail_allowed(email.as_str(), &client) {
+        if self.mail_allowed(MailPurpose::ResetPassword, email.as_str(), &client) {
             self.queue_request(OutboxJob::ResetRequested {
                 email: email.as_str().to_owned(),
+                client,
             })
             .await?;
         }
@@ -138,7 +140,12 @@ impl Latchkey {
         new_password: &str,
         client: ClientInfo,
     ) -> Result<usize> {
-        let new_password = Password::parse(new_password)?;
+        let new_password = Password::parse(new_password).map_err(|err| match err {
+            Error::InvalidInput(reason) => {
+                Error::InvalidInput(reason.replacen("password:", "newPassword:", 1))
+            }
+            other => other,
+        })?;
         let digest = crate::model::TokenDigest::of(token);
         // The policy needs the user's names: look before hashing, decide in
         // the transaction.
@@ -168,7 +175,10 @@ impl Latchkey {
                     Error::ResetTokenInvalid,
                     Error::ResetTokenExpired,
                 )?;
-                if user.disabled || token.email != user.email {
+                if user.disabled
+                    || token.email != user.email
+                    || token.security_stamp != user.security_stamp
+                {
                     return Err(Error::ResetTokenInvalid);
                 }
                 user.set_password(hash.clone(), token.password_version)
@@ -222,7 +232,7 @@ impl Latchkey {
         if self.inner.store.email_taken(new_email.as_str())? {
             return Err(Error::UserExists);
         }
-        if self.mail_allowed(new_email.as_str(), &client) {
+        if self.mail_allowed(MailPurpose::ChangeEmail, new_email.as_str(), &client) {
             let now = self.now();
             let notice = self.notice(&user, MailKind::EmailChangeNotice, now);
             self.issue(
@@ -234,7 +244,8 @@ impl Latchkey {
             )?;
             let event = self
                 .event(AuditKind::EmailChangeRequested, &client)
-                .user(&user.id);
+                .user(&user.id)
+                .detail(format!("from={}; to={}", user.email, new_email.as_str()));
             self.record(event, Durability::Wait).await?;
             self.wake_outbox();
             tracing::info!(user_id = %user.id, "email change requested");
@@ -253,6 +264,11 @@ impl Latchkey {
     #[tracing::instrument(skip_all)]
     pub async fn confirm_email_change(&self, token: &str, client: ClientInfo) -> Result<User> {
         let now = self.now();
+        let before = self
+            .inner
+            .store
+            .mail_token(&crate::model::TokenDigest::of(token))?
+            .map(|token| token.current_email);
         let (user, _) = self.inner.store.redeem_mail_token(
             &crate::model::TokenDigest::of(token),
             &self.ending(now, RevokeReason::PasswordChange),
@@ -265,7 +281,13 @@ impl Latchkey {
                     Error::EmailChangeTokenInvalid,
                     Error::EmailChangeTokenExpired,
                 )?;
-                if token.current_email != user.email || user.disabled {
+                // A password change or reset, a log-out-everywhere or a
+                // disable since the request voids it: the owner's remedies
+                // when the notice says someone else asked.
+                if token.current_email != user.email
+                    || user.disabled
+                    || token.security_stamp != user.security_stamp
+                {
                     return Err(Error::EmailChangeTokenInvalid);
                 }
                 user.email = token.email;
@@ -276,7 +298,11 @@ impl Latchkey {
                 })
             },
         )?;
-        let event = self.event(AuditKind::EmailChanged, &client).user(&user.id);
+        let from = before.unwrap_or_default();
+        let event = self
+            .event(AuditKind::EmailChanged, &client)
+            .user(&user.id)
+            .detail(format!("from={from}; to={}", user.email));
         self.record(event, Durability::Wait).await?;
         tracing::info!(user_id = %user.id, "email changed");
         Ok(user)
@@ -315,11 +341,11 @@ impl Latchkey {
         for (key, entry) in due {
             match &entry.job {
                 OutboxJob::Deliver(mail) => self.deliver(&key, entry.clone(), mail).await?,
-                OutboxJob::ResetRequested { email } => {
-                    self.resolve(&key, email, MailPurpose::ResetPassword)?;
+                OutboxJob::ResetRequested { email, client } => {
+                    self.resolve(&key, email, MailPurpose::ResetPassword, client)?;
                 }
-                OutboxJob::VerificationRequested { email } => {
-                    self.resolve(&key, email, MailPurpose::VerifyEmail)?;
+                OutboxJob::VerificationRequested { email, client } => {
+                    self.resolve(&key, email, MailPurpose::VerifyEmail, client)?;
                 }
             }
         }
@@ -362,11 +388,11 @@ impl Latchkey {
 
     /// Whether the mail rate limits let a mail to `address` go; a refusal
     /// is counted and logged, never answered differently.
-    fn mail_allowed(&self, address: &str, client: &ClientInfo) -> bool {
+    fn mail_allowed(&self, purpose: MailPurpose, address: &str, client: &ClientInfo) -> bool {
         let limits = &self.inner.limits;
         let outcome = limits
             .mail_request(client.ip)
-            .and_then(|()| limits.mail_to(address));
+            .and_then(|()| limits.mail_to(purpose_name(purpose), address));
         match outcome {
             Ok(()) => true,
             Err(limited) => {
@@ -409,6 +435,7 @@ impl Latchkey {
             email: to.to_owned(),
             current_email: user.email.clone(),
             password_version: user.password_version,
+            security_stamp: user.security_stamp,
             created_at: now,
             expires_at: now.saturating_add(ttl.as_secs()),
         };
@@ -445,7 +472,13 @@ impl Latchkey {
 
     /// Turns a queued request into a token and its mail, for an account
     /// that should get one; drops it otherwise.
-    fn resolve(&self, key: &OutboxKey, email: &str, purpose: MailPurpose) -> Result<()> {
+    fn resolve(
+        &self,
+        key: &OutboxKey,
+        email: &str,
+        purpose: MailPurpose,
+        client: &ClientInfo,
+    ) -> Result<()> {
         let user = self.inner.store.user_by_email(email)?;
         let wanted = match (&user, purpose) {
             (Some(user), MailPurpose::ResetPassword) => !user.disabled,
@@ -461,7 +494,7 @@ impl Latchkey {
             MailPurpose::ResetPassword => AuditKind::PasswordResetRequested,
             _ => AuditKind::VerificationSent,
         };
-        let event = self.event(kind, &ClientInfo::default()).user(&user.id);
+        let event = self.event(kind, client).user(&user.id);
         self.inner.store.append_audit(&event)?;
         Ok(())
     }
@@ -522,6 +555,17 @@ impl Latchkey {
             }
         }
         Ok(())
+    }
+}
+
+/// The name of a purpose, which keys its own per-address mail budget: a
+/// stranger spending an address's verification budget (which sends nothing
+/// to a verified account) cannot hold back its reset mails.
+fn purpose_name(purpose: MailPurpose) -> &'static str {
+    match purpose {
+        MailPurpose::VerifyEmail => "verify",
+        MailPurpose::ResetPassword => "reset",
+        MailPurpose::ChangeEmail => "change",
     }
 }
 

@@ -427,6 +427,16 @@ impl TestApp {
             .collect()
     }
 
+    /// The audit log as JSON objects (`kind`, `detail`, `ip`…), oldest first.
+    pub fn audit_events(&self) -> Vec<Value> {
+        self.core
+            .audit_events(0, None, usize::MAX)
+            .expect("audit")
+            .iter()
+            .map(|event| serde_json::to_value(event).expect("json"))
+            .collect()
+    }
+
     /// Signs refresh-token `claims` with the server's refresh secret under `kid`.
     pub fn mint_refresh(&self, kid: &str, claims: &Value) -> String {
         let header = token_header(Algorithm::HS256, "refresh+jwt", Some(kid));

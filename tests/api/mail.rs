@@ -800,3 +800,222 @@ async fn a_mail_queued_when_latchkey_is_killed_is_delivered_after_the_restart() 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sink.mails().len(), 1, "delivered once");
 }
+
+#[tokio::test]
+async fn a_pending_email_change_dies_with_a_password_change_or_a_logout_everywhere() {
+    let (app, sink) = with_sink(|_| {}).await;
+    let session = app.logged_in("vic", "vic@example.com").await;
+    let ask = |token: String, to: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/api/profile/email"))
+                .bearer_auth(token)
+                .json(&json!({"newEmail": to, "password": PASSWORD}))
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    // Someone with the password asks to move the account; the owner, told
+    // by the notice, changes the password: the move is cancelled.
+    assert_eq!(
+        ask(session.access_token.clone(), "thief@evil.test")
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    let stolen = sink.wait_for("thief@evil.test", 1).await.remove(0).token();
+    assert_eq!(
+        app.change_password(&session.access_token, PASSWORD, "a brand new passphrase")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let cancelled = post(&app, "/api/profile/email/confirm", json!({"token": stolen})).await;
+    assert_eq!(
+        code_of(cancelled).await,
+        (StatusCode::BAD_REQUEST, "email_change_token_invalid".into())
+    );
+
+    // Log out everywhere cancels one too.
+    let session =
+        Session::from_token_response(app.login("vic@example.com", "a brand new passphrase").await)
+            .await;
+    let asked = app
+        .client
+        .post(app.url("/api/profile/email"))
+        .bearer_auth(&session.access_token)
+        .json(&json!({"newEmail": "thief2@evil.test", "password": "a brand new passphrase"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let stolen = sink.wait_for("thief2@evil.test", 1).await.remove(0).token();
+    let out = app
+        .client
+        .post(app.url("/api/auth/logout-all"))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(out.status(), StatusCode::OK);
+    let cancelled = post(&app, "/api/profile/email/confirm", json!({"token": stolen})).await;
+    assert_eq!(
+        code_of(cancelled).await,
+        (StatusCode::BAD_REQUEST, "email_change_token_invalid".into())
+    );
+    let requested = app
+        .audit_events()
+        .into_iter()
+        .find(|event| event["kind"] == "email_change_requested")
+        .expect("requested");
+    assert_eq!(
+        requested["detail"],
+        "from=vic@example.com; to=thief@evil.test"
+    );
+}
+
+#[tokio::test]
+async fn a_reset_link_stays_dead_when_a_disabled_account_is_enabled_again() {
+    let (app, sink) = with_sink(|_| {}).await;
+    let user = app.logged_in("ren", "ren@example.com").await;
+    let admin = app
+        .logged_in_with_roles("root", "root@example.com", &["user", "admin"])
+        .await;
+    let asked = post(
+        &app,
+        "/api/auth/password-reset",
+        json!({"email": "ren@example.com"}),
+    )
+    .await;
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let token = sink.wait_for("ren@example.com", 2).await.remove(1).token();
+    for disabled in [true, false] {
+        assert_eq!(
+            app.set_disabled(&admin.access_token, &user.user_id, disabled)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let revived = post(
+        &app,
+        "/api/auth/password-reset/confirm",
+        json!({"token": token, "newPassword": "a brand new passphrase"}),
+    )
+    .await;
+    assert_eq!(
+        code_of(revived).await,
+        (StatusCode::BAD_REQUEST, "reset_token_invalid".into())
+    );
+    let audit = app.audit_events();
+    let requested = audit
+        .iter()
+        .find(|event| event["kind"] == "password_reset_requested")
+        .expect("requested");
+    assert_eq!(requested["ip"], "127.0.0.1", "who asked is recorded");
+}
+
+#[tokio::test]
+async fn spending_an_addresss_verification_budget_holds_back_no_reset_mail() {
+    let (app, sink) = with_sink(|_| {}).await;
+    app.register("lee", "lee@example.com", PASSWORD).await;
+    let token = sink.wait_for("lee@example.com", 1).await.remove(0).token();
+    assert_eq!(
+        post(&app, "/api/auth/verify-email", json!({"token": token}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // A stranger spends the verification budget (nothing is sent: verified).
+    for _ in 0..5 {
+        post(
+            &app,
+            "/api/auth/verify-email/resend",
+            json!({"email": "lee@example.com"}),
+        )
+        .await;
+    }
+    let asked = post(
+        &app,
+        "/api/auth/password-reset",
+        json!({"email": "lee@example.com"}),
+    )
+    .await;
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let reset = sink.wait_for("lee@example.com", 2).await.remove(1);
+    assert_eq!(reset.subject(), "Reset your password");
+    // The Message-ID names the sender's domain, not this machine.
+    assert!(
+        reset.data.contains("@localhost>"),
+        "{}",
+        reset
+            .data
+            .lines()
+            .find(|line| line.starts_with("Message-ID"))
+            .unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn an_account_made_by_the_operator_counts_as_verified() {
+    let app = spawn_configured(|config| config.require_verified_email = true).await;
+    let user = app
+        .core
+        .create_user(
+            "operator",
+            "op@example.com",
+            PASSWORD,
+            &["user"],
+            latchkey::ClientInfo::default(),
+        )
+        .await
+        .expect("created");
+    assert!(user.email_verified);
+    assert_eq!(
+        app.login("op@example.com", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_relay_that_never_answers_holds_up_neither_requests_nor_shutdown() {
+    // Accepts connections and says nothing, ever.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let app = spawn_configured(move |config| {
+        config.smtp_url = Some(Secret::new(format!("smtp://127.0.0.1:{port}")));
+    })
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.register("sid", "sid@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Let the sender start its conversation with the silent relay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let core = app.core.clone();
+    let stopping = std::time::Instant::now();
+    app.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for the relay",
+        stopping.elapsed()
+    );
+    // The mail is still queued, for the next start.
+    assert_eq!(core.outbox().expect("outbox").len(), 1);
+}
