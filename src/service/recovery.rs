@@ -338,14 +338,33 @@ impl Latchkey {
         let now = self.now();
         let due = self.inner.store.outbox_due(now, OUTBOX_BATCH)?;
         let handled = due.len();
+        // Mails written as files leave the outbox once the batch is durable.
+        let mut written = Vec::new();
         for (key, entry) in due {
             match &entry.job {
-                OutboxJob::Deliver(mail) => self.deliver(&key, entry.clone(), mail).await?,
+                OutboxJob::Deliver(mail) => {
+                    if let Some(file) = self.deliver(&key, entry.clone(), mail).await? {
+                        written.push(file);
+                    }
+                }
                 OutboxJob::ResetRequested { email, client } => {
                     self.resolve(&key, email, MailPurpose::ResetPassword, client)?;
                 }
                 OutboxJob::VerificationRequested { email, client } => {
                     self.resolve(&key, email, MailPurpose::VerifyEmail, client)?;
+                }
+            }
+        }
+        if !written.is_empty() {
+            match self.inner.mailer.sync_files().await {
+                Ok(()) => {
+                    for key in &written {
+                        self.inner.store.outbox_remove(key)?;
+                    }
+                }
+                // Left in the outbox: written again next time.
+                Err(failure) => {
+                    tracing::warn!(error = %failure.reason, "mail files not durable; they will be written again");
                 }
             }
         }
@@ -499,18 +518,26 @@ impl Latchkey {
         Ok(())
     }
 
-    /// Delivers one mail; on failure, schedules the next attempt or gives up.
-    async fn deliver(&self, key: &OutboxKey, mut entry: OutboxEntry, mail: &Mail) -> Result<()> {
+    /// Delivers one mail; on failure, schedules the next attempt or gives
+    /// up. Returns the entry of a mail written as a file, which leaves the
+    /// outbox once the file is durable.
+    async fn deliver(
+        &self,
+        key: &OutboxKey,
+        mut entry: OutboxEntry,
+        mail: &Mail,
+    ) -> Result<Option<OutboxKey>> {
         match self.inner.mailer.deliver(mail, &entry.id).await {
             Ok(delivered) => {
-                self.inner.store.outbox_remove(key)?;
                 self.inner.metrics.mail(MailOutcome::Delivered);
                 match delivered {
                     Delivered::Relay => {
+                        self.inner.store.outbox_remove(key)?;
                         tracing::info!(mail_id = %entry.id, kind = mail.kind.as_str(), user_id = %mail.user_id, "mail handed to the SMTP relay");
                     }
                     Delivered::File(path) => {
                         tracing::info!(mail_id = %entry.id, kind = mail.kind.as_str(), user_id = %mail.user_id, file = %path.display(), "mail written to the file outbox");
+                        return Ok(Some(key.clone()));
                     }
                 }
             }
@@ -554,7 +581,7 @@ impl Latchkey {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
