@@ -339,6 +339,7 @@ pub async fn user(
                         true => serde_json::json!({
                             "id": user.id, "email": user.email, "username": user.username,
                             "roles": user.roles, "disabled": user.disabled,
+                            "emailVerified": user.email_verified,
                             "createdAt": format_time(user.created_at),
                         })
                         .to_string(),
@@ -395,8 +396,13 @@ async fn change_user(core: &Latchkey, user: &str, change: UserChange) -> Result<
 /// One line about a user.
 fn describe(core: &Latchkey, user: &User) -> Result<String> {
     let state = if user.disabled { "disabled" } else { "active" };
+    let email = if user.email_verified {
+        "verified"
+    } else {
+        "unverified"
+    };
     Ok(format!(
-        "{}  {}  {}  roles={}  {state}  sessions={}",
+        "{}  {}  {}  roles={}  {state}  email={email}  sessions={}",
         user.id,
         user.email,
         user.username,

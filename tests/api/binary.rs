@@ -498,7 +498,8 @@ async fn the_first_admin_is_created_offline_and_users_are_managed_from_the_comma
     assert!(
         line.starts_with("created ")
             && line.contains("root@example.com")
-            && line.contains("roles=user,admin"),
+            && line.contains("roles=user,admin")
+            && line.contains("email=verified"),
         "{line}"
     );
     let root_id = line.split_whitespace().nth(1).expect("id").to_owned();
