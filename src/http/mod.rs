@@ -180,34 +180,32 @@ fn with_tag_order(spec: &str) -> String {
 
 /// Swagger UI's page and the spec, built once (the page is 1.7 MB: a copy
 /// per request would let a client that reads slowly, or not at all, pile
-/// them up in memory), for the root and for the path the app is nested
+/// them up in memory), for the root and for the paths the app is nested
 /// under, if any (where the spec names that path as its server, so that
 /// Try it out calls the right URLs).
 struct Documents {
-    /// The spec as poem-openapi writes it, which its page embeds.
-    generated: String,
-    html: String,
     root: (Bytes, Bytes),
-    mounted: std::sync::OnceLock<(String, Bytes, Bytes)>,
+    /// Built on first use, for at most [`MAX_MOUNTS`] paths.
+    mounted: std::sync::Mutex<Vec<(String, Bytes, Bytes)>>,
 }
+
+/// How many mount paths get their own documents; beyond, the root's are
+/// served (an app does not nest latchkey under more).
+const MAX_MOUNTS: usize = 4;
 
 impl Documents {
     fn new() -> Documents {
-        let service = api_service();
-        let generated = service.spec();
-        let html = service.swagger_ui_html();
-        let root = Documents::build(&generated, &html, "");
         Documents {
-            generated,
-            html,
-            root,
-            mounted: std::sync::OnceLock::new(),
+            root: Documents::build(""),
+            mounted: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// The page and the spec for an app mounted at `mount`.
-    fn build(generated: &str, html: &str, mount: &str) -> (Bytes, Bytes) {
-        let mut spec = with_tag_order(generated);
+    fn build(mount: &str) -> (Bytes, Bytes) {
+        let service = api_service();
+        let generated = service.spec();
+        let mut spec = with_tag_order(&generated);
         if !mount.is_empty()
             && let Ok(mut document) = serde_json::from_str::<serde_json::Value>(&spec)
         {
@@ -215,7 +213,7 @@ impl Documents {
             spec = serde_json::to_string_pretty(&document).unwrap_or(spec);
         }
         // Swagger UI embeds the document it shows: give it this one.
-        let page = html.replacen(generated, &spec, 1);
+        let page = service.swagger_ui_html().replacen(&generated, &spec, 1);
         (Bytes::from(page), Bytes::from(spec))
     }
 
@@ -224,15 +222,19 @@ impl Documents {
         if mount.is_empty() {
             return self.root.clone();
         }
-        let (built_for, page, spec) = self.mounted.get_or_init(|| {
-            let (page, spec) = Documents::build(&self.generated, &self.html, mount);
-            (mount.to_owned(), page, spec)
-        });
-        match built_for == mount {
-            true => (page.clone(), spec.clone()),
-            // Mounted at two paths at once: the second is built each time.
-            false => Documents::build(&self.generated, &self.html, mount),
+        let mut mounted = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, page, spec)) = mounted.iter().find(|(path, _, _)| path == mount) {
+            return (page.clone(), spec.clone());
         }
+        if mounted.len() == MAX_MOUNTS {
+            return self.root.clone();
+        }
+        let (page, spec) = Documents::build(mount);
+        mounted.push((mount.to_owned(), page.clone(), spec.clone()));
+        (page, spec)
     }
 }
 
