@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::mail::{Delivered, Failure};
 use crate::metrics::MailOutcome;
 use crate::model::{
-    AuditKind, ClientInfo, Email, Mail, MailKind, MailPurpose, MailToken, OutboxEntry, OutboxJob,
-    Password, RevokeReason, User,
+    AuditEvent, AuditKind, ClientInfo, Email, Mail, MailKind, MailPurpose, MailToken, OutboxEntry,
+    OutboxJob, Password, RevokeReason, User,
 };
 use crate::password::{self, Lane};
 use crate::storage::{Ending, OutboxKey, Redeemed};
@@ -348,10 +348,18 @@ impl Latchkey {
                     }
                 }
                 OutboxJob::ResetRequested { email, client } => {
-                    self.resolve(&key, email, MailPurpose::ResetPassword, client)?;
+                    let asked = Asked {
+                        client,
+                        at: entry.created_at,
+                    };
+                    self.resolve(&key, email, MailPurpose::ResetPassword, &asked)?;
                 }
                 OutboxJob::VerificationRequested { email, client } => {
-                    self.resolve(&key, email, MailPurpose::VerifyEmail, client)?;
+                    let asked = Asked {
+                        client,
+                        at: entry.created_at,
+                    };
+                    self.resolve(&key, email, MailPurpose::VerifyEmail, &asked)?;
                 }
             }
         }
@@ -496,7 +504,7 @@ impl Latchkey {
         key: &OutboxKey,
         email: &str,
         purpose: MailPurpose,
-        client: &ClientInfo,
+        asked: &Asked<'_>,
     ) -> Result<()> {
         let user = self.inner.store.user_by_email(email)?;
         let wanted = match (&user, purpose) {
@@ -513,7 +521,8 @@ impl Latchkey {
             MailPurpose::ResetPassword => AuditKind::PasswordResetRequested,
             _ => AuditKind::VerificationSent,
         };
-        let event = self.event(kind, client).user(&user.id);
+        // Audited as of the request, from its client, not as of the sender's turn.
+        let event = AuditEvent::new(kind, asked.at, asked.client).user(&user.id);
         self.inner.store.append_audit(&event)?;
         Ok(())
     }
@@ -606,6 +615,12 @@ fn lifetime(ttl: Duration) -> String {
     };
     let plural = if count == 1 { "" } else { "s" };
     format!("{count} {unit}{plural}")
+}
+
+/// Who asked for a mail, and when.
+struct Asked<'a> {
+    client: &'a ClientInfo,
+    at: u64,
 }
 
 /// The token and its user, if the token can be used for `purpose` at `now`.
