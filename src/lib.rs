@@ -78,7 +78,8 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use model::{
     ADMIN_ROLE, AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Mail, MailKind,
-    OutboxEntry, OutboxJob, RefreshRecord, RevokeReason, Secret, Session, UnixTime, User,
+    MailPurpose, OutboxEntry, OutboxJob, RefreshRecord, RevokeReason, Secret, Session, UnixTime,
+    User,
 };
 pub use service::{
     AuditPage, Authenticated, Latchkey, MAX_PAGE, RotatedKey, Swept, TokenPair, UserChange,

@@ -1063,16 +1063,11 @@ pub struct Mail {
 pub enum OutboxJob {
     /// Deliver this mail.
     Deliver(Mail),
-    /// Someone asked for a password reset for this (normalized) address.
-    ResetRequested {
-        /// The address.
-        email: String,
-        /// Who asked (for the audit log).
-        #[serde(default)]
-        client: ClientInfo,
-    },
-    /// Someone asked for the verification mail again.
-    VerificationRequested {
+    /// Someone asked for a mail of `purpose` (a password reset, the
+    /// verification link again) to this (normalized) address.
+    Requested {
+        /// What for.
+        purpose: MailPurpose,
         /// The address.
         email: String,
         /// Who asked (for the audit log).

@@ -92,15 +92,8 @@ impl Latchkey {
     /// [`Error::InvalidInput`] for a malformed address, [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn resend_verification(&self, email: &str, client: ClientInfo) -> Result<()> {
-        let email = Email::parse(email)?;
-        if self.mail_allowed(MailPurpose::VerifyEmail, email.as_str(), &client) {
-            self.queue_request(OutboxJob::VerificationRequested {
-                email: email.as_str().to_owned(),
-                client,
-            })
-            .await?;
-        }
-        Ok(())
+        self.request_mail(MailPurpose::VerifyEmail, email, client)
+            .await
     }
 
     /// Queues a password-reset mail, if `email` belongs to an enabled
@@ -112,15 +105,8 @@ impl Latchkey {
     /// [`Error::InvalidInput`] for a malformed address, [`Error::Storage`].
     #[tracing::instrument(skip_all)]
     pub async fn request_password_reset(&self, email: &str, client: ClientInfo) -> Result<()> {
-        let email = Email::parse(email)?;
-        if self.mail_allowed(MailPurpose::ResetPassword, email.as_str(), &client) {
-            self.queue_request(OutboxJob::ResetRequested {
-                email: email.as_str().to_owned(),
-                client,
-            })
-            .await?;
-        }
-        Ok(())
+        self.request_mail(MailPurpose::ResetPassword, email, client)
+            .await
     }
 
     /// Sets a new password with a reset token: under the password policy;
@@ -347,19 +333,16 @@ impl Latchkey {
                         written.push(file);
                     }
                 }
-                OutboxJob::ResetRequested { email, client } => {
+                OutboxJob::Requested {
+                    purpose,
+                    email,
+                    client,
+                } => {
                     let asked = Asked {
                         client,
                         at: entry.created_at,
                     };
-                    self.resolve(&key, email, MailPurpose::ResetPassword, &asked)?;
-                }
-                OutboxJob::VerificationRequested { email, client } => {
-                    let asked = Asked {
-                        client,
-                        at: entry.created_at,
-                    };
-                    self.resolve(&key, email, MailPurpose::VerifyEmail, &asked)?;
+                    self.resolve(&key, email, *purpose, &asked)?;
                 }
             }
         }
@@ -430,8 +413,24 @@ impl Latchkey {
         }
     }
 
-    /// Queues a request for the outbox sender to look at.
-    async fn queue_request(&self, job: OutboxJob) -> Result<()> {
+    /// Queues a request for a mail of `purpose` to `email`, for the outbox
+    /// sender to look at, unless a mail limit holds it back; the answer is
+    /// the same either way.
+    async fn request_mail(
+        &self,
+        purpose: MailPurpose,
+        email: &str,
+        client: ClientInfo,
+    ) -> Result<()> {
+        let email = Email::parse(email)?;
+        if !self.mail_allowed(purpose, email.as_str(), &client) {
+            return Ok(());
+        }
+        let job = OutboxJob::Requested {
+            purpose,
+            email: email.as_str().to_owned(),
+            client,
+        };
         let entry = OutboxEntry::new(new_id(), job, self.now());
         self.inner.store.queue(&[entry], None)?;
         self.inner.store.durable().await?;
@@ -491,8 +490,8 @@ impl Latchkey {
     fn link_base(&self) -> String {
         let config = &self.inner.config;
         match (&config.email_link_base, &config.public_url) {
-            (Some(base), _) => base.clone(),
-            (None, Some(public)) => format!("{public}/account"),
+            (Some(base), _) => base.trim_end_matches('/').to_owned(),
+            (None, Some(public)) => format!("{}/account", public.trim_end_matches('/')),
             (None, None) => "http://127.0.0.1:5000/account".to_owned(),
         }
     }
