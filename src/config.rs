@@ -133,13 +133,13 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Where latchkey is reached from outside (`https://auth.example.com`),
     /// for the links in its mails. Default: `http://HOST:PORT` of `serve`.
-    #[arg(long, env = "LATCHKEY_PUBLIC_URL", value_parser = parse_public_url)]
+    #[arg(long, env = "LATCHKEY_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Base of the links in mails, when the app serves its own pages:
     /// links are `<base>/verify-email?token=…`, `<base>/reset-password?token=…`
     /// and `<base>/confirm-email?token=…`. Default: `<public-url>/account`,
     /// latchkey's own pages.
-    #[arg(long, env = "LATCHKEY_EMAIL_LINK_BASE", value_parser = parse_public_url)]
+    #[arg(long, env = "LATCHKEY_EMAIL_LINK_BASE")]
     pub email_link_base: Option<String>,
     /// The sender of latchkey's mail (`Name <address>` or an address).
     #[arg(long, env = "LATCHKEY_MAIL_FROM", default_value = DEFAULT_MAIL_FROM)]
@@ -278,6 +278,7 @@ impl Config {
             DAY,
         )?;
         within("--audit-retention", self.audit_retention, HOUR, 3650 * DAY)?;
+        // Checked here, not by clap, so a bad one gets latchkey's one line.
         for (flag, url) in [
             ("--public-url", &self.public_url),
             ("--email-link-base", &self.email_link_base),

@@ -162,6 +162,9 @@ impl Latchkey {
     /// As [`Latchkey::open`].
     pub fn open_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
         config.validate()?;
+        // Before anything is created: a bad --mail-from or SMTP_URL stops
+        // startup with the data directory untouched.
+        let mailer = Mailer::new(&config)?;
         // The store first: its lock keeps a second instance from racing us to
         // create the secret files.
         let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
@@ -173,7 +176,7 @@ impl Latchkey {
             config.refresh_secret.as_ref(),
         )?;
         let tokens = Tokens::new(&access, &refresh_secret, &config)?;
-        Latchkey::assemble(config, clock, store, tokens, false)
+        Latchkey::assemble(config, clock, store, tokens, mailer, false)
     }
 
     /// Opens the data directory for offline work (the command line's user,
@@ -193,10 +196,11 @@ impl Latchkey {
     /// As [`Latchkey::open`].
     pub fn open_offline_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
         config.validate()?;
+        let mailer = Mailer::new(&config)?;
         let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
         let throwaway = || Secret::new(new_id() + &new_id());
         let tokens = Tokens::new(&AccessSigner::Secret(throwaway()), &throwaway(), &config)?;
-        Latchkey::assemble(config, clock, store, tokens, true)
+        Latchkey::assemble(config, clock, store, tokens, mailer, true)
     }
 
     fn assemble(
@@ -204,6 +208,7 @@ impl Latchkey {
         clock: Clock,
         store: Store,
         tokens: Tokens,
+        mailer: Mailer,
         offline: bool,
     ) -> Result<Latchkey> {
         let passwords = Passwords::new(HashQueue {
@@ -214,7 +219,6 @@ impl Latchkey {
             max_wait: config.hash_queue_timeout,
         })?;
         let limits = Limits::new(&config.limits, limits::DEFAULT_MAX_KEYS);
-        let mailer = Mailer::new(&config)?;
         let metrics = Arc::new(Metrics::new());
         let observer = Arc::clone(&metrics);
         store.observe_flushes(Box::new(move |batch, took| observer.flushed(batch, took)));

@@ -831,6 +831,11 @@ fn nonsense_settings_are_refused_with_one_line_naming_the_flag() {
         ("--hash-queue", "0"),
         ("--db-cache-mib", "0"),
         ("--db-cache-mib", "999999999"),
+        ("--reset-ttl", "0s"),
+        ("--verify-ttl", "100y"),
+        ("--public-url", "javascript:alert(1)"),
+        ("--email-link-base", "https://app.example/?next=evil"),
+        ("--mail-from", "not an address"),
     ] {
         let output = run(cwd.path(), &["--port", "0", flag, value]);
         assert_fails_with_one_line(&output, flag);
