@@ -8,6 +8,7 @@ use poem::Request;
 use poem::http::header;
 use poem::web::cookie::{Cookie, SameSite};
 
+use super::origin;
 use crate::error::Error;
 use crate::tokens::device::DEVICE_TOKEN_TTL;
 
@@ -31,27 +32,12 @@ pub(super) struct Scope<'r> {
 
 impl<'r> Scope<'r> {
     /// The scope of a request answered by the operation declared at `own`
-    /// (its path as latchkey declares it, `/api/auth/login`): the mount is
-    /// whatever the app put before it (a trailing slash aside). A mount with characters that have no
-    /// place in a cookie's path is ignored (the root then).
+    /// (`/api/auth/login`): under [`origin::mount`], `Secure` if `secure`.
     pub(super) fn of(req: &'r Request, own: &str, secure: bool) -> Scope<'r> {
-        let mount = req
-            .original_uri()
-            .path()
-            .trim_end_matches('/')
-            .strip_suffix(own)
-            .filter(|mount| {
-                mount
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte))
-            })
-            .unwrap_or_default();
-        Scope { mount, secure }
-    }
-
-    /// The path latchkey is mounted under (`""` at the root).
-    pub(super) fn mount(&self) -> &'r str {
-        self.mount
+        Scope {
+            mount: origin::mount(req, own),
+            secure,
+        }
     }
 
     fn path(&self, path: &str) -> String {

@@ -155,7 +155,7 @@ impl DiscoveryApi {
             });
             let host = super::origin::authority(request, proxies)
                 .unwrap_or_else(|| "localhost".to_owned());
-            let mount = super::cookies::Scope::of(request, DISCOVERY_PATH, false).mount();
+            let mount = super::origin::mount(request, DISCOVERY_PATH);
             (format!("{scheme}://{host}{mount}"), "no-store")
         };
         let body = DiscoveryBody {

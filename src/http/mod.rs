@@ -49,8 +49,6 @@ use tracing::Instrument;
 use crate::error::Error as CoreError;
 use crate::service::Latchkey;
 
-use cookies::Scope;
-
 pub use auth::{ACCESS_TOKEN_COOKIE, Admin, AuthUser, RequireRole, RoleName, SignedIn};
 pub use cookies::REFRESH_TOKEN_COOKIE;
 pub use error::ErrorBody;
@@ -245,13 +243,13 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
     let documents = Arc::new(Documents::new());
     let shown = Arc::clone(&documents);
     let docs = get(make_sync(move |req| {
-        let (html, _) = shown.at(Scope::of(&req, "/docs", false).mount());
+        let (html, _) = shown.at(origin::mount(&req, "/docs"));
         Response::builder()
             .content_type("text/html; charset=utf-8")
             .body(Body::from_bytes(html))
     }));
     let spec = get(make_sync(move |req| {
-        let (_, spec) = documents.at(Scope::of(&req, "/openapi.json", false).mount());
+        let (_, spec) = documents.at(origin::mount(&req, "/openapi.json"));
         Response::builder()
             .content_type("application/json")
             .body(Body::from_bytes(spec))

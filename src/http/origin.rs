@@ -49,6 +49,24 @@ pub(super) fn authority(req: &Request, trusted_proxies: &[IpNet]) -> Option<Stri
         .filter(|host| !host.is_empty())
 }
 
+/// The path latchkey's routes are mounted under in the app serving them
+/// (`""` at the root, `/auth` when nested there), from a request answered
+/// by the route declared at `own` (`/api/auth/login`): whatever the app put
+/// before it (a trailing slash aside). A mount with characters that have
+/// no place in a cookie's path or a URL is ignored (the root then).
+pub(super) fn mount<'r>(req: &'r Request, own: &str) -> &'r str {
+    req.original_uri()
+        .path()
+        .trim_end_matches('/')
+        .strip_suffix(own)
+        .filter(|mount| {
+            mount
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte))
+        })
+        .unwrap_or_default()
+}
+
 /// The scheme the client used: `X-Forwarded-Proto` from a trusted proxy,
 /// else whether latchkey itself served TLS. `None` for a request through a
 /// trusted proxy that does not say (it may have terminated TLS).
