@@ -251,6 +251,12 @@ async fn same_origin_cookie_requests_over_http2_pass_the_csrf_check() {
         .expect("refresh");
     assert_eq!(refreshed.version(), reqwest::Version::HTTP_2);
     let rotated = Session::from_token_response(refreshed).await;
+    // The cookie's path comes from the request's path, which HTTP/2 has too.
+    assert!(
+        rotated.set_cookie.contains("Path=/api/auth;"),
+        "{}",
+        rotated.set_cookie
+    );
     let foreign = api
         .client
         .post(api.url("/api/auth/refresh"))

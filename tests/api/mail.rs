@@ -1019,3 +1019,95 @@ async fn a_relay_that_never_answers_holds_up_neither_requests_nor_shutdown() {
     // The mail is still queued, for the next start.
     assert_eq!(core.outbox().expect("outbox").len(), 1);
 }
+
+#[tokio::test]
+async fn over_http2_a_streamed_reset_request_and_its_confirmation_work() {
+    use futures_util::stream;
+
+    let (app, sink) = with_sink(|_| {}).await;
+    app.logged_in("hal", "hal@example.com").await;
+    sink.wait_for("hal@example.com", 1).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    // A body in pieces, without Content-Length (and HTTP/2 has no Host).
+    let pieces: Vec<Result<&'static [u8], std::io::Error>> =
+        vec![Ok(b"{\"email\":"), Ok(b"\"hal@example.com\"}")];
+    let asked = client
+        .post(app.url("/api/auth/password-reset"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream::iter(pieces)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(asked.version(), reqwest::Version::HTTP_2);
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let token = sink.wait_for("hal@example.com", 2).await.remove(1).token();
+    let done = client
+        .post(app.url("/api/auth/password-reset/confirm"))
+        .json(&json!({"token": token, "newPassword": "a brand new passphrase"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(done.status(), StatusCode::OK);
+    let scrape = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        scrape.contains(r#"latchkey_http_requests_total{route="/api/auth/password-reset",method="POST",status="202"} 1"#),
+        "{scrape}"
+    );
+}
+
+#[tokio::test]
+async fn of_many_racing_uses_of_one_reset_link_exactly_one_wins() {
+    let (app, sink) = with_sink(|_| {}).await;
+    app.logged_in("ray", "ray@example.com").await;
+    sink.wait_for("ray@example.com", 1).await;
+    post(
+        &app,
+        "/api/auth/password-reset",
+        json!({"email": "ray@example.com"}),
+    )
+    .await;
+    let token = sink.wait_for("ray@example.com", 2).await.remove(1).token();
+    let attempts = (0..8).map(|n| {
+        let api = app.api.clone();
+        let token = token.clone();
+        async move {
+            api.post_json(
+                "/api/auth/password-reset/confirm",
+                &json!({"token": token, "newPassword": format!("racing passphrase number {n}")}),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    let won = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::OK)
+        .count();
+    assert_eq!(won, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == StatusCode::OK || *status == StatusCode::BAD_REQUEST),
+        "{statuses:?}"
+    );
+    // One notice for the one reset.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let notices = sink
+        .to("ray@example.com")
+        .into_iter()
+        .filter(|mail| mail.subject() == "Your password was changed")
+        .count();
+    assert_eq!(notices, 1);
+}
