@@ -282,7 +282,7 @@ impl Type for Cursor {
     fn schema_ref() -> MetaSchemaRef {
         let mut schema = MetaSchema::new("string");
         schema.pattern = Some("^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$".into());
-        schema.max_length = Some(400);
+        schema.max_length = Some(CURSOR_MAX);
         MetaSchemaRef::Inline(Box::new(schema))
     }
 
@@ -295,8 +295,19 @@ impl Type for Cursor {
     }
 }
 
+/// The longest cursor the spec declares.
+const CURSOR_MAX: usize = 400;
+
 impl ParseFromParameter for Cursor {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        let base64url = value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+        if value.len() > CURSOR_MAX || !base64url || value.len() % 4 == 1 {
+            return Err(ParseError::custom(format!(
+                "not a page cursor (base64url, at most {CURSOR_MAX} characters)"
+            )));
+        }
         Ok(Cursor(value.to_owned()))
     }
 }
