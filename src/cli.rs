@@ -190,6 +190,13 @@ pub enum UserCommand {
         /// The user id or email.
         user: String,
     },
+    /// Remove an account's second factors (authenticator app, recovery
+    /// codes) and passkeys, for a user who lost them; the password stays
+    /// and signs in alone. The user is told by mail.
+    ResetMfa {
+        /// The user id or email.
+        user: String,
+    },
 }
 
 /// `latchkey keys …`.
@@ -364,6 +371,17 @@ pub async fn user(
         }
         UserCommand::Disable { user } => set_disabled(shared, &user, true, out).await?,
         UserCommand::Enable { user } => set_disabled(shared, &user, false, out).await?,
+        UserCommand::ResetMfa { user } => {
+            let core = open(shared, false)?;
+            let id = match user.contains('@') {
+                true => core.user_by_email(&user)?.id,
+                false => user.clone(),
+            };
+            core.reset_factors(&id, ClientInfo::default()).await?;
+            let user = core.user(&id)?;
+            writeln!(out, "reset second factors of {}", describe(&core, &user)?)
+                .map_err(write_error)?;
+        }
     }
     Ok(())
 }
@@ -401,13 +419,15 @@ fn describe(core: &Latchkey, user: &User) -> Result<String> {
     } else {
         "unverified"
     };
+    let totp = if user.mfa.totp { "on" } else { "off" };
     Ok(format!(
-        "{}  {}  {}  roles={}  {state}  email={email}  sessions={}",
+        "{}  {}  {}  roles={}  {state}  email={email}  sessions={}  totp={totp}  passkeys={}",
         user.id,
         user.email,
         user.username,
         user.roles.join(","),
-        core.live_session_count(&user.id)?
+        core.live_session_count(&user.id)?,
+        user.mfa.passkeys
     ))
 }
 

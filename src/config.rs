@@ -141,6 +141,18 @@ pub struct Config {
     /// latchkey's own pages.
     #[arg(long, env = "LATCHKEY_EMAIL_LINK_BASE")]
     pub email_link_base: Option<String>,
+    /// The origin browsers run passkey ceremonies from
+    /// (`https://app.example.com`: the page that calls
+    /// `navigator.credentials`). Default: the origin of `--public-url`, with
+    /// a loopback IP as `localhost` (browsers refuse passkeys on IP
+    /// addresses).
+    #[arg(long, env = "LATCHKEY_WEBAUTHN_ORIGIN")]
+    pub webauthn_origin: Option<String>,
+    /// The WebAuthn relying-party id passkeys are bound to: the origin's
+    /// host or a parent domain of it (`example.com` lets every
+    /// `*.example.com` page use them). Default: the origin's host.
+    #[arg(long, env = "LATCHKEY_WEBAUTHN_RP_ID")]
+    pub webauthn_rp_id: Option<String>,
     /// The sender of latchkey's mail (`Name <address>` or an address).
     #[arg(long, env = "LATCHKEY_MAIL_FROM", default_value = DEFAULT_MAIL_FROM)]
     pub mail_from: String,
@@ -286,6 +298,22 @@ impl Config {
             if let Some(url) = url {
                 parse_public_url(url)
                     .map_err(|err| crate::error::Error::Config(format!("{flag}: {err}")))?;
+            }
+        }
+        if let Some(origin) = &self.webauthn_origin {
+            parse_origin(origin)
+                .map_err(|err| crate::error::Error::Config(format!("--webauthn-origin: {err}")))?;
+        }
+        if let Some(id) = &self.webauthn_rp_id {
+            let domain_like = !id.is_empty()
+                && id.len() <= 253
+                && id
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
+            if !domain_like {
+                return Err(crate::error::Error::Config(format!(
+                    "--webauthn-rp-id: {id:?} is not a domain name like example.com"
+                )));
             }
         }
         within("--verify-ttl", self.verify_ttl, MINUTE, 30 * DAY)?;
@@ -823,6 +851,8 @@ impl Default for Config {
             metrics: Switch::On,
             public_url: None,
             email_link_base: None,
+            webauthn_origin: None,
+            webauthn_rp_id: None,
             mail_from: DEFAULT_MAIL_FROM.to_owned(),
             verify_ttl: duration(DEFAULT_VERIFY_TTL),
             reset_ttl: duration(DEFAULT_RESET_TTL),

@@ -105,6 +105,54 @@ pub enum Error {
     /// `--require-verified-email` and the account's address is not verified.
     #[error("Verify your email address first")]
     EmailNotVerified,
+    /// The password was right and the account has a second factor: the
+    /// login goes on at `POST /api/auth/mfa/verify` with this token.
+    #[error("A second factor is required: send a code with mfaToken to /api/auth/mfa/verify")]
+    MfaRequired {
+        /// The single-use token of the second step (never logged).
+        token: crate::model::Secret,
+        /// The kinds of code the second step takes.
+        methods: Vec<&'static str>,
+    },
+    /// A wrong code at the second step of a login.
+    #[error("Wrong code")]
+    MfaLoginCodeInvalid,
+    /// A wrong code where a signed-in user proves they hold their factor
+    /// (confirming, removing it, renewing recovery codes).
+    #[error("Wrong code")]
+    MfaCodeInvalid,
+    /// An unknown, used or expired second-step token.
+    #[error("Invalid or expired mfaToken; log in again")]
+    MfaTokenInvalid,
+    /// TOTP is already on: remove it before setting up another.
+    #[error("TOTP is already enabled; remove it first")]
+    MfaAlreadyEnabled,
+    /// There is no TOTP factor (or no pending one to confirm).
+    #[error("TOTP is not set up")]
+    MfaNotEnabled,
+    /// A passkey sign-in failed: a bad response, an unknown credential,
+    /// another origin, a used or expired challenge.
+    #[error("Passkey sign-in failed")]
+    PasskeyInvalid,
+    /// A passkey's sign counter did not move forward: presumed cloned.
+    /// Answered like [`Error::PasskeyInvalid`].
+    #[error("Passkey sign-in failed")]
+    PasskeyCounterRegressed,
+    /// A passkey registration response failed; the message says why.
+    #[error("Passkey registration failed: {0}")]
+    PasskeyRegistrationInvalid(String),
+    /// No passkey with this id belongs to the caller.
+    #[error("Passkey not found")]
+    PasskeyNotFound,
+    /// The account has as many passkeys as it may.
+    #[error("This account has the most passkeys it may have; remove one first")]
+    PasskeyLimitReached,
+    /// Passkeys cannot work with this configuration; the message says why.
+    #[error("Passkeys are unavailable: {0}")]
+    PasskeysUnavailable(String),
+    /// The operation needs a sign-in from the last few minutes.
+    #[error("This needs a recent sign-in; log in again first")]
+    ReauthenticationRequired,
     /// Another process holds the data directory's lock.
     #[error("data directory {0} is in use by another latchkey process")]
     DataDirLocked(String),
@@ -152,6 +200,17 @@ impl Error {
             Error::EmailChangeTokenInvalid => "email_change_token_invalid",
             Error::EmailChangeTokenExpired => "email_change_token_expired",
             Error::EmailNotVerified => "email_not_verified",
+            Error::MfaRequired { .. } => "mfa_required",
+            Error::MfaLoginCodeInvalid | Error::MfaCodeInvalid => "mfa_invalid_code",
+            Error::MfaTokenInvalid => "mfa_token_invalid",
+            Error::MfaAlreadyEnabled => "mfa_already_enabled",
+            Error::MfaNotEnabled => "mfa_not_enabled",
+            Error::PasskeyInvalid | Error::PasskeyCounterRegressed => "passkey_invalid",
+            Error::PasskeyRegistrationInvalid(_) => "passkey_registration_invalid",
+            Error::PasskeyNotFound => "passkey_not_found",
+            Error::PasskeyLimitReached => "passkey_limit_reached",
+            Error::PasskeysUnavailable(_) => "passkeys_unavailable",
+            Error::ReauthenticationRequired => "reauthentication_required",
             Error::DataDirLocked(_) => "data_dir_locked",
             Error::Config(_) => "config_error",
             Error::Storage(_) => "storage_error",

@@ -121,7 +121,7 @@ mod tests {
                 vec!["user".into()],
                 NOW,
             );
-            let issued = tokens.issue_access(&user, "s1", NOW).expect("issued");
+            let issued = tokens.issue_access(&user, "s1", &[], NOW).expect("issued");
             let original = issued.token.expose().as_bytes().to_vec();
             let mut changed = original.clone();
             let at = position % changed.len();

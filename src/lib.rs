@@ -64,7 +64,9 @@ pub mod http;
 mod limits;
 mod mail;
 mod metrics;
+mod mfa;
 mod model;
+mod passkeys;
 mod password;
 mod secrets;
 mod service;
@@ -77,13 +79,14 @@ use std::future::Future;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use model::{
-    ADMIN_ROLE, AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Mail, MailKind,
+    ADMIN_ROLE, Amr, AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Mail, MailKind,
+    MfaSummary, PasskeyRecord,
     MailPurpose, OutboxEntry, OutboxJob, RefreshRecord, RevokeReason, Secret, Session, UnixTime,
     User,
 };
 pub use service::{
-    AuditPage, Authenticated, Latchkey, MAX_PAGE, RotatedKey, Swept, TokenPair, UserChange,
-    UsersPage,
+    AuditPage, Authenticated, Ceremony, FactorDetails, Latchkey, MAX_PAGE, RotatedKey, Swept,
+    TokenPair, TotpSetup, UserChange, UsersPage,
 };
 pub use tokens::keys::SigningKeyInfo;
 pub use tokens::{AccessClaims, Audience, PublicJwk};

@@ -117,6 +117,15 @@ impl Limits {
             .map_err(|limited| Limited { rule, ..limited })
     }
 
+    /// Counts a passkey sign-in step from `ip` (each start stores a
+    /// challenge): against the per-IP login limit.
+    ///
+    /// # Errors
+    /// [`Limited`] when over the limit.
+    pub fn passkey(&self, ip: Option<IpAddr>) -> Result<(), Limited> {
+        self.per_ip(&self.login_ip, ip)
+    }
+
     /// Counts a registration from `ip`.
     ///
     /// # Errors

@@ -140,6 +140,9 @@ async fn serve(args: ServeArgs, shared: cli::Shared) -> anyhow::Result<()> {
     let shown = config.data_dir.display().to_string();
     let core = Latchkey::open(config)
         .with_context(|| format!("cannot start on data directory {shown}"))?;
+    if let Some(origin) = core.passkey_origin() {
+        tracing::info!(origin, "passkeys work on pages of this origin");
+    }
     latchkey::run(listener, core, shutdown_signal()).await?;
     tracing::info!("latchkey stopped");
     Ok(())

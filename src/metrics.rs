@@ -22,12 +22,14 @@ use prometheus_client::registry::Registry;
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The `outcome` label of each [`LoginOutcome`], in declaration order.
-const LOGIN_OUTCOMES: [&str; 5] = [
+const LOGIN_OUTCOMES: [&str; 7] = [
     "succeeded",
     "wrong_credentials",
     "throttled",
     "overloaded",
     "refused",
+    "second_factor_required",
+    "wrong_code",
 ];
 /// The `outcome` label of each [`RefreshOutcome`], in declaration order.
 const REFRESH_OUTCOMES: [&str; 4] = ["rotated", "raced", "reused", "refused"];
@@ -61,6 +63,10 @@ pub(crate) enum LoginOutcome {
     /// Refused for another reason: a disabled account, a change while the
     /// password was checked, a storage failure.
     Refused,
+    /// The password was right; a second factor was asked for.
+    SecondFactorRequired,
+    /// A wrong second-factor code, or a failed passkey.
+    WrongCode,
 }
 
 /// How a refresh ended.

@@ -294,6 +294,19 @@ pub struct User {
     /// verification link, a password reset, a confirmed email change).
     #[serde(default)]
     pub email_verified: bool,
+    /// Which second factors and passkeys the account has (kept in step
+    /// with its [`Factors`] in the same transaction).
+    #[serde(default)]
+    pub mfa: MfaSummary,
+}
+
+/// What an account has besides its password: the summary on [`User`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaSummary {
+    /// Whether a confirmed TOTP factor guards the password login.
+    pub totp: bool,
+    /// How many passkeys can sign in to the account.
+    pub passkeys: u32,
 }
 
 impl User {
@@ -317,6 +330,7 @@ impl User {
             security_stamp: 0,
             password_version: 0,
             email_verified: false,
+            mfa: MfaSummary::default(),
         }
     }
 
@@ -584,6 +598,48 @@ pub struct Session {
     /// stamp moves on, the session is dead (see [`User::security_stamp`]).
     #[serde(default)]
     pub stamp: u64,
+    /// How the login proved who it was (RFC 8176 `amr` values), carried in
+    /// every access token of the session. Sessions stored before second
+    /// factors existed were password logins.
+    #[serde(default = "password_only")]
+    pub amr: Vec<String>,
+}
+
+fn password_only() -> Vec<String> {
+    vec![Amr::Pwd.as_str().to_owned()]
+}
+
+/// An authentication method reference (RFC 8176) as latchkey uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amr {
+    /// A password.
+    Pwd,
+    /// A one-time code (TOTP or a recovery code).
+    Otp,
+    /// More than one factor.
+    Mfa,
+    /// A key held in hardware (a device-bound passkey).
+    Hwk,
+    /// A key held in software (a synced passkey).
+    Swk,
+}
+
+impl Amr {
+    /// The RFC 8176 value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Amr::Pwd => "pwd",
+            Amr::Otp => "otp",
+            Amr::Mfa => "mfa",
+            Amr::Hwk => "hwk",
+            Amr::Swk => "swk",
+        }
+    }
+
+    /// A list of methods as stored and carried in tokens.
+    pub fn list(methods: &[Amr]) -> Vec<String> {
+        methods.iter().map(|method| method.as_str().to_owned()).collect()
+    }
 }
 
 impl Session {
@@ -595,6 +651,7 @@ impl Session {
         now: UnixTime,
         expires_at: UnixTime,
         client: &ClientInfo,
+        amr: Vec<String>,
     ) -> Session {
         Session {
             id,
@@ -606,6 +663,7 @@ impl Session {
             revoked_at: None,
             revoked_reason: None,
             stamp: user.security_stamp,
+            amr,
         }
     }
 
@@ -703,6 +761,25 @@ pub enum AuditKind {
     /// A mail could not be delivered; `detail` says why and whether it
     /// will be retried.
     MailFailed,
+    /// A password login was answered with a second-factor challenge.
+    MfaChallenged,
+    /// A TOTP factor was confirmed (second factors are now required).
+    TotpEnabled,
+    /// The TOTP factor was removed by its user.
+    TotpDisabled,
+    /// A new set of recovery codes replaced the old one.
+    RecoveryCodesRenewed,
+    /// A recovery code was used (`detail` says how many are left).
+    RecoveryCodeUsed,
+    /// A passkey was registered.
+    PasskeyAdded,
+    /// A passkey was removed.
+    PasskeyRemoved,
+    /// A passkey was presented with a sign counter that did not move
+    /// forward: it may have been cloned.
+    PasskeyCounterRegressed,
+    /// An administrator removed every second factor and passkey.
+    MfaReset,
 }
 
 impl AuditKind {
@@ -729,6 +806,15 @@ impl AuditKind {
             AuditKind::EmailChangeRequested => "email_change_requested",
             AuditKind::EmailChanged => "email_changed",
             AuditKind::MailFailed => "mail_failed",
+            AuditKind::MfaChallenged => "mfa_challenged",
+            AuditKind::TotpEnabled => "totp_enabled",
+            AuditKind::TotpDisabled => "totp_disabled",
+            AuditKind::RecoveryCodesRenewed => "recovery_codes_renewed",
+            AuditKind::RecoveryCodeUsed => "recovery_code_used",
+            AuditKind::PasskeyAdded => "passkey_added",
+            AuditKind::PasskeyRemoved => "passkey_removed",
+            AuditKind::PasskeyCounterRegressed => "passkey_counter_regressed",
+            AuditKind::MfaReset => "mfa_reset",
         }
     }
 }
@@ -931,7 +1017,7 @@ mod tests {
             vec![DEFAULT_ROLE.into()],
             1_000,
         );
-        let session = Session::start("s1".into(), &user, 1_000, 2_000, &ClientInfo::default());
+        let session = Session::start("s1".into(), &user, 1_000, 2_000, &ClientInfo::default(), Vec::new());
         assert!(session.is_live_for(&user, 1_500));
         assert!(!session.is_live_for(&user, 2_000), "expired");
         let other = User {
@@ -946,7 +1032,7 @@ mod tests {
         assert!(!session.is_live_for(&disabled, 1_500), "account disabled");
         user.end_sessions();
         assert!(!session.is_live_for(&user, 1_500), "sessions ended");
-        let after = Session::start("s2".into(), &user, 1_500, 2_000, &ClientInfo::default());
+        let after = Session::start("s2".into(), &user, 1_500, 2_000, &ClientInfo::default(), Vec::new());
         assert!(after.is_live_for(&user, 1_600), "a later session lives");
         assert_eq!(
             user.set_password("$new".into(), 1),
@@ -1025,6 +1111,8 @@ pub enum MailKind {
     EmailChangeNotice,
     /// A notice that the password was changed.
     PasswordChangedNotice,
+    /// A notice that a second factor or passkey was added or removed.
+    FactorNotice,
 }
 
 impl MailKind {
@@ -1036,6 +1124,7 @@ impl MailKind {
             MailKind::EmailChange => "email_change",
             MailKind::EmailChangeNotice => "email_change_notice",
             MailKind::PasswordChangedNotice => "password_changed_notice",
+            MailKind::FactorNotice => "factor_notice",
         }
     }
 }
@@ -1111,4 +1200,122 @@ impl OutboxEntry {
             failed_at: None,
         }
     }
+}
+
+/// An account's second factors and passkeys, stored beside the account
+/// (not in it: the account is read on every refresh, these only at sign-in).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Factors {
+    /// The TOTP factor, pending until its first code is confirmed.
+    #[serde(default)]
+    pub totp: Option<TotpFactor>,
+    /// Digests of the unused recovery codes.
+    #[serde(default)]
+    pub recovery_codes: Vec<TokenDigest>,
+    /// The passkeys, oldest first.
+    #[serde(default)]
+    pub passkeys: Vec<PasskeyRecord>,
+}
+
+impl Factors {
+    /// What [`User::mfa`] says about these factors.
+    pub fn summary(&self) -> MfaSummary {
+        MfaSummary {
+            totp: self.totp_confirmed(),
+            passkeys: u32::try_from(self.passkeys.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether a confirmed TOTP factor guards the password login.
+    pub fn totp_confirmed(&self) -> bool {
+        self.totp
+            .as_ref()
+            .is_some_and(|totp| totp.confirmed_at.is_some())
+    }
+}
+
+/// A TOTP factor as stored: its key sealed (see `secrets::Sealer`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TotpFactor {
+    /// The key, sealed for the user.
+    pub sealed_key: String,
+    /// When it was set up.
+    pub created_at: UnixTime,
+    /// When its first code was confirmed; `None` while pending.
+    pub confirmed_at: Option<UnixTime>,
+    /// The newest step whose code was accepted: a code of that step or an
+    /// earlier one is refused (RFC 6238 §5.2: no replay).
+    #[serde(default)]
+    pub last_step: u64,
+}
+
+/// A passkey as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    /// The credential id, base64url (also its id in the API).
+    pub id: String,
+    /// A name the user can tell it by.
+    pub name: String,
+    /// When it was registered.
+    pub created_at: UnixTime,
+    /// When it last signed in.
+    #[serde(default)]
+    pub last_used_at: Option<UnixTime>,
+    /// The authenticator's signature counter as last seen (0: it keeps none).
+    #[serde(default)]
+    pub counter: u32,
+    /// Whether the credential may be synced to other devices.
+    #[serde(default)]
+    pub backup_eligible: bool,
+    /// Whether it was backed up (synced) when last seen.
+    #[serde(default)]
+    pub backup_state: bool,
+    /// The credential (public key and state) as the WebAuthn library keeps
+    /// it, opaque outside `passkeys`.
+    pub credential: String,
+}
+
+/// A short-lived server-side challenge of a sign-in or registration step,
+/// stored under the digest of the token or id the client holds; used once.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Challenge {
+    /// What it is for.
+    pub kind: ChallengeKind,
+    /// Whose it is (`None` for a passkey sign-in that has not named an account).
+    pub user_id: Option<String>,
+    /// When it was made.
+    pub created_at: UnixTime,
+    /// When it stops working.
+    pub expires_at: UnixTime,
+}
+
+/// What a [`Challenge`] is for, with what its next step needs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengeKind {
+    /// A password login waiting for its second factor.
+    SecondFactor {
+        /// The user's password version at the password step: the step is
+        /// void once the password changes.
+        password_version: u64,
+        /// The user's security stamp then: void once it moves.
+        security_stamp: u64,
+        /// The rate-limit key of the password step (a known device, or the
+        /// account), which the code step counts against too.
+        device: Option<String>,
+        /// Wrong codes so far; the challenge dies at the fifth.
+        failures: u32,
+    },
+    /// A passkey registration: the WebAuthn state and the name to give it.
+    PasskeyRegistration {
+        /// The WebAuthn library's registration state (opaque).
+        state: String,
+        /// The name the passkey will get.
+        name: String,
+    },
+    /// A passkey sign-in: the WebAuthn library's state (opaque).
+    PasskeySignIn {
+        /// The WebAuthn library's authentication state (opaque).
+        state: String,
+    },
 }

@@ -2,7 +2,9 @@
 //! generated once with the OS-seeded CSPRNG and kept in the data directory as
 //! owner-only (0600) files, so latchkey starts with zero configuration and its
 //! tokens survive a restart. Also the owner-only file handling other private
-//! files (the signing key ring) use. Depends on `model` and `error` only.
+//! files (the signing key ring) use; and the [`Sealer`] that encrypts
+//! second-factor secrets at rest (the only importer of `ring`). Depends on
+//! `model` and `error` only.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -135,9 +137,123 @@ fn write_owner_only(path: &Path, contents: &str) -> Result<()> {
     file.sync_all().map_err(storage_error)
 }
 
+/// The file in the data directory holding the key of the [`Sealer`].
+pub const FACTOR_KEY_FILE: &str = "factor.key";
+
+/// Encrypts small secrets (TOTP keys) for storage with ChaCha20-Poly1305
+/// under a key kept in the data directory (`factor.key`, 0600, generated
+/// on first use like the other secrets), so a copy of the database alone
+/// does not give away anyone's second factor. Each sealed value is bound
+/// to its owner (the associated data): it does not open for anyone else.
+pub struct Sealer {
+    key: ring::aead::LessSafeKey,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<redacted>)")
+    }
+}
+
+/// Bytes of a ChaCha20-Poly1305 nonce.
+const NONCE_BYTES: usize = 12;
+
+impl Sealer {
+    /// The sealer whose key is kept in `data_dir`, made on first use.
+    ///
+    /// # Errors
+    /// As [`load_or_create`].
+    pub fn open(data_dir: &Path) -> Result<Sealer> {
+        let secret = load_or_create(data_dir, FACTOR_KEY_FILE, "factor key", None)?;
+        Ok(Sealer::from_secret(&secret))
+    }
+
+    /// A sealer keyed by `secret` (at least 32 bytes of it).
+    pub fn from_secret(secret: &Secret) -> Sealer {
+        // The file holds 512 random bits as hex; a keyed digest of it, bound
+        // to this one use, is the 256-bit key.
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(b"latchkey 2026 second-factor secrets\0");
+        context.update(secret.expose().as_bytes());
+        let key = context.finish();
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key.as_ref())
+            .expect("invariant: a 32-byte key fits ChaCha20-Poly1305");
+        Sealer {
+            key: ring::aead::LessSafeKey::new(unbound),
+        }
+    }
+
+    /// `plain`, encrypted and bound to `owner`: base64url of nonce ‖
+    /// ciphertext ‖ tag.
+    pub fn seal(&self, plain: &[u8], owner: &str) -> String {
+        use base64::Engine as _;
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut sealed = plain.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(owner.as_bytes()),
+                &mut sealed,
+            )
+            .expect("invariant: a small value seals");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The plain value of `sealed`, if it was sealed for `owner` with this key.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when it does not open (another key, another
+    /// owner, or damaged).
+    pub fn open_sealed(&self, sealed: &str, owner: &str) -> Result<Vec<u8>> {
+        use base64::Engine as _;
+        let unreadable = || {
+            Error::Storage(format!(
+                "a sealed second-factor secret does not open with {FACTOR_KEY_FILE} (was the file replaced?)"
+            ))
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| unreadable())?;
+        if bytes.len() < NONCE_BYTES {
+            return Err(unreadable());
+        }
+        let (nonce, body) = bytes.split_at(NONCE_BYTES);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
+        let mut body = body.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, ring::aead::Aad::from(owner.as_bytes()), &mut body)
+            .map_err(|_| unreadable())?;
+        Ok(plain.to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_value_opens_only_for_its_owner_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sealer = Sealer::open(dir.path()).expect("sealer");
+        let sealed = sealer.seal(b"totp key bytes", "user-1");
+        assert!(!sealed.contains("totp"));
+        assert_eq!(
+            sealer.open_sealed(&sealed, "user-1").expect("opens"),
+            b"totp key bytes"
+        );
+        assert!(sealer.open_sealed(&sealed, "user-2").is_err());
+        let again = Sealer::open(dir.path()).expect("same key file");
+        assert!(again.open_sealed(&sealed, "user-1").is_ok());
+        let other = tempfile::tempdir().expect("tempdir");
+        let stranger = Sealer::open(other.path()).expect("other key");
+        assert!(stranger.open_sealed(&sealed, "user-1").is_err());
+        assert!(sealer.open_sealed("not base64!", "user-1").is_err());
+        assert_ne!(sealer.seal(b"x", "u"), sealer.seal(b"x", "u"), "fresh nonces");
+    }
 
     #[test]
     fn a_generated_secret_is_stored_owner_only_and_reused() {

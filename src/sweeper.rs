@@ -20,6 +20,7 @@ async fn sweep(core: &Latchkey) {
             sessions = swept.sessions,
             audit_events = swept.audit_events,
             mail_tokens = swept.mail_tokens,
+            challenges = swept.challenges,
             failed_mails = swept.failed_mails,
             elapsed_ms = started.elapsed().as_millis(),
             "swept expired records"

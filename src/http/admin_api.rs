@@ -15,7 +15,7 @@ use super::ApiTags;
 use super::auth::{Admin, RequireRole, client_of};
 use super::error::error_responses;
 use super::fields;
-use super::views::UserView;
+use super::views::{PasskeyView, UserView};
 use crate::error::Error;
 use crate::model::{AuditEvent, User, format_time};
 use crate::service::{Latchkey, UserChange};
@@ -34,14 +34,21 @@ struct AdminUserView {
     disabled: bool,
     /// How many live sessions the user has.
     live_sessions: u64,
+    /// Unused recovery codes (with TOTP on).
+    recovery_codes_left: u64,
+    /// The user's passkeys, oldest first.
+    passkeys: Vec<PasskeyView>,
 }
 
 impl AdminUserView {
     fn of(core: &Latchkey, user: &User) -> Result<Self, Error> {
+        let factors = core.factor_details(&user.id)?;
         Ok(AdminUserView {
             user: UserView::from(user),
             disabled: user.disabled,
             live_sessions: core.live_session_count(&user.id)? as u64,
+            recovery_codes_left: factors.recovery_codes_left as u64,
+            passkeys: factors.passkeys.iter().map(PasskeyView::from).collect(),
         })
     }
 }
@@ -52,6 +59,8 @@ impl Example for AdminUserView {
             user: UserView::example(),
             disabled: false,
             live_sessions: 2,
+            recovery_codes_left: 0,
+            passkeys: Vec::new(),
         }
     }
 }
@@ -175,6 +184,13 @@ enum AuditResponse {
     /// Matching events.
     #[oai(status = 200)]
     Ok(Json<AuditBody>),
+}
+
+#[derive(ApiResponse)]
+enum ResetResponse {
+    /// Every second factor and passkey of the user is gone.
+    #[oai(status = 204)]
+    Reset,
 }
 
 error_responses!(AdminError {
@@ -359,6 +375,24 @@ impl AdminApi {
         Ok(RevokedResponse::Ok(Json(RevokedBody {
             revoked: revoked as u64,
         })))
+    }
+
+    /// Reset a user's second factors
+    ///
+    /// Removes the user's authenticator-app factor, recovery codes and
+    /// passkeys (for a user who lost them); the password stays and signs
+    /// in alone. Audited as `mfa_reset`; the user is told by mail.
+    #[oai(path = "/users/:id/mfa", method = "delete")]
+    async fn reset_mfa(
+        &self,
+        core: Data<&Latchkey>,
+        request: &Request,
+        _admin: RequireRole<Admin>,
+        /// The user id.
+        id: Path<String>,
+    ) -> Result<ResetResponse, AdminError> {
+        core.reset_factors(&id, client_of(request, &core)).await?;
+        Ok(ResetResponse::Reset)
     }
 
     /// Read the audit log

@@ -77,7 +77,7 @@ struct RegisterBody {
 /// An access token; the refresh token travels in the `refresh_token` cookie.
 #[derive(Object)]
 #[oai(rename_all = "camelCase", example)]
-struct TokenBody {
+pub(super) struct TokenBody {
     /// The access JWT, for `Authorization: Bearer <accessToken>`.
     access_token: String,
     /// Always "Bearer".
@@ -116,7 +116,7 @@ error_responses!(RegisterError with body {
 });
 
 #[derive(ApiResponse)]
-enum TokenResponse {
+pub(super) enum TokenResponse {
     /// Tokens issued: the access token in the body, the refresh token in an
     /// HttpOnly `refresh_token` cookie (`SameSite=Strict; Path=/api/auth`).
     /// A login also sets the `latchkey_device` cookie (`Path=/api/auth/login`).
@@ -133,7 +133,7 @@ enum TokenResponse {
 }
 
 impl TokenResponse {
-    fn issued(pair: TokenPair, scope: &Scope<'_>) -> Self {
+    pub(super) fn issued(pair: TokenPair, scope: &Scope<'_>) -> Self {
         let cookie = refresh_cookie(pair.refresh_token.expose(), pair.refresh_expires_in, scope);
         TokenResponse::Ok(
             Json(TokenBody {
@@ -150,7 +150,11 @@ impl TokenResponse {
 error_responses!(LoginError with body {
     /// A field is missing or invalid.
     400 => BadRequest,
-    /// `invalid_credentials`: unknown email or wrong password (indistinguishable).
+    /// `invalid_credentials`: unknown email or wrong password
+    /// (indistinguishable); or `mfa_required`: the password is right and
+    /// the account has a second factor; the body's `mfaToken` (single-use,
+    /// 5 minutes) and a code go to `POST /api/auth/mfa/verify`, `methods`
+    /// says which codes it takes. No token or cookie is set then.
     401 => Unauthorized,
     /// `account_disabled`: the password is right but an administrator
     /// disabled the account; or `email_not_verified`: the password is

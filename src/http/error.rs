@@ -25,6 +25,14 @@ pub struct ErrorBody {
     /// For 429: seconds until a retry can succeed, sent as `Retry-After`.
     #[oai(skip)]
     pub retry_after: Option<u64>,
+    /// Only with `mfa_required`: the single-use token (5 minutes) to send
+    /// with a code to `POST /api/auth/mfa/verify`.
+    #[oai(rename = "mfaToken", skip_serializing_if_is_none)]
+    pub mfa_token: Option<String>,
+    /// Only with `mfa_required`: the kinds of code that step takes
+    /// (`totp`, `recovery_code`).
+    #[oai(skip_serializing_if_is_none)]
+    pub methods: Option<Vec<String>>,
 }
 
 impl poem_openapi::types::Example for ErrorBody {
@@ -40,6 +48,8 @@ impl ErrorBody {
             code: code.to_owned(),
             message: message.into(),
             retry_after: None,
+            mfa_token: None,
+            methods: None,
         }
     }
 }
@@ -93,11 +103,18 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
         | Error::ResetTokenInvalid
         | Error::ResetTokenExpired
         | Error::EmailChangeTokenInvalid
-        | Error::EmailChangeTokenExpired => StatusCode::BAD_REQUEST,
+        | Error::EmailChangeTokenExpired
+        | Error::MfaCodeInvalid
+        | Error::PasskeyRegistrationInvalid(_) => StatusCode::BAD_REQUEST,
         Error::CsrfRejected
         | Error::Forbidden
         | Error::AccountDisabled
-        | Error::EmailNotVerified => StatusCode::FORBIDDEN,
+        | Error::EmailNotVerified
+        | Error::ReauthenticationRequired => StatusCode::FORBIDDEN,
+        Error::MfaAlreadyEnabled | Error::MfaNotEnabled | Error::PasskeyLimitReached => {
+            StatusCode::CONFLICT
+        }
+        Error::PasskeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::UserExists | Error::UsernameTaken => StatusCode::CONFLICT,
@@ -111,8 +128,15 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
         | Error::RefreshTokenRevoked
         | Error::RefreshTokenExpired
         | Error::RefreshTokenReused
-        | Error::SessionRevoked => StatusCode::UNAUTHORIZED,
-        Error::UserNotFound | Error::SessionNotFound => StatusCode::NOT_FOUND,
+        | Error::SessionRevoked
+        | Error::MfaRequired { .. }
+        | Error::MfaLoginCodeInvalid
+        | Error::MfaTokenInvalid
+        | Error::PasskeyInvalid
+        | Error::PasskeyCounterRegressed => StatusCode::UNAUTHORIZED,
+        Error::UserNotFound | Error::SessionNotFound | Error::PasskeyNotFound => {
+            StatusCode::NOT_FOUND
+        }
         Error::Storage(_) => {
             // A full or failing disk: nothing was acknowledged; the client may
             // retry once the operator has made room.
@@ -132,6 +156,10 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
     let mut body = ErrorBody::new(err.code(), err.to_string());
     if let Error::RateLimited { retry_after } | Error::Overloaded { retry_after } = err {
         body.retry_after = Some(*retry_after);
+    }
+    if let Error::MfaRequired { token, methods } = err {
+        body.mfa_token = Some(token.expose().to_owned());
+        body.methods = Some(methods.iter().map(|method| (*method).to_owned()).collect());
     }
     (status, body)
 }

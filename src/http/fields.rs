@@ -150,6 +150,84 @@ string_field!(
     }
 );
 
+string_field!(
+    /// A one-time code: 6 digits, or a recovery code (`xxxxx-xxxxx`).
+    Code, "code", "string(code)",
+    |schema| {
+        schema.min_length = Some(1);
+        schema.max_length = Some(32);
+    }
+);
+string_field!(
+    /// The token of a login's second step.
+    MfaToken, "mfaToken", "string(mfa token)",
+    |schema| {
+        schema.min_length = Some(1);
+        schema.max_length = Some(128);
+    }
+);
+string_field!(
+    /// The id of a passkey ceremony's first step.
+    ChallengeId, "challengeId", "string(challenge id)",
+    |schema| {
+        schema.min_length = Some(1);
+        schema.max_length = Some(128);
+    }
+);
+string_field!(
+    /// A passkey's name: at most 64 characters.
+    PasskeyName, "name", "string(passkey name)",
+    |schema| {
+        schema.max_length = Some(64);
+    }
+);
+
+/// A browser's WebAuthn response (`PublicKeyCredential`, as its
+/// `toJSON()` gives it), passed through to the checks as it is.
+pub(super) struct Credential(pub Value);
+
+impl Type for Credential {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Value;
+    type RawElementValueType = Value;
+
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("object(webauthn credential)")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new("object");
+        schema.description = Some(
+            "The PublicKeyCredential, as its toJSON() gives it: id, rawId, type, response (binary fields base64url).",
+        );
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Value> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for Credential {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(object @ Value::Object(_)) => Ok(Credential(object)),
+            None | Some(Value::Null) => Err(ParseError::custom("credential: required")),
+            Some(_) => Err(ParseError::custom("credential: expected an object")),
+        }
+    }
+}
+
+impl ToJSON for Credential {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone())
+    }
+}
+
 /// The optional boolean field `disabled`: absent, or `true` or `false`
 /// (not `null`, which the schema does not allow).
 pub(super) fn disabled(value: Option<Value>) -> Result<Option<bool>, ParseError<Option<bool>>> {

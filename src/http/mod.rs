@@ -23,8 +23,10 @@ mod discovery_api;
 mod error;
 mod fields;
 mod meta_api;
+mod mfa_api;
 mod origin;
 mod pages;
+mod passkeys_api;
 mod profile_api;
 mod recovery_api;
 mod server;
@@ -61,6 +63,12 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 enum ApiTags {
     /// Register, log in, refresh and log out.
     Auth,
+    /// An authenticator app (TOTP) and recovery codes as a second factor,
+    /// and the second step of a login that needs one.
+    SecondFactors,
+    /// Passkeys (WebAuthn): register them, and sign in with one instead of
+    /// a password.
+    Passkeys,
     /// The authenticated user.
     Profile,
     /// The caller's sessions (devices): list, revoke one, revoke all.
@@ -79,8 +87,10 @@ enum ApiTags {
 }
 
 /// Every tag, in declaration order.
-const TAG_ORDER: [ApiTags; 8] = [
+const TAG_ORDER: [ApiTags; 10] = [
     ApiTags::Auth,
+    ApiTags::SecondFactors,
+    ApiTags::Passkeys,
     ApiTags::Profile,
     ApiTags::Sessions,
     ApiTags::Account,
@@ -92,6 +102,8 @@ const TAG_ORDER: [ApiTags; 8] = [
 
 type Apis = MergedPaths<(
     auth_api::AuthApi,
+    mfa_api::MfaApi,
+    passkeys_api::PasskeysApi,
     profile_api::ProfileApi,
     sessions_api::SessionsApi,
     account_api::AccountApi,

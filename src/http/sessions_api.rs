@@ -39,6 +39,9 @@ struct SessionView {
     user_agent: Option<String>,
     /// Whether this is the session of the access token making the request.
     current: bool,
+    /// How its login proved who it was (RFC 8176 `amr`): `["pwd"]`,
+    /// `["pwd","otp","mfa"]`, `["hwk","mfa"]` or `["swk","mfa"]`.
+    amr: Vec<String>,
 }
 
 impl SessionView {
@@ -51,6 +54,7 @@ impl SessionView {
             ip: session.client.ip.map(|ip| ip.to_string()),
             user_agent: session.client.user_agent.clone(),
             current: session.id == current_id,
+            amr: session.amr.clone(),
         }
     }
 }
@@ -65,6 +69,7 @@ impl Example for SessionView {
             ip: Some("203.0.113.7".into()),
             user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
             current: true,
+            amr: vec!["pwd".into()],
         }
     }
 }

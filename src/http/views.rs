@@ -4,7 +4,7 @@
 use poem_openapi::Object;
 use poem_openapi::types::Example;
 
-use crate::model::{User, format_time};
+use crate::model::{PasskeyRecord, User, format_time};
 
 /// A user as clients see it (never the password hash).
 #[derive(Object)]
@@ -23,6 +23,17 @@ pub(super) struct UserView {
     /// Whether the user has proven they read mail at `email` (a
     /// verification link, a password reset or a confirmed email change).
     email_verified: bool,
+    /// What guards the account besides its password.
+    mfa: MfaView,
+}
+
+/// An account's second factors and passkeys.
+#[derive(Object)]
+pub(super) struct MfaView {
+    /// Whether a login with the password also asks for an authenticator code.
+    totp: bool,
+    /// How many passkeys can sign in to the account.
+    passkeys: u32,
 }
 
 impl From<&User> for UserView {
@@ -34,6 +45,10 @@ impl From<&User> for UserView {
             created_at: format_time(user.created_at),
             roles: user.roles.clone(),
             email_verified: user.email_verified,
+            mfa: MfaView {
+                totp: user.mfa.totp,
+                passkeys: user.mfa.passkeys,
+            },
         }
     }
 }
@@ -47,6 +62,38 @@ impl Example for UserView {
             created_at: "2026-11-27T08:00:00Z".into(),
             roles: vec!["user".into()],
             email_verified: true,
+            mfa: MfaView {
+                totp: false,
+                passkeys: 0,
+            },
+        }
+    }
+}
+
+/// A passkey as its owner sees it.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub(super) struct PasskeyView {
+    /// The credential id (base64url); use it to remove the passkey.
+    id: String,
+    /// Its name.
+    name: String,
+    /// When it was registered (RFC 3339).
+    created_at: String,
+    /// When it last signed in (RFC 3339), if it has.
+    last_used_at: Option<String>,
+    /// Whether it is synced to other devices (a backed-up passkey).
+    backed_up: bool,
+}
+
+impl From<&PasskeyRecord> for PasskeyView {
+    fn from(record: &PasskeyRecord) -> Self {
+        PasskeyView {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            created_at: format_time(record.created_at),
+            last_used_at: record.last_used_at.map(format_time),
+            backed_up: record.backup_state,
         }
     }
 }

@@ -6,12 +6,115 @@
 use crate::error::{Error, Result};
 use crate::limits::Attempt;
 use crate::metrics::LoginOutcome;
-use crate::model::{AuditKind, ClientInfo, Email, Password, User};
+use crate::model::{
+    Amr, AuditKind, Challenge, ChallengeKind, ClientInfo, Email, Factors, Password, TokenDigest,
+    UnixTime, User,
+};
 use crate::password::{self, Lane, Verified};
-use crate::storage::NewSession;
-use crate::tokens::new_id;
+use crate::storage::{Judged, NewSession, Settle};
+use crate::tokens::{new_id, new_mail_token};
 
+use super::factors::{CodeCheck, check_code};
 use super::{Durability, Latchkey, TokenPair};
+
+/// Seconds the second step of a login may take (the `mfaToken`'s life).
+pub const SECOND_FACTOR_SECONDS: u64 = 300;
+/// Wrong codes after which an `mfaToken` is dead.
+pub const SECOND_FACTOR_TRIES: u32 = 5;
+
+/// Which factor passed the second step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecondFactor {
+    /// A TOTP code.
+    Totp,
+    /// A recovery code; `left` remain.
+    RecoveryCode {
+        /// Unused recovery codes after this one.
+        left: usize,
+    },
+}
+
+/// Judges the second step of a login, inside its transaction: the
+/// challenge as stored, its account and factors as stored now, `unseal`
+/// to open the TOTP key, and the `code` presented at `now`. A wrong code
+/// is counted on the challenge (which dies at the fifth); a right one
+/// uses the challenge up and marks the code used (a TOTP step is never
+/// accepted twice; a recovery code is removed).
+fn judge_second_step(
+    challenge: Option<&Challenge>,
+    user: Option<&User>,
+    factors: &mut Factors,
+    unseal: impl Fn(&str, &str) -> Result<Vec<u8>>,
+    code: &str,
+    now: UnixTime,
+) -> Judged<SecondFactor> {
+    let refuse = |error| Judged {
+        settle: Settle::Remove,
+        answer: Err(error),
+        notice: None,
+    };
+    let Some(challenge) = challenge.filter(|challenge| now < challenge.expires_at) else {
+        return refuse(Error::MfaTokenInvalid);
+    };
+    let ChallengeKind::SecondFactor {
+        password_version,
+        security_stamp,
+        failures,
+        ..
+    } = &challenge.kind
+    else {
+        return refuse(Error::MfaTokenInvalid);
+    };
+    let Some(user) = user.filter(|user| Some(&user.id) == challenge.user_id.as_ref()) else {
+        return refuse(Error::MfaTokenInvalid);
+    };
+    if user.password_version != *password_version || user.security_stamp != *security_stamp {
+        return refuse(Error::MfaTokenInvalid);
+    }
+    if user.disabled {
+        return refuse(Error::AccountDisabled);
+    }
+    if !factors.totp_confirmed() {
+        // The factor was removed meanwhile: this step can no longer pass.
+        return refuse(Error::MfaTokenInvalid);
+    }
+    let checked = match check_code(factors, &user.id, &unseal, code, now) {
+        Ok(checked) => checked,
+        Err(error) => return refuse(error),
+    };
+    match checked {
+        CodeCheck::Wrong => {
+            let failures = failures.saturating_add(1);
+            let settle = match failures >= SECOND_FACTOR_TRIES {
+                true => Settle::Remove,
+                false => {
+                    let mut kept = challenge.clone();
+                    if let ChallengeKind::SecondFactor { failures: count, .. } = &mut kept.kind {
+                        *count = failures;
+                    }
+                    Settle::Keep(kept)
+                }
+            };
+            Judged {
+                settle,
+                answer: Err(Error::MfaLoginCodeInvalid),
+                notice: None,
+            }
+        }
+        CodeCheck::Totp => Judged {
+            settle: Settle::Remove,
+            answer: Ok(SecondFactor::Totp),
+            notice: None,
+        },
+        CodeCheck::RecoveryCode => Judged {
+            settle: Settle::Remove,
+            answer: Ok(SecondFactor::RecoveryCode {
+                left: factors.recovery_codes.len(),
+            }),
+            notice: None,
+        },
+    }
+}
 
 /// What a login attempt comes to once its password has been checked.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,6 +221,7 @@ impl Latchkey {
             Err(Error::InvalidCredentials) => LoginOutcome::WrongCredentials,
             Err(Error::RateLimited { .. }) => LoginOutcome::Throttled,
             Err(Error::Overloaded { .. }) => LoginOutcome::Overloaded,
+            Err(Error::MfaRequired { .. }) => LoginOutcome::SecondFactorRequired,
             Err(_) => LoginOutcome::Refused,
         });
         answered
@@ -183,10 +287,39 @@ impl Latchkey {
                 )
                 .await?);
         }
+        if user.mfa.totp {
+            return Err(self
+                .ask_second_factor(&user, device.as_deref(), &client)
+                .await?);
+        }
         let rehashed = match rehash {
             true => Some(self.inner.passwords.hash(&password, lane).await?),
             false => None,
         };
+        let (user, mut pair) = self
+            .begin_session(&user, &Amr::list(&[Amr::Pwd]), &client, None, |stored| {
+                admit_login(stored, &user, rehashed.as_deref())
+            })
+            .await?;
+        if rehashed.is_some() {
+            tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
+        }
+        pair.device_token = Some(devices.issue(&user.email, self.now()));
+        Ok(pair)
+    }
+
+    /// Starts a session of `user` (as read before the login's slow part)
+    /// with `amr`, in one transaction with `admit`, which re-checks the
+    /// account as stored now; audits the login (`how` says with what,
+    /// when not a password alone) and answers its tokens.
+    pub(super) async fn begin_session(
+        &self,
+        user: &User,
+        amr: &[String],
+        client: &ClientInfo,
+        how: Option<&str>,
+        admit: impl Fn(Option<User>) -> Result<User>,
+    ) -> Result<(User, TokenPair)> {
         let now = self.now();
         let session_id = new_id();
         let session_ends = now.saturating_add(self.inner.config.session_max_age.as_secs());
@@ -198,44 +331,186 @@ impl Latchkey {
             id: &session_id,
             now,
             expires_at: refresh.expires_at,
-            client: &client,
+            client,
             digest: &refresh.digest,
             jti: &refresh.jti,
+            amr,
         };
-        let started = self.inner.store.start_session(&user.id, &new, |stored| {
-            admit_login(stored, &user, rehashed.as_deref())
-        });
-        let user = match started {
+        let user = match self.inner.store.start_session(&user.id, &new, admit) {
             Ok(user) => user,
             Err(error @ (Error::InvalidCredentials | Error::AccountDisabled)) => {
-                // The account changed while the hash was being checked.
+                // The account changed while the login was under way.
                 let (kind, reason) = match error {
                     Error::AccountDisabled => (AuditKind::LoginRefused, "disabled_meanwhile"),
                     _ => (AuditKind::LoginFailed, "password_changed_meanwhile"),
                 };
                 return Err(self
-                    .refuse_login(Some(&user), error, kind, reason, &client)
+                    .refuse_login(Some(user), error, kind, reason, client)
                     .await?);
             }
             Err(other) => return Err(other),
         };
         self.inner.metrics.sessions_started(1);
-        if rehashed.is_some() {
-            tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
-        }
-        let mut pair = self.token_pair(&user, &session_id, &refresh, now)?;
-        pair.device_token = Some(devices.issue(&user.email, now));
-        let event = self
-            .event(AuditKind::LoginSucceeded, &client)
+        let pair = self.token_pair(&user, &session_id, amr, &refresh, now)?;
+        let mut event = self
+            .event(AuditKind::LoginSucceeded, client)
             .user(&user.id)
             .session(&session_id);
+        if let Some(how) = how {
+            event = event.detail(how);
+        }
         self.record(event, Durability::Wait).await?;
-        tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
+        tracing::info!(user_id = %user.id, session_id = %session_id, amr = ?amr, "login succeeded");
+        Ok((user, pair))
+    }
+
+    /// The answer to the right password of an account with a second
+    /// factor: a single-use token for the code step, stored (and on disk)
+    /// before it is handed out.
+    async fn ask_second_factor(
+        &self,
+        user: &User,
+        device: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<Error> {
+        let (token, digest) = new_mail_token();
+        let now = self.now();
+        let challenge = Challenge {
+            kind: ChallengeKind::SecondFactor {
+                password_version: user.password_version,
+                security_stamp: user.security_stamp,
+                device: device.map(str::to_owned),
+                failures: 0,
+            },
+            user_id: Some(user.id.clone()),
+            created_at: now,
+            expires_at: now.saturating_add(SECOND_FACTOR_SECONDS),
+        };
+        self.inner.store.put_challenge(&digest, &challenge)?;
+        let mut methods = vec!["totp"];
+        if !self.inner.store.factors(&user.id)?.recovery_codes.is_empty() {
+            methods.push("recovery_code");
+        }
+        let event = self.event(AuditKind::MfaChallenged, client).user(&user.id);
+        self.record(event, Durability::Wait).await?;
+        tracing::info!(user_id = %user.id, "password right; second factor asked for");
+        Ok(Error::MfaRequired { token, methods })
+    }
+
+    /// The second step of a login with TOTP: `code` (a TOTP code or a
+    /// recovery code) for the `mfa_token` the password step answered.
+    /// Starts the session exactly as [`Latchkey::login`] does, with `amr`
+    /// `["pwd","otp","mfa"]`. A TOTP code is accepted once (a replay in
+    /// its window is wrong), a recovery code once; five wrong codes end the
+    /// token, and each counts against the login's rate limit.
+    ///
+    /// # Errors
+    /// [`Error::MfaTokenInvalid`] (unknown, used, expired, or the account
+    /// changed its password or ended its sessions since),
+    /// [`Error::MfaLoginCodeInvalid`], [`Error::RateLimited`],
+    /// [`Error::AccountDisabled`], [`Error::Storage`].
+    #[tracing::instrument(skip_all)]
+    pub async fn verify_second_factor(
+        &self,
+        mfa_token: &str,
+        code: &str,
+        client: ClientInfo,
+    ) -> Result<TokenPair> {
+        let answered = self.second_step(mfa_token, code, client).await;
+        self.inner.metrics.login(match &answered {
+            Ok(_) => LoginOutcome::Succeeded,
+            Err(Error::MfaLoginCodeInvalid) => LoginOutcome::WrongCode,
+            Err(Error::RateLimited { .. }) => LoginOutcome::Throttled,
+            Err(_) => LoginOutcome::Refused,
+        });
+        answered
+    }
+
+    async fn second_step(
+        &self,
+        mfa_token: &str,
+        code: &str,
+        client: ClientInfo,
+    ) -> Result<TokenPair> {
+        let digest = TokenDigest::of(mfa_token);
+        let now = self.now();
+        let store = &self.inner.store;
+        let Some(challenge) = store.challenge(&digest)? else {
+            return Err(Error::MfaTokenInvalid);
+        };
+        let (Some(user_id), ChallengeKind::SecondFactor { device, .. }) =
+            (&challenge.user_id, &challenge.kind)
+        else {
+            return Err(Error::MfaTokenInvalid);
+        };
+        let Some(user) = store.user(user_id)? else {
+            return Err(Error::MfaTokenInvalid);
+        };
+        let attempt = match device {
+            Some(device) => Attempt::KnownDevice(device),
+            None => Attempt::Account(&user.email),
+        };
+        self.limited(self.inner.limits.login(client.ip, attempt), None, &client)
+            .await?;
+        let sealer = &self.inner.sealer;
+        let settled = store.settle_challenge(&digest, user_id, |challenge, user, factors| {
+            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
+            judge_second_step(challenge, user, factors, unseal, code, now)
+        });
+        let passed = match settled {
+            Ok((_, passed)) => passed,
+            Err(error @ (Error::MfaLoginCodeInvalid | Error::AccountDisabled | Error::MfaTokenInvalid)) => {
+                let reason = match error {
+                    Error::MfaLoginCodeInvalid => "wrong_code",
+                    Error::AccountDisabled => "account_disabled",
+                    _ => "second_step_void",
+                };
+                return Err(self
+                    .refuse_login(Some(&user), error, AuditKind::LoginFailed, reason, &client)
+                    .await?);
+            }
+            Err(other) => return Err(other),
+        };
+        if let SecondFactor::RecoveryCode { left } = passed {
+            let event = self
+                .event(AuditKind::RecoveryCodeUsed, &client)
+                .user(&user.id)
+                .detail(format!("left={left}"));
+            self.record(event, Durability::NextFlush).await?;
+        }
+        let ChallengeKind::SecondFactor {
+            password_version,
+            security_stamp,
+            ..
+        } = challenge.kind
+        else {
+            return Err(Error::MfaTokenInvalid);
+        };
+        let how = match passed {
+            SecondFactor::Totp => "totp",
+            SecondFactor::RecoveryCode { .. } => "recovery_code",
+        };
+        let amr = Amr::list(&[Amr::Pwd, Amr::Otp, Amr::Mfa]);
+        let (user, mut pair) = self
+            .begin_session(&user, &amr, &client, Some(how), |stored| {
+                let user = stored.ok_or(Error::MfaTokenInvalid)?;
+                if user.password_version != password_version
+                    || user.security_stamp != security_stamp
+                {
+                    return Err(Error::InvalidCredentials);
+                }
+                if user.disabled {
+                    return Err(Error::AccountDisabled);
+                }
+                Ok(user)
+            })
+            .await?;
+        pair.device_token = Some(self.inner.tokens.devices().issue(&user.email, now));
         Ok(pair)
     }
 
     /// Logs and audits a refused login; returns the error to answer with.
-    async fn refuse_login(
+    pub(super) async fn refuse_login(
         &self,
         user: Option<&User>,
         error: Error,

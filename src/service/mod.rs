@@ -12,7 +12,9 @@
 
 mod accounts;
 mod admin;
+mod factors;
 mod login;
+mod passkeys;
 mod recovery;
 mod rotation;
 
@@ -35,6 +37,9 @@ use crate::tokens::keys::{KeyRing, SigningKeyInfo};
 use crate::tokens::{AccessClaims, AccessSigner, IssuedRefresh, PublicJwk, Tokens, new_id};
 
 pub use admin::{AuditPage, MAX_PAGE, UserChange, UsersPage};
+pub use factors::{FactorDetails, TotpSetup};
+pub use passkeys::Ceremony;
+
 pub(crate) use recovery::OUTBOX_BATCH;
 pub use recovery::{CONFIRM_EMAIL_PAGE, RESET_PAGE, VERIFY_PAGE};
 
@@ -99,6 +104,8 @@ pub struct Swept {
     pub mail_tokens: usize,
     /// Mails given up on longer ago than their retention (7 days).
     pub failed_mails: usize,
+    /// Expired second-factor and passkey challenges.
+    pub challenges: usize,
 }
 
 /// Whether recording an audit event waits for the disk.
@@ -131,6 +138,10 @@ struct Inner {
     outbox_wake: tokio::sync::Notify,
     /// Opened for offline work: the tokens are throwaway, nothing is served.
     offline: bool,
+    /// Seals TOTP keys at rest.
+    sealer: crate::secrets::Sealer,
+    /// The WebAuthn relying party.
+    passkeys: crate::passkeys::Passkeys,
 }
 
 impl Latchkey {
@@ -211,6 +222,8 @@ impl Latchkey {
         mailer: Mailer,
         offline: bool,
     ) -> Result<Latchkey> {
+        let sealer = secrets::Sealer::open(&config.data_dir)?;
+        let passkeys = crate::passkeys::Passkeys::new(&config)?;
         let passwords = Passwords::new(HashQueue {
             concurrency: config
                 .hash_concurrency
@@ -236,8 +249,16 @@ impl Latchkey {
                 mailer,
                 outbox_wake: tokio::sync::Notify::new(),
                 offline,
+                sealer,
+                passkeys,
             }),
         })
+    }
+
+    /// The origin browser pages must be on to use passkeys, or `None`
+    /// when passkeys are off (see `--webauthn-origin`).
+    pub fn passkey_origin(&self) -> Option<&str> {
+        self.inner.passkeys.origin()
     }
 
     /// The settings this core runs with.
@@ -470,6 +491,7 @@ impl Latchkey {
             mail_tokens: drain(|| store.sweep_mail_tokens(now, SWEEP_BATCH))?,
             failed_mails: store
                 .sweep_failed_mail(now.saturating_sub(recovery::FAILED_MAIL_RETENTION.as_secs()))?,
+            challenges: drain(|| store.sweep_challenges(now, SWEEP_BATCH))?,
         };
         self.inner.metrics.swept(SweptCounts {
             refresh_tokens: swept.refresh_tokens,
@@ -656,10 +678,11 @@ impl Latchkey {
         &self,
         user: &User,
         session_id: &str,
+        amr: &[String],
         refresh: &IssuedRefresh,
         now: UnixTime,
     ) -> Result<TokenPair> {
-        let access = self.inner.tokens.issue_access(user, session_id, now)?;
+        let access = self.inner.tokens.issue_access(user, session_id, amr, now)?;
         Ok(TokenPair {
             access_token: access.token,
             expires_in: access.expires_in,

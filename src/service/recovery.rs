@@ -683,7 +683,7 @@ fn compose(kind: MailKind, user: &User, to: &str, link: Option<(&str, Duration)>
             ),
         ),
         // A link mail without its link cannot happen; send the notice text.
-        (_, None) => (
+        _ => (
             "About your account",
             format!("Hello {name},\n\nSomething changed on your account.\n"),
         ),

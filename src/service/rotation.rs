@@ -228,11 +228,16 @@ impl Latchkey {
             &claims.sub,
             |stored| {
                 let user = stored.user.clone();
+                let amr = stored
+                    .session
+                    .as_ref()
+                    .map(|session| session.amr.clone())
+                    .unwrap_or_default();
                 let (exchange, rotation) = decide_rotation(&presented, stored)?;
-                Ok((exchange, (rotation, user)))
+                Ok((exchange, (rotation, (user, amr))))
             },
         );
-        let (rotation, user) = match outcome {
+        let (rotation, (user, amr)) = match outcome {
             Ok(outcome) => outcome,
             Err(err) => {
                 tracing::info!(user_id = %claims.sub, session_id = %claims.fam, jti = %claims.jti, code = err.code(), "refresh refused");
@@ -273,7 +278,7 @@ impl Latchkey {
             }
             Rotation::Rotated => (user?, AuditKind::Refresh, next),
         };
-        let pair = self.token_pair(&user, &claims.fam, &next, now)?;
+        let pair = self.token_pair(&user, &claims.fam, &amr, &next, now)?;
         self.record(event(kind), Durability::Wait).await?;
         let raced = kind == AuditKind::RefreshRaced;
         tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced, "refresh answered");
@@ -407,7 +412,7 @@ mod tests {
     }
 
     fn session() -> Session {
-        Session::start("f1".into(), &user(), NOW - 100, NOW - 100 + TTL, &client())
+        Session::start("f1".into(), &user(), NOW - 100, NOW - 100 + TTL, &client(), Vec::new())
     }
 
     fn revoked_session() -> Session {

@@ -260,7 +260,7 @@ impl Store {
     }
 }
 
-fn put_entries(tx: &Tx<'_>, entries: &[OutboxEntry]) -> TxResult<()> {
+pub(super) fn put_entries(tx: &Tx<'_>, entries: &[OutboxEntry]) -> TxResult<()> {
     for entry in entries {
         tx.put(TreeId::Outbox, &OutboxKey::of(entry).0, entry)?;
     }

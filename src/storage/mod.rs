@@ -19,13 +19,17 @@
 //! | `mail_tokens` | blake3 digest of a mailed token | [`MailToken`] (JSON) |
 //! | `mail_token_expiry` | `expires_at` ‖ digest | empty |
 //! | `outbox` | time queued ‖ entry id | [`OutboxEntry`] (JSON) |
+//! | `factors` | user id | [`Factors`] (JSON; TOTP key sealed) |
+//! | `challenges` | blake3 digest of a challenge token or id | [`Challenge`] (JSON) |
+//! | `challenge_expiry` | `expires_at` ‖ digest | empty |
 //!
 //! The expiry indexes let the sweeper walk only what has expired; the
 //! per-session and per-user indexes let an account's data be found without
 //! scanning everyone's.
 //!
 //! Files by concern: `open` (opening, the format marker, grouped flushes),
-//! `users`, `sessions` (sessions and refresh records), `audit`, `sweep`.
+//! `users`, `sessions` (sessions and refresh records), `audit`, `mail`,
+//! `factors` (second factors, passkeys and their challenges), `sweep`.
 //!
 //! sled runs every transaction under one global lock, so transactions are
 //! serialized with each other: a value read inside one is current until it
@@ -49,8 +53,11 @@
 //! [`AuditEvent`]: crate::model::AuditEvent
 //! [`MailToken`]: crate::model::MailToken
 //! [`OutboxEntry`]: crate::model::OutboxEntry
+//! [`Factors`]: crate::model::Factors
+//! [`Challenge`]: crate::model::Challenge
 
 mod audit;
+mod factors;
 mod mail;
 mod open;
 mod sessions;
@@ -68,6 +75,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::error::{Error, Result};
 
+pub(crate) use factors::{Judged, Settle};
 pub(crate) use mail::{OutboxKey, Redeemed};
 pub(crate) use sessions::{Exchange, NewSession, Stored};
 pub(crate) use users::Ending;
@@ -124,6 +132,12 @@ trees! {
     MailTokenExpiry = "mail_token_expiry",
     /// Time queued ‖ id → outbox entry (mails to deliver, requests to look at).
     Outbox = "outbox",
+    /// User id → second factors and passkeys.
+    Factors = "factors",
+    /// Challenge digest → challenge (second-factor and passkey steps).
+    Challenges = "challenges",
+    /// Expiry ‖ digest, for the sweeper.
+    ChallengeExpiry = "challenge_expiry",
 }
 
 /// A cheap-to-clone handle on latchkey's database.

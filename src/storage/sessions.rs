@@ -48,6 +48,8 @@ pub(crate) struct NewSession<'a> {
     pub digest: &'a TokenDigest,
     /// The first refresh token's `jti`.
     pub jti: &'a str,
+    /// How the login proved who it was (RFC 8176 `amr`).
+    pub amr: &'a [String],
 }
 
 /// The trees a refresh exchange reads and writes.
@@ -301,7 +303,14 @@ impl Owned {
 
 /// Stores a new session of `user` and its first refresh record.
 fn put_new_session(tx: &Tx<'_>, user: &User, new: &NewSession<'_>) -> TxResult<()> {
-    let session = Session::start(new.id.to_owned(), user, new.now, new.expires_at, new.client);
+    let session = Session::start(
+        new.id.to_owned(),
+        user,
+        new.now,
+        new.expires_at,
+        new.client,
+        new.amr.to_vec(),
+    );
     put_session(tx, None, &session)?;
     let record = RefreshRecord::issued(
         &user.id,

@@ -75,6 +75,11 @@ pub struct AccessClaims {
     /// The user's roles at issue time.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// How the session's login proved who it was (RFC 8176): `["pwd"]`,
+    /// `["pwd","otp","mfa"]`, or a passkey's `["hwk","mfa"]` /
+    /// `["swk","mfa"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     /// Issued at (seconds since the epoch).
     pub iat: UnixTime,
     /// Expires at (seconds since the epoch).
@@ -324,6 +329,7 @@ impl Tokens {
         &self,
         user: &User,
         session_id: &str,
+        amr: &[String],
         now: UnixTime,
     ) -> Result<IssuedAccess> {
         let claims = AccessClaims {
@@ -333,6 +339,7 @@ impl Tokens {
             email: user.email.clone(),
             sid: session_id.to_owned(),
             roles: user.roles.clone(),
+            amr: amr.to_vec(),
             iat: now,
             exp: now.saturating_add(self.access_ttl),
             jti: new_id(),
@@ -676,7 +683,7 @@ mod tests {
     #[test]
     fn an_access_token_verifies_until_it_expires() {
         let tokens = tokens();
-        let issued = tokens.issue_access(&user(), "s1", NOW).expect("issued");
+        let issued = tokens.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
         let claims = tokens
             .verify_access(issued.token.expose(), NOW + 59)
             .expect("valid");
@@ -690,7 +697,7 @@ mod tests {
     #[test]
     fn a_remembered_token_still_expires_and_a_tampered_copy_is_checked_in_full() {
         let tokens = tokens();
-        let issued = tokens.issue_access(&user(), "s1", NOW).expect("issued");
+        let issued = tokens.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
         let token = issued.token.expose();
         for _ in 0..3 {
             tokens
@@ -715,7 +722,7 @@ mod tests {
     fn a_token_from_the_future_is_invalid() {
         let tokens = tokens();
         let issued = tokens
-            .issue_access(&user(), "s1", NOW + 3600)
+            .issue_access(&user(), "s1", &[], NOW + 3600)
             .expect("issued");
         assert!(matches!(
             tokens.verify_access(issued.token.expose(), NOW),
@@ -734,7 +741,7 @@ mod tests {
             tokens.verify_access(refresh.token.expose(), NOW),
             Err(Error::InvalidToken)
         ));
-        let access = tokens.issue_access(&user(), "s1", NOW).expect("issued");
+        let access = tokens.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
         assert!(matches!(
             tokens.verify_refresh(access.token.expose(), NOW),
             Err(Error::InvalidRefreshToken)
@@ -766,14 +773,14 @@ mod tests {
             },
         );
         let no_audience = hmac(&secret, &secret, &config());
-        let own = api.issue_access(&user(), "s1", NOW).expect("issued");
+        let own = api.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
         let claims = api.verify_access(own.token.expose(), NOW).expect("valid");
         assert_eq!(
             (claims.iss.as_str(), claims.aud),
             ("latchkey", Some(Audience::One("api".into())))
         );
         for stranger in [&other_issuer, &other_audience, &no_audience] {
-            let token = stranger.issue_access(&user(), "s1", NOW).expect("issued");
+            let token = stranger.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
             assert!(matches!(
                 api.verify_access(token.token.expose(), NOW),
                 Err(Error::InvalidToken)

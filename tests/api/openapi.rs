@@ -131,6 +131,8 @@ fn tags_are_listed_in_the_order_people_use_them_and_each_operation_once() {
         tags,
         [
             "Auth",
+            "SecondFactors",
+            "Passkeys",
             "Profile",
             "Sessions",
             "Account",

@@ -1,0 +1,465 @@
+//! Second factors a signed-in user manages: setting up TOTP (pending
+//! until its first code is confirmed), removing it, renewing recovery
+//! codes; an administrator's reset of every factor. Each change is one
+//! transaction with the account (see `storage::factors`) that also queues
+//! a notice mail, and is audited. The code check is a pure function.
+
+use crate::error::{Error, Result};
+use crate::limits::Attempt;
+use crate::mfa::{self, TotpKey};
+use crate::model::{
+    AuditKind, ClientInfo, Factors, MailKind, Mail, OutboxEntry, OutboxJob, Secret, TotpFactor,
+    UnixTime, User,
+};
+use crate::tokens::new_id;
+
+use super::{Durability, Latchkey};
+
+/// What a new TOTP factor hands the user, once.
+#[derive(Debug)]
+pub struct TotpSetup {
+    /// The key, base32, for typing into an authenticator app.
+    pub secret: Secret,
+    /// The `otpauth://totp/…` URI (the QR code's content).
+    pub otpauth_uri: Secret,
+    /// The URI as a QR code, an SVG document.
+    pub qr_svg: String,
+}
+
+/// What an account has besides its password, as its owner and
+/// administrators see it (no secret).
+#[derive(Debug, Clone)]
+pub struct FactorDetails {
+    /// Whether a confirmed TOTP factor guards the password login.
+    pub totp: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: usize,
+    /// The passkeys, oldest first.
+    pub passkeys: Vec<crate::model::PasskeyRecord>,
+}
+
+/// How a presented code matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CodeCheck {
+    /// A TOTP code of a step not accepted before.
+    Totp,
+    /// An unused recovery code (now removed).
+    RecoveryCode,
+    /// Neither.
+    Wrong,
+}
+
+/// Checks `code` against `owner`'s factors at `now`: a TOTP code (of a
+/// step after the last one accepted: no replay) or an unused recovery
+/// code. A match is marked used in `factors` (the accepted step is kept;
+/// the recovery code removed). `unseal` opens the stored TOTP key.
+///
+/// # Errors
+/// [`Error::Storage`] when the stored key does not open.
+pub(super) fn check_code(
+    factors: &mut Factors,
+    owner: &str,
+    unseal: &impl Fn(&str, &str) -> Result<Vec<u8>>,
+    code: &str,
+    now: UnixTime,
+) -> Result<CodeCheck> {
+    if let Some(totp) = factors.totp.as_mut() {
+        let key = TotpKey::from_bytes(unseal(&totp.sealed_key, owner)?)?;
+        if let Some(step) = key.check(code, now) {
+            if step <= totp.last_step {
+                return Ok(CodeCheck::Wrong);
+            }
+            totp.last_step = step;
+            return Ok(CodeCheck::Totp);
+        }
+    }
+    if let Some(digest) = mfa::recovery_digest(code)
+        && let Some(at) = factors
+            .recovery_codes
+            .iter()
+            .position(|stored| *stored == digest)
+    {
+        factors.recovery_codes.remove(at);
+        return Ok(CodeCheck::RecoveryCode);
+    }
+    Ok(CodeCheck::Wrong)
+}
+
+impl Latchkey {
+    /// Sets up a TOTP factor for `user_id`, pending until
+    /// [`Latchkey::confirm_totp`]: login does not ask for it before. A
+    /// pending one is replaced.
+    ///
+    /// # Errors
+    /// [`Error::MfaAlreadyEnabled`] when a confirmed one exists,
+    /// [`Error::UserNotFound`], [`Error::Storage`].
+    pub async fn set_up_totp(&self, user_id: &str) -> Result<TotpSetup> {
+        let key = TotpKey::generate();
+        let now = self.now();
+        let sealed = self.inner.sealer.seal(key.as_bytes(), user_id);
+        let (user, ()) = self.inner.store.change_factors(user_id, |_, factors| {
+            if factors.totp_confirmed() {
+                return Err(Error::MfaAlreadyEnabled);
+            }
+            factors.totp = Some(TotpFactor {
+                sealed_key: sealed.clone(),
+                created_at: now,
+                confirmed_at: None,
+                last_step: 0,
+            });
+            Ok(((), None))
+        })?;
+        self.inner.store.durable().await?;
+        let uri = key.otpauth_uri(&self.totp_issuer(), &user.email)?;
+        Ok(TotpSetup {
+            secret: key.base32(),
+            qr_svg: mfa::qr_svg(&uri)?,
+            otpauth_uri: Secret::new(uri),
+        })
+    }
+
+    /// Confirms the pending TOTP factor with its first `code`: from now
+    /// on a password login asks for a code. Returns the recovery codes,
+    /// shown this once (only their digests are kept).
+    ///
+    /// # Errors
+    /// [`Error::MfaCodeInvalid`], [`Error::MfaNotEnabled`] (nothing
+    /// pending), [`Error::MfaAlreadyEnabled`], [`Error::RateLimited`],
+    /// [`Error::Storage`].
+    pub async fn confirm_totp(
+        &self,
+        user_id: &str,
+        code: &str,
+        client: ClientInfo,
+    ) -> Result<Vec<Secret>> {
+        self.holder_attempt(user_id, &client).await?;
+        let now = self.now();
+        let codes = mfa::new_recovery_codes();
+        let sealer = &self.inner.sealer;
+        let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
+            match &factors.totp {
+                None => return Err(Error::MfaNotEnabled),
+                Some(totp) if totp.confirmed_at.is_some() => return Err(Error::MfaAlreadyEnabled),
+                Some(_) => {}
+            }
+            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
+            // Only the pending key counts here, not a recovery code.
+            factors.recovery_codes.clear();
+            if check_code(factors, &user.id, &unseal, code, now)? != CodeCheck::Totp {
+                return Err(Error::MfaCodeInvalid);
+            }
+            if let Some(totp) = factors.totp.as_mut() {
+                totp.confirmed_at = Some(now);
+            }
+            factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
+            Ok(((), Some(notice(user, FactorChange::TotpOn, now))))
+        })?;
+        self.factor_changed(&user, AuditKind::TotpEnabled, None, &client)
+            .await?;
+        Ok(codes.into_iter().map(|(code, _)| code).collect())
+    }
+
+    /// Removes the TOTP factor (confirmed or pending) and the recovery
+    /// codes, proven by a TOTP or recovery `code`.
+    ///
+    /// # Errors
+    /// [`Error::MfaCodeInvalid`], [`Error::MfaNotEnabled`],
+    /// [`Error::RateLimited`], [`Error::Storage`].
+    pub async fn remove_totp(&self, user_id: &str, code: &str, client: ClientInfo) -> Result<()> {
+        self.holder_attempt(user_id, &client).await?;
+        let now = self.now();
+        let sealer = &self.inner.sealer;
+        let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
+            if factors.totp.is_none() {
+                return Err(Error::MfaNotEnabled);
+            }
+            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
+            if check_code(factors, &user.id, &unseal, code, now)? == CodeCheck::Wrong {
+                return Err(Error::MfaCodeInvalid);
+            }
+            factors.totp = None;
+            factors.recovery_codes.clear();
+            Ok(((), Some(notice(user, FactorChange::TotpOff, now))))
+        })?;
+        self.factor_changed(&user, AuditKind::TotpDisabled, None, &client)
+            .await
+    }
+
+    /// Replaces the recovery codes with a new set, proven by a TOTP or
+    /// recovery `code`; the old set stops working. Returns the new codes,
+    /// shown this once.
+    ///
+    /// # Errors
+    /// [`Error::MfaCodeInvalid`], [`Error::MfaNotEnabled`] (no confirmed
+    /// TOTP), [`Error::RateLimited`], [`Error::Storage`].
+    pub async fn renew_recovery_codes(
+        &self,
+        user_id: &str,
+        code: &str,
+        client: ClientInfo,
+    ) -> Result<Vec<Secret>> {
+        self.holder_attempt(user_id, &client).await?;
+        let now = self.now();
+        let codes = mfa::new_recovery_codes();
+        let sealer = &self.inner.sealer;
+        let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
+            if !factors.totp_confirmed() {
+                return Err(Error::MfaNotEnabled);
+            }
+            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
+            if check_code(factors, &user.id, &unseal, code, now)? == CodeCheck::Wrong {
+                return Err(Error::MfaCodeInvalid);
+            }
+            factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
+            Ok(((), Some(notice(user, FactorChange::CodesRenewed, now))))
+        })?;
+        self.factor_changed(&user, AuditKind::RecoveryCodesRenewed, None, &client)
+            .await?;
+        Ok(codes.into_iter().map(|(code, _)| code).collect())
+    }
+
+    /// Removes every second factor and passkey of `user_id` (an
+    /// administrator's help for a user who lost them); the password stays.
+    /// Audited, and the user is told by mail.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`], [`Error::Storage`].
+    pub async fn reset_factors(&self, user_id: &str, client: ClientInfo) -> Result<()> {
+        let now = self.now();
+        let (user, removed) = self.inner.store.change_factors(user_id, |user, factors| {
+            let removed = factors.summary();
+            *factors = Factors::default();
+            let notice = (removed.totp || removed.passkeys > 0)
+                .then(|| notice(user, FactorChange::Reset, now));
+            Ok((removed, notice))
+        })?;
+        let detail = format!("totp={} passkeys={}", removed.totp, removed.passkeys);
+        self.factor_changed(&user, AuditKind::MfaReset, Some(detail), &client)
+            .await
+    }
+
+    /// The second factors and passkeys of `user_id`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn factor_details(&self, user_id: &str) -> Result<FactorDetails> {
+        let factors = self.inner.store.factors(user_id)?;
+        Ok(FactorDetails {
+            totp: factors.totp_confirmed(),
+            recovery_codes_left: factors.recovery_codes.len(),
+            passkeys: factors.passkeys,
+        })
+    }
+
+    /// Audits a factor change (its notice was queued with it) and wakes
+    /// the mail sender; returns once both are on disk.
+    pub(super) async fn factor_changed(
+        &self,
+        user: &User,
+        kind: AuditKind,
+        detail: Option<String>,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let mut event = self.event(kind, client).user(&user.id);
+        if let Some(detail) = detail {
+            event = event.detail(detail);
+        }
+        self.record(event, Durability::Wait).await?;
+        self.inner.outbox_wake.notify_one();
+        tracing::info!(user_id = %user.id, change = kind.as_str(), "factors changed");
+        Ok(())
+    }
+
+    /// Counts a code attempt by a signed-in user against their own limit
+    /// (the one re-entered passwords count against).
+    async fn holder_attempt(&self, user_id: &str, client: &ClientInfo) -> Result<()> {
+        self.limited(
+            self.inner.limits.login(client.ip, Attempt::Holder(user_id)),
+            Some(user_id),
+            client,
+        )
+        .await
+    }
+
+    /// The service name authenticator apps show: the public URL's host.
+    fn totp_issuer(&self) -> String {
+        let public = self.inner.config.public_url.as_deref().unwrap_or("latchkey");
+        let host = public
+            .split_once("://")
+            .map_or(public, |(_, rest)| rest)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("latchkey");
+        match host.is_empty() {
+            true => "latchkey".to_owned(),
+            false => host.to_owned(),
+        }
+    }
+}
+
+/// Which change a factor notice tells of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FactorChange {
+    /// TOTP was turned on.
+    TotpOn,
+    /// TOTP was removed.
+    TotpOff,
+    /// New recovery codes replaced the old ones.
+    CodesRenewed,
+    /// A passkey was added.
+    PasskeyAdded,
+    /// A passkey was removed.
+    PasskeyRemoved,
+    /// An administrator removed every factor.
+    Reset,
+}
+
+/// The notice mail of a factor change, to the account's address.
+pub(super) fn notice(user: &User, change: FactorChange, now: UnixTime) -> OutboxEntry {
+    let (subject, what) = match change {
+        FactorChange::TotpOn => (
+            "Two-step login is on",
+            "Your account now asks for a code from your authenticator app after the password. Keep your recovery codes somewhere safe.",
+        ),
+        FactorChange::TotpOff => (
+            "Two-step login was turned off",
+            "Your account no longer asks for a code after the password.",
+        ),
+        FactorChange::CodesRenewed => (
+            "New recovery codes",
+            "New recovery codes were made for your account; the old ones no longer work.",
+        ),
+        FactorChange::PasskeyAdded => (
+            "A passkey was added",
+            "A new passkey can now sign in to your account.",
+        ),
+        FactorChange::PasskeyRemoved => (
+            "A passkey was removed",
+            "A passkey was removed from your account and can no longer sign in.",
+        ),
+        FactorChange::Reset => (
+            "Your second factors were reset",
+            "An administrator removed the authenticator app and the passkeys of your account; only the password signs in now.",
+        ),
+    };
+    let mail = Mail {
+        kind: MailKind::FactorNotice,
+        user_id: user.id.clone(),
+        to: user.email.clone(),
+        subject: subject.to_owned(),
+        body: format!(
+            "Hello {},\n\n{what}\n\nIf it was not you, change your password now and tell your administrator.\n",
+            user.username
+        ),
+    };
+    OutboxEntry::new(new_id(), OutboxJob::Deliver(mail), now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixTime = 1_800_000_000;
+
+    fn with_totp(key: &TotpKey, last_step: u64) -> Factors {
+        Factors {
+            totp: Some(TotpFactor {
+                sealed_key: "k".into(),
+                created_at: 0,
+                confirmed_at: Some(1),
+                last_step,
+            }),
+            recovery_codes: Vec::new(),
+            passkeys: Vec::new(),
+        }
+        .with_key(key)
+    }
+
+    trait WithKey {
+        fn with_key(self, key: &TotpKey) -> Self;
+    }
+
+    impl WithKey for Factors {
+        fn with_key(mut self, key: &TotpKey) -> Self {
+            if let Some(totp) = self.totp.as_mut() {
+                // "Sealed" as hex for the test's unseal.
+                totp.sealed_key = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            }
+            self
+        }
+    }
+
+    fn unseal(sealed: &str, _: &str) -> Result<Vec<u8>> {
+        (0..sealed.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&sealed[at..at + 2], 16))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::Storage("bad".into()))
+    }
+
+    #[test]
+    fn a_code_is_judged_by_step_replay_and_recovery_codes() {
+        let key = TotpKey::generate();
+        let step = NOW / mfa::STEP_SECONDS;
+        let codes = mfa::new_recovery_codes();
+        let recovery = codes[0].0.expose().to_owned();
+        let cases: Vec<(&str, Factors, String, CodeCheck)> = vec![
+            ("current code", with_totp(&key, 0), key.code_at(NOW), CodeCheck::Totp),
+            (
+                "previous step's code",
+                with_totp(&key, 0),
+                key.code_at(NOW - 30),
+                CodeCheck::Totp,
+            ),
+            (
+                "replay of the step accepted",
+                with_totp(&key, step),
+                key.code_at(NOW),
+                CodeCheck::Wrong,
+            ),
+            (
+                "an older step after a newer was accepted",
+                with_totp(&key, step),
+                key.code_at(NOW - 30),
+                CodeCheck::Wrong,
+            ),
+            ("wrong digits", with_totp(&key, 0), "000000".into(), CodeCheck::Wrong),
+            (
+                "recovery code",
+                Factors {
+                    recovery_codes: codes.iter().map(|(_, d)| *d).collect(),
+                    ..with_totp(&key, 0)
+                },
+                recovery.clone(),
+                CodeCheck::RecoveryCode,
+            ),
+            (
+                "recovery code already used",
+                Factors {
+                    recovery_codes: codes[1..].iter().map(|(_, d)| *d).collect(),
+                    ..with_totp(&key, 0)
+                },
+                recovery.clone(),
+                CodeCheck::Wrong,
+            ),
+            ("no factor at all", Factors::default(), key.code_at(NOW), CodeCheck::Wrong),
+        ];
+        for (case, mut factors, code, expected) in cases {
+            let before = factors.clone();
+            let checked = check_code(&mut factors, "u1", &unseal, &code, NOW).expect("checked");
+            assert_eq!(checked, expected, "{case}");
+            match checked {
+                CodeCheck::Wrong => assert_eq!(factors, before, "{case}: nothing used"),
+                CodeCheck::Totp => assert!(
+                    factors.totp.as_ref().is_some_and(|t| t.last_step >= step - 1),
+                    "{case}: step kept"
+                ),
+                CodeCheck::RecoveryCode => assert_eq!(
+                    factors.recovery_codes.len(),
+                    before.recovery_codes.len() - 1,
+                    "{case}: code used up"
+                ),
+            }
+        }
+    }
+}
