@@ -80,9 +80,8 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use model::{
     ADMIN_ROLE, Amr, AuditEvent, AuditKind, ClientInfo, Clock, DEFAULT_ROLE, Mail, MailKind,
-    MfaSummary, PasskeyRecord,
-    MailPurpose, OutboxEntry, OutboxJob, RefreshRecord, RevokeReason, Secret, Session, UnixTime,
-    User,
+    MailPurpose, MfaSummary, OutboxEntry, OutboxJob, PasskeyRecord, RefreshRecord, RevokeReason,
+    Secret, Session, UnixTime, User,
 };
 pub use service::{
     AuditPage, Authenticated, Ceremony, FactorDetails, Latchkey, MAX_PAGE, RotatedKey, Swept,

@@ -46,7 +46,9 @@ impl TotpKey {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<TotpKey> {
         match bytes.len() == KEY_BYTES {
             true => Ok(TotpKey(bytes)),
-            false => Err(Error::Storage("a stored TOTP key has the wrong length".into())),
+            false => Err(Error::Storage(
+                "a stored TOTP key has the wrong length".into(),
+            )),
         }
     }
 
@@ -161,7 +163,9 @@ pub fn recovery_digest(typed: &str) -> Option<TokenDigest> {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     let shaped = letters.len() == 2 * RECOVERY_HALF
-        && letters.bytes().all(|byte| RECOVERY_ALPHABET.contains(&byte));
+        && letters
+            .bytes()
+            .all(|byte| RECOVERY_ALPHABET.contains(&byte));
     shaped.then(|| TokenDigest::of(&format!("recovery:{letters}")))
 }
 

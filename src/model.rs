@@ -638,7 +638,10 @@ impl Amr {
 
     /// A list of methods as stored and carried in tokens.
     pub fn list(methods: &[Amr]) -> Vec<String> {
-        methods.iter().map(|method| method.as_str().to_owned()).collect()
+        methods
+            .iter()
+            .map(|method| method.as_str().to_owned())
+            .collect()
     }
 }
 
@@ -1017,7 +1020,14 @@ mod tests {
             vec![DEFAULT_ROLE.into()],
             1_000,
         );
-        let session = Session::start("s1".into(), &user, 1_000, 2_000, &ClientInfo::default(), Vec::new());
+        let session = Session::start(
+            "s1".into(),
+            &user,
+            1_000,
+            2_000,
+            &ClientInfo::default(),
+            Vec::new(),
+        );
         assert!(session.is_live_for(&user, 1_500));
         assert!(!session.is_live_for(&user, 2_000), "expired");
         let other = User {
@@ -1032,7 +1042,14 @@ mod tests {
         assert!(!session.is_live_for(&disabled, 1_500), "account disabled");
         user.end_sessions();
         assert!(!session.is_live_for(&user, 1_500), "sessions ended");
-        let after = Session::start("s2".into(), &user, 1_500, 2_000, &ClientInfo::default(), Vec::new());
+        let after = Session::start(
+            "s2".into(),
+            &user,
+            1_500,
+            2_000,
+            &ClientInfo::default(),
+            Vec::new(),
+        );
         assert!(after.is_live_for(&user, 1_600), "a later session lives");
         assert_eq!(
             user.set_password("$new".into(), 1),

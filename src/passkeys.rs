@@ -129,7 +129,9 @@ impl Passkeys {
             .collect::<Vec<_>>();
         let (options, state) = party
             .start_passkey_registration(handle, &user.email, &user.username, Some(exclude))
-            .map_err(|err| Error::Internal(format!("cannot start a passkey registration: {err}")))?;
+            .map_err(|err| {
+                Error::Internal(format!("cannot start a passkey registration: {err}"))
+            })?;
         let mut options = to_value(&options)?;
         // Ask for a discoverable credential where the authenticator can
         // make one, so the passkey also signs in without an email.
@@ -161,7 +163,9 @@ impl Passkeys {
         let state: PasskeyRegistration = from_text(state)?;
         let response: RegisterPublicKeyCredential = serde_json::from_value(response.clone())
             .map_err(|err| {
-                Error::PasskeyRegistrationInvalid(format!("credential: not a WebAuthn registration response ({err})"))
+                Error::PasskeyRegistrationInvalid(format!(
+                    "credential: not a WebAuthn registration response ({err})"
+                ))
             })?;
         let passkey = party
             .finish_passkey_registration(&response, &state)
@@ -370,7 +374,10 @@ mod tests {
             ("http://127.0.0.1:5000", "http://localhost:5000"),
             ("http://[::1]:8080/auth", "http://localhost:8080"),
             ("https://auth.example.com/base", "https://auth.example.com"),
-            ("https://auth.example.com:8443", "https://auth.example.com:8443"),
+            (
+                "https://auth.example.com:8443",
+                "https://auth.example.com:8443",
+            ),
             ("http://10.0.0.5:80", "http://10.0.0.5:80"),
         ] {
             assert_eq!(origin_of(public), origin, "{public}");
@@ -383,7 +390,8 @@ mod tests {
         assert!(build_party(Some("example.com"), "https://auth.example.com").is_ok());
         let ip = build_party(None, "http://10.0.0.5:80").expect_err("IP");
         assert!(ip.contains("domain name"), "{ip}");
-        let foreign = build_party(Some("evil.com"), "https://auth.example.com").expect_err("foreign");
+        let foreign =
+            build_party(Some("evil.com"), "https://auth.example.com").expect_err("foreign");
         assert!(foreign.contains("--webauthn-rp-id"), "{foreign}");
     }
 }

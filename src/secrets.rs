@@ -221,7 +221,8 @@ impl Sealer {
             return Err(unreadable());
         }
         let (nonce, body) = bytes.split_at(NONCE_BYTES);
-        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
+        let nonce =
+            ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
         let mut body = body.to_vec();
         let plain = self
             .key
@@ -252,7 +253,11 @@ mod tests {
         let stranger = Sealer::open(other.path()).expect("other key");
         assert!(stranger.open_sealed(&sealed, "user-1").is_err());
         assert!(sealer.open_sealed("not base64!", "user-1").is_err());
-        assert_ne!(sealer.seal(b"x", "u"), sealer.seal(b"x", "u"), "fresh nonces");
+        assert_ne!(
+            sealer.seal(b"x", "u"),
+            sealer.seal(b"x", "u"),
+            "fresh nonces"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::limits::Attempt;
 use crate::mfa::{self, TotpKey};
 use crate::model::{
-    AuditKind, ClientInfo, Factors, MailKind, Mail, OutboxEntry, OutboxJob, Secret, TotpFactor,
+    AuditKind, ClientInfo, Factors, Mail, MailKind, OutboxEntry, OutboxJob, Secret, TotpFactor,
     UnixTime, User,
 };
 use crate::tokens::new_id;
@@ -283,7 +283,12 @@ impl Latchkey {
 
     /// The service name authenticator apps show: the public URL's host.
     fn totp_issuer(&self) -> String {
-        let public = self.inner.config.public_url.as_deref().unwrap_or("latchkey");
+        let public = self
+            .inner
+            .config
+            .public_url
+            .as_deref()
+            .unwrap_or("latchkey");
         let host = public
             .split_once("://")
             .map_or(public, |(_, rest)| rest)
@@ -404,7 +409,12 @@ mod tests {
         let codes = mfa::new_recovery_codes();
         let recovery = codes[0].0.expose().to_owned();
         let cases: Vec<(&str, Factors, String, CodeCheck)> = vec![
-            ("current code", with_totp(&key, 0), key.code_at(NOW), CodeCheck::Totp),
+            (
+                "current code",
+                with_totp(&key, 0),
+                key.code_at(NOW),
+                CodeCheck::Totp,
+            ),
             (
                 "previous step's code",
                 with_totp(&key, 0),
@@ -423,7 +433,12 @@ mod tests {
                 key.code_at(NOW - 30),
                 CodeCheck::Wrong,
             ),
-            ("wrong digits", with_totp(&key, 0), "000000".into(), CodeCheck::Wrong),
+            (
+                "wrong digits",
+                with_totp(&key, 0),
+                "000000".into(),
+                CodeCheck::Wrong,
+            ),
             (
                 "recovery code",
                 Factors {
@@ -442,7 +457,12 @@ mod tests {
                 recovery.clone(),
                 CodeCheck::Wrong,
             ),
-            ("no factor at all", Factors::default(), key.code_at(NOW), CodeCheck::Wrong),
+            (
+                "no factor at all",
+                Factors::default(),
+                key.code_at(NOW),
+                CodeCheck::Wrong,
+            ),
         ];
         for (case, mut factors, code, expected) in cases {
             let before = factors.clone();
@@ -451,7 +471,10 @@ mod tests {
             match checked {
                 CodeCheck::Wrong => assert_eq!(factors, before, "{case}: nothing used"),
                 CodeCheck::Totp => assert!(
-                    factors.totp.as_ref().is_some_and(|t| t.last_step >= step - 1),
+                    factors
+                        .totp
+                        .as_ref()
+                        .is_some_and(|t| t.last_step >= step - 1),
                     "{case}: step kept"
                 ),
                 CodeCheck::RecoveryCode => assert_eq!(

@@ -89,7 +89,10 @@ fn judge_second_step(
                 true => Settle::Remove,
                 false => {
                     let mut kept = challenge.clone();
-                    if let ChallengeKind::SecondFactor { failures: count, .. } = &mut kept.kind {
+                    if let ChallengeKind::SecondFactor {
+                        failures: count, ..
+                    } = &mut kept.kind
+                    {
                         *count = failures;
                     }
                     Settle::Keep(kept)
@@ -388,7 +391,13 @@ impl Latchkey {
         };
         self.inner.store.put_challenge(&digest, &challenge)?;
         let mut methods = vec!["totp"];
-        if !self.inner.store.factors(&user.id)?.recovery_codes.is_empty() {
+        if !self
+            .inner
+            .store
+            .factors(&user.id)?
+            .recovery_codes
+            .is_empty()
+        {
             methods.push("recovery_code");
         }
         let event = self.event(AuditKind::MfaChallenged, client).user(&user.id);
@@ -459,7 +468,11 @@ impl Latchkey {
         });
         let passed = match settled {
             Ok((_, passed)) => passed,
-            Err(error @ (Error::MfaLoginCodeInvalid | Error::AccountDisabled | Error::MfaTokenInvalid)) => {
+            Err(
+                error @ (Error::MfaLoginCodeInvalid
+                | Error::AccountDisabled
+                | Error::MfaTokenInvalid),
+            ) => {
                 let reason = match error {
                     Error::MfaLoginCodeInvalid => "wrong_code",
                     Error::AccountDisabled => "account_disabled",

@@ -90,52 +90,55 @@ impl Latchkey {
         let now = self.now();
         let passkeys = &self.inner.passkeys;
         let digest = TokenDigest::of(challenge_id);
-        let (user, record) = self.inner.store.settle_challenge(&digest, user_id, |challenge, user, factors| {
-            let used_up = |error| Judged {
-                settle: Settle::Remove,
-                answer: Err(error),
-                notice: None,
-            };
-            let invalid = |why: &str| Error::PasskeyRegistrationInvalid(why.to_owned());
-            let Some(challenge) = challenge.filter(|challenge| {
-                now < challenge.expires_at && challenge.user_id.as_deref() == Some(user_id)
-            }) else {
-                // Someone else's challenge is left alone for its owner.
-                let settle = match challenge {
-                    Some(challenge) if challenge.user_id.as_deref() != Some(user_id) => {
-                        Settle::Keep(challenge.clone())
+        let (user, record) =
+            self.inner
+                .store
+                .settle_challenge(&digest, user_id, |challenge, user, factors| {
+                    let used_up = |error| Judged {
+                        settle: Settle::Remove,
+                        answer: Err(error),
+                        notice: None,
+                    };
+                    let invalid = |why: &str| Error::PasskeyRegistrationInvalid(why.to_owned());
+                    let Some(challenge) = challenge.filter(|challenge| {
+                        now < challenge.expires_at && challenge.user_id.as_deref() == Some(user_id)
+                    }) else {
+                        // Someone else's challenge is left alone for its owner.
+                        let settle = match challenge {
+                            Some(challenge) if challenge.user_id.as_deref() != Some(user_id) => {
+                                Settle::Keep(challenge.clone())
+                            }
+                            _ => Settle::Remove,
+                        };
+                        return Judged {
+                            settle,
+                            answer: Err(invalid("unknown, used or expired challengeId")),
+                            notice: None,
+                        };
+                    };
+                    let ChallengeKind::PasskeyRegistration { state, name } = &challenge.kind else {
+                        return used_up(invalid("challengeId is not a registration's"));
+                    };
+                    let Some(user) = user else {
+                        return used_up(Error::UserNotFound);
+                    };
+                    if factors.passkeys.len() >= MAX_PASSKEYS {
+                        return used_up(Error::PasskeyLimitReached);
                     }
-                    _ => Settle::Remove,
-                };
-                return Judged {
-                    settle,
-                    answer: Err(invalid("unknown, used or expired challengeId")),
-                    notice: None,
-                };
-            };
-            let ChallengeKind::PasskeyRegistration { state, name } = &challenge.kind else {
-                return used_up(invalid("challengeId is not a registration's"));
-            };
-            let Some(user) = user else {
-                return used_up(Error::UserNotFound);
-            };
-            if factors.passkeys.len() >= MAX_PASSKEYS {
-                return used_up(Error::PasskeyLimitReached);
-            }
-            let record = match passkeys.finish_registration(response, state, name, now) {
-                Ok(record) => record,
-                Err(error) => return used_up(error),
-            };
-            if factors.passkeys.iter().any(|known| known.id == record.id) {
-                return used_up(invalid("this passkey is already registered"));
-            }
-            factors.passkeys.push(record.clone());
-            Judged {
-                settle: Settle::Remove,
-                answer: Ok(record),
-                notice: Some(notice(user, FactorChange::PasskeyAdded, now)),
-            }
-        })?;
+                    let record = match passkeys.finish_registration(response, state, name, now) {
+                        Ok(record) => record,
+                        Err(error) => return used_up(error),
+                    };
+                    if factors.passkeys.iter().any(|known| known.id == record.id) {
+                        return used_up(invalid("this passkey is already registered"));
+                    }
+                    factors.passkeys.push(record.clone());
+                    Judged {
+                        settle: Settle::Remove,
+                        answer: Ok(record),
+                        notice: Some(notice(user, FactorChange::PasskeyAdded, now)),
+                    }
+                })?;
         let user = user.ok_or(Error::UserNotFound)?;
         self.factor_changed(
             &user,

@@ -412,7 +412,14 @@ mod tests {
     }
 
     fn session() -> Session {
-        Session::start("f1".into(), &user(), NOW - 100, NOW - 100 + TTL, &client(), Vec::new())
+        Session::start(
+            "f1".into(),
+            &user(),
+            NOW - 100,
+            NOW - 100 + TTL,
+            &client(),
+            Vec::new(),
+        )
     }
 
     fn revoked_session() -> Session {

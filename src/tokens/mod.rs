@@ -683,7 +683,9 @@ mod tests {
     #[test]
     fn an_access_token_verifies_until_it_expires() {
         let tokens = tokens();
-        let issued = tokens.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
+        let issued = tokens
+            .issue_access(&user(), "s1", &["pwd".to_owned()], NOW)
+            .expect("issued");
         let claims = tokens
             .verify_access(issued.token.expose(), NOW + 59)
             .expect("valid");
@@ -697,7 +699,9 @@ mod tests {
     #[test]
     fn a_remembered_token_still_expires_and_a_tampered_copy_is_checked_in_full() {
         let tokens = tokens();
-        let issued = tokens.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
+        let issued = tokens
+            .issue_access(&user(), "s1", &["pwd".to_owned()], NOW)
+            .expect("issued");
         let token = issued.token.expose();
         for _ in 0..3 {
             tokens
@@ -741,7 +745,9 @@ mod tests {
             tokens.verify_access(refresh.token.expose(), NOW),
             Err(Error::InvalidToken)
         ));
-        let access = tokens.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
+        let access = tokens
+            .issue_access(&user(), "s1", &["pwd".to_owned()], NOW)
+            .expect("issued");
         assert!(matches!(
             tokens.verify_refresh(access.token.expose(), NOW),
             Err(Error::InvalidRefreshToken)
@@ -773,14 +779,18 @@ mod tests {
             },
         );
         let no_audience = hmac(&secret, &secret, &config());
-        let own = api.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
+        let own = api
+            .issue_access(&user(), "s1", &["pwd".to_owned()], NOW)
+            .expect("issued");
         let claims = api.verify_access(own.token.expose(), NOW).expect("valid");
         assert_eq!(
             (claims.iss.as_str(), claims.aud),
             ("latchkey", Some(Audience::One("api".into())))
         );
         for stranger in [&other_issuer, &other_audience, &no_audience] {
-            let token = stranger.issue_access(&user(), "s1", &["pwd".to_owned()], NOW).expect("issued");
+            let token = stranger
+                .issue_access(&user(), "s1", &["pwd".to_owned()], NOW)
+                .expect("issued");
             assert!(matches!(
                 api.verify_access(token.token.expose(), NOW),
                 Err(Error::InvalidToken)

@@ -156,7 +156,7 @@ fn tags_are_listed_in_the_order_people_use_them_and_each_operation_once() {
         .values()
         .map(|path| path.as_object().expect("operations").len())
         .sum();
-    assert_eq!(operations, 26);
+    assert_eq!(operations, 38);
 }
 
 #[tokio::test]
