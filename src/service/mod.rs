@@ -612,6 +612,7 @@ impl Latchkey {
                     client: &client,
                     digest,
                     jti,
+                    amr: &[],
                 })
                 .collect();
             self.inner.store.seed_sessions(user_id, &batch)?;
