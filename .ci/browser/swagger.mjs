@@ -1,5 +1,6 @@
-// Swagger UI and the README's fetch wrapper, in headless Chromium (Debian's
-// package, driven by playwright-core), against a live latchkey.
+// Swagger UI, the README's fetch wrapper, the mailed pages and passkeys, in
+// headless Chromium (Debian's package, driven by playwright-core), against a
+// live latchkey.
 //
 //   node .ci/browser/swagger.mjs target/debug/latchkey
 //
@@ -42,9 +43,11 @@ async function freePort() {
   });
 }
 
+/// `extra` is a list of arguments, or a function of the port giving them.
 async function startLatchkey(extra = [], dir = mkdtempSync(join(tmpdir(), 'latchkey-browser-'))) {
   const port = await freePort();
-  const child = spawn(binary, ['serve', '--data-dir', dir, '--port', String(port), ...extra], {
+  const args = typeof extra === 'function' ? extra(port) : extra;
+  const child = spawn(binary, ['serve', '--data-dir', dir, '--port', String(port), ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
@@ -323,6 +326,104 @@ async function mailedPages(browser) {
   await context.close();
 }
 
+/// The page the passkey check runs in: served by this test on latchkey's
+/// own origin (a route the browser context fulfils), calling latchkey's
+/// API and navigator.credentials as an app's page would.
+const PASSKEY_PAGE = `<!doctype html>
+<meta charset="utf-8"><title>passkeys</title><p id="status">ready</p>
+<script>
+async function ceremony(start, startBody, token, run, finishPath) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = 'Bearer ' + token;
+  const started = await fetch(start, { method: 'POST', headers, body: JSON.stringify(startBody) });
+  if (started.status !== 200) return { step: 'start', status: started.status, body: await started.json() };
+  const options = await started.json();
+  const credential = await run(options.publicKey);
+  const finished = await fetch(finishPath, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ challengeId: options.challengeId, credential: credential.toJSON() }),
+  });
+  return { step: 'finish', status: finished.status, body: await finished.json() };
+}
+window.registerPasskey = (token, name) =>
+  ceremony('/api/auth/passkeys/register/start', { name }, token,
+    (publicKey) => navigator.credentials.create({ publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(publicKey) }),
+    '/api/auth/passkeys/register/finish');
+window.signIn = (email) =>
+  ceremony('/api/auth/passkeys/login/start', email ? { email } : {}, null,
+    (publicKey) => navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(publicKey) }),
+    '/api/auth/passkeys/login/finish');
+</script>`;
+
+/// Registers a passkey in Chromium's virtual authenticator (the DevTools
+/// protocol's WebAuthn domain) and signs in with it, with and without an
+/// email, on a latchkey whose public URL is http://localhost:PORT.
+async function passkeys(browser) {
+  const base = await startLatchkey((port) => ['--public-url', `http://localhost:${port}`]);
+  const site = base.replace('127.0.0.1', 'localhost');
+  const account = { username: 'keyholder', email: 'keyholder@example.com', password: 'correct horse battery staple' };
+  const made = await fetch(`${base}/api/auth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(account),
+  });
+  check(made.status === 201, 'an account for the passkey');
+  const login = await fetch(`${base}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: account.email, password: account.password }),
+  });
+  const { accessToken } = await login.json();
+  check(typeof accessToken === 'string', 'a password login for the registration');
+
+  const context = await browser.newContext();
+  await context.route(`${site}/passkey-test`, (route) =>
+    route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: PASSKEY_PAGE }),
+  );
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  await page.goto(`${site}/passkey-test`);
+
+  const registered = await page.evaluate(([token]) => window.registerPasskey(token, 'Chromium'), [accessToken]);
+  check(
+    registered.status === 201 && registered.body.name === 'Chromium',
+    `the page registers a passkey (${registered.status} ${registered.body.code ?? registered.body.message ?? ''})`,
+  );
+  const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  check(
+    credentials.length === 1 && credentials[0].isResidentCredential,
+    'the authenticator holds one discoverable credential',
+  );
+
+  const claims = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
+  const usernameless = await page.evaluate(() => window.signIn(null));
+  check(
+    usernameless.status === 200 && typeof usernameless.body.accessToken === 'string',
+    `the page signs in with the passkey and no email (${usernameless.status} ${usernameless.body.code ?? ''})`,
+  );
+  const amr = claims(usernameless.body.accessToken).amr;
+  check(JSON.stringify(amr) === '["hwk","mfa"]', `its access token says amr ${JSON.stringify(amr)}`);
+  const withEmail = await page.evaluate(([email]) => window.signIn(email), [account.email]);
+  check(withEmail.status === 200, `the page signs in with the passkey and the email (${withEmail.status})`);
+  const after = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  check(after.credentials[0].signCount >= 2, `the authenticator counted the sign-ins (${after.credentials[0].signCount})`);
+  await page.locator('#status').evaluate((node) => { node.textContent = 'registered and signed in twice'; });
+  await page.screenshot({ path: join(shots, 'passkeys.png'), fullPage: true });
+  await context.close();
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   headless: true,
@@ -333,6 +434,7 @@ try {
   await swaggerUi(browser);
   await fetchWrapper(browser);
   await mailedPages(browser);
+  await passkeys(browser);
 } catch (err) {
   failed = true;
   console.error(err.message ?? err);
