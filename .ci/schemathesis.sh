@@ -59,7 +59,57 @@ TOKEN=$(curl -s -X POST "$BASE_URL/api/auth/login" -H 'Content-Type: application
 # still name no day, as 2026-13-45T…); and a mailed token, which only its
 # mail knows: any other well-formed one is a 400 `…_token_invalid`. (An
 # operation that checks a password answers 401 to the spec's example one.)
+# Likewise one-time codes and WebAuthn answers: a well-formed code is still
+# the wrong one (400, or 401 at a login's second step), a well-formed
+# credential still fails the ceremony, an unknown challenge or mfaToken is
+# refused; the TOTP and passkey operations also answer 409 for the state
+# they find (nothing to confirm, too many passkeys), and a passkey name may
+# hold control characters the schema cannot forbid.
 cat > "$WORK/schemathesis.toml" <<'TOML'
+[[operations]]
+include-name = "POST /api/auth/mfa/totp/setup"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "409"]
+
+[[operations]]
+include-name = "POST /api/auth/mfa/totp/confirm"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
+
+[[operations]]
+include-name = "DELETE /api/auth/mfa/totp"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
+
+[[operations]]
+include-name = "POST /api/auth/mfa/recovery-codes"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
+
+[[operations]]
+include-name = "POST /api/auth/mfa/verify"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401"]
+
+[[operations]]
+include-name = "POST /api/auth/passkeys/register/start"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
+
+[[operations]]
+include-name = "POST /api/auth/passkeys/register/finish"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
+[[operations]]
+include-name = "DELETE /api/auth/passkeys/{id}"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404"]
+
+[[operations]]
+include-name = "POST /api/auth/passkeys/login/start"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
+[[operations]]
+include-name = "POST /api/auth/passkeys/login/finish"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401"]
+
+[[operations]]
+include-name = "DELETE /api/admin/users/{id}/mfa"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404"]
+
 [[operations]]
 include-name = "POST /api/auth/verify-email"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]

@@ -182,6 +182,37 @@ string_field!(
     }
 );
 
+/// An optional string field: absent, or a string (not `null`, which the
+/// schema does not allow).
+fn optional<T: ParseFromJSON>(
+    value: Option<Value>,
+    field: &str,
+) -> Result<Option<T>, ParseError<Option<T>>> {
+    match value {
+        None => Ok(None),
+        Some(Value::Null) => Err(ParseError::custom(format!(
+            "{field}: expected a string; leave it out instead of null"
+        ))),
+        present => T::parse_from_json(present)
+            .map(Some)
+            .map_err(ParseError::propagate),
+    }
+}
+
+/// The optional `email` of a passkey sign-in.
+pub(super) fn optional_email(
+    value: Option<Value>,
+) -> Result<Option<EmailAddress>, ParseError<Option<EmailAddress>>> {
+    optional(value, "email")
+}
+
+/// The optional `name` of a new passkey.
+pub(super) fn optional_passkey_name(
+    value: Option<Value>,
+) -> Result<Option<PasskeyName>, ParseError<Option<PasskeyName>>> {
+    optional(value, "name")
+}
+
 /// A browser's WebAuthn response (`PublicKeyCredential`, as its
 /// `toJSON()` gives it), passed through to the checks as it is.
 pub(super) struct Credential(pub Value);

@@ -27,6 +27,10 @@ pub(super) struct PasskeysApi;
 #[oai(example)]
 pub(super) struct RegisterStart {
     /// What to call the passkey (at most 64 characters); default "Passkey N".
+    #[oai(
+        deserialize_with = "fields::optional_passkey_name",
+        skip_serializing_if_is_none
+    )]
     name: Option<fields::PasskeyName>,
 }
 
@@ -44,6 +48,10 @@ impl Example for RegisterStart {
 pub(super) struct SignInStart {
     /// The account's email: the options then name its passkeys. Without
     /// it, any discoverable passkey may answer (a usernameless sign-in).
+    #[oai(
+        deserialize_with = "fields::optional_email",
+        skip_serializing_if_is_none
+    )]
     email: Option<fields::EmailAddress>,
 }
 
