@@ -114,6 +114,9 @@ enum SetupResponse {
 error_responses!(SetupError {
     /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
     401 => Unauthorized,
+    /// `reauthentication_required`: the session signed in more than 10
+    /// minutes ago; log in again, then retry.
+    403 => Forbidden,
     /// `mfa_already_enabled`: remove the confirmed factor first.
     409 => Conflict,
 });
@@ -175,14 +178,15 @@ impl MfaApi {
     ///
     /// Makes a new authenticator-app key for the caller: add it to the app
     /// (the QR code or the key), then confirm one code. Until then logins
-    /// do not ask for it; a pending key is replaced by a new setup.
+    /// do not ask for it; a pending key is replaced by a new setup. Needs a
+    /// session that signed in within the last 10 minutes.
     #[oai(path = "/totp/setup", method = "post")]
     async fn set_up(
         &self,
         core: Data<&Latchkey>,
         auth: AuthUser,
     ) -> Result<SetupResponse, SetupError> {
-        let setup = core.set_up_totp(auth.user_id()).await?;
+        let setup = core.set_up_totp(auth.user_id(), auth.session_id()).await?;
         Ok(SetupResponse::Ok(
             Json(TotpSetupBody {
                 secret: setup.secret.expose().to_owned(),

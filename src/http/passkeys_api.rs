@@ -128,8 +128,13 @@ error_responses!(RegisterStartError with body {
     400 => BadRequest,
     /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
     401 => Unauthorized,
+    /// `reauthentication_required`: the session signed in more than 10
+    /// minutes ago; log in again, then retry.
+    403 => Forbidden,
     /// `passkey_limit_reached`: 20 passkeys; remove one first.
     409 => Conflict,
+    /// `rate_limited`: too many ceremonies from this client; see `Retry-After`.
+    429 => TooManyRequests,
 });
 
 #[derive(ApiResponse)]
@@ -209,17 +214,24 @@ impl PasskeysApi {
     /// Returns the options for `navigator.credentials.create({publicKey})`
     /// and a `challengeId` to finish with. The passkey is bound to
     /// `--webauthn-rp-id`, and the browser page must be on
-    /// `--webauthn-origin` (both default from `--public-url`).
+    /// `--webauthn-origin` (both default from `--public-url`). Needs a
+    /// session that signed in within the last 10 minutes.
     #[oai(path = "/passkeys/register/start", method = "post")]
     async fn register_start(
         &self,
         core: Data<&Latchkey>,
+        request: &Request,
         auth: AuthUser,
         body: Json<RegisterStart>,
     ) -> Result<CeremonyResponse, RegisterStartError> {
         let name = body.name.as_ref().map(|name| name.0.as_str());
         let ceremony = core
-            .start_passkey_registration(auth.user_id(), name)
+            .start_passkey_registration(
+                auth.user_id(),
+                auth.session_id(),
+                name,
+                client_of(request, &core),
+            )
             .await?;
         Ok(CeremonyResponse::of(ceremony))
     }

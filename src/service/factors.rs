@@ -88,12 +88,16 @@ pub(super) fn check_code(
 impl Latchkey {
     /// Sets up a TOTP factor for `user_id`, pending until
     /// [`Latchkey::confirm_totp`]: login does not ask for it before. A
-    /// pending one is replaced.
+    /// pending one is replaced. The session `session_id` must have signed
+    /// in within the last 10 minutes: a stolen access token alone cannot
+    /// put a factor of the thief's on the account.
     ///
     /// # Errors
-    /// [`Error::MfaAlreadyEnabled`] when a confirmed one exists,
-    /// [`Error::UserNotFound`], [`Error::Storage`].
-    pub async fn set_up_totp(&self, user_id: &str) -> Result<TotpSetup> {
+    /// [`Error::ReauthenticationRequired`], [`Error::MfaAlreadyEnabled`]
+    /// when a confirmed one exists, [`Error::UserNotFound`],
+    /// [`Error::Storage`].
+    pub async fn set_up_totp(&self, user_id: &str, session_id: &str) -> Result<TotpSetup> {
+        self.recent_sign_in(user_id, session_id)?;
         let key = TotpKey::generate();
         let now = self.now();
         let sealed = self.inner.sealer.seal(key.as_bytes(), user_id);

@@ -40,18 +40,27 @@ pub struct Ceremony {
 
 impl Latchkey {
     /// Starts registering a passkey for the signed-in `user_id`, to be
-    /// called `name` (default: "Passkey N").
+    /// called `name` (default: "Passkey N"). The session `session_id` must
+    /// have signed in within the last 10 minutes: a stolen access token
+    /// alone cannot add a way into the account.
     ///
     /// # Errors
+    /// [`Error::ReauthenticationRequired`], [`Error::RateLimited`],
     /// [`Error::InvalidInput`] for a name too long or with control
-    /// characters, [`Error::PasskeyLimitReached`],
-    /// [`Error::PasskeysUnavailable`], [`Error::UserNotFound`],
-    /// [`Error::Storage`].
+    /// characters,
+    /// [`Error::PasskeyLimitReached`], [`Error::PasskeysUnavailable`],
+    /// [`Error::UserNotFound`], [`Error::Storage`].
     pub async fn start_passkey_registration(
         &self,
         user_id: &str,
+        session_id: &str,
         name: Option<&str>,
+        client: ClientInfo,
     ) -> Result<Ceremony> {
+        self.recent_sign_in(user_id, session_id)?;
+        // Each start stores a challenge: the per-IP login limit bounds them.
+        self.limited(self.inner.limits.passkey(client.ip), Some(user_id), &client)
+            .await?;
         let user = self.inner.store.user(user_id)?.ok_or(Error::UserNotFound)?;
         let factors = self.inner.store.factors(user_id)?;
         if factors.passkeys.len() >= MAX_PASSKEYS {
@@ -171,15 +180,8 @@ impl Latchkey {
         passkey_id: &str,
         client: ClientInfo,
     ) -> Result<()> {
+        self.recent_sign_in(user_id, session_id)?;
         let now = self.now();
-        let session = self.inner.store.session(session_id)?;
-        let recent = session.is_some_and(|session| {
-            session.user_id == user_id
-                && now.saturating_sub(session.created_at) <= RECENT_SIGN_IN_SECONDS
-        });
-        if !recent {
-            return Err(Error::ReauthenticationRequired);
-        }
         let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
             let at = factors
                 .passkeys
@@ -369,6 +371,27 @@ impl Latchkey {
             .await?;
         pair.device_token = Some(self.inner.tokens.devices().issue(&user.email, now));
         Ok(pair)
+    }
+
+    /// Refuses unless the session `session_id` of `user_id` signed in
+    /// (not merely refreshed) within the last 10 minutes.
+    ///
+    /// # Errors
+    /// [`Error::ReauthenticationRequired`], [`Error::Storage`].
+    pub(super) fn recent_sign_in(&self, user_id: &str, session_id: &str) -> Result<()> {
+        let now = self.now();
+        let recent = self
+            .inner
+            .store
+            .session(session_id)?
+            .is_some_and(|session| {
+                session.user_id == user_id
+                    && now.saturating_sub(session.created_at) <= RECENT_SIGN_IN_SECONDS
+            });
+        match recent {
+            true => Ok(()),
+            false => Err(Error::ReauthenticationRequired),
+        }
     }
 
     /// Stores a ceremony's challenge (on disk before it is handed out).

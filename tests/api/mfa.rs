@@ -532,3 +532,35 @@ async fn wrong_codes_count_against_the_accounts_login_limit() {
     }
     assert!(limited, "the code step is rate-limited");
 }
+
+#[tokio::test]
+async fn a_stolen_access_token_alone_cannot_add_a_factor() {
+    let app = passkey_ready_app().await;
+    let session = app.logged_in_user().await;
+    // Eleven minutes on, refreshed: the token is fresh, the sign-in is not.
+    app.clock.advance(Duration::from_secs(11 * 60));
+    let refreshed =
+        Session::from_token_response(app.refresh_with(&session.refresh_token).await).await;
+    for (path, body) in [
+        ("/api/auth/mfa/totp/setup", None),
+        ("/api/auth/passkeys/register/start", Some(json!({}))),
+    ] {
+        let refused = app
+            .call(Method::POST, path, &refreshed.access_token, body.as_ref())
+            .await;
+        assert_error(
+            refused,
+            StatusCode::FORBIDDEN,
+            "reauthentication_required",
+            Some("This needs a recent sign-in; log in again first"),
+        )
+        .await;
+    }
+    let fresh = Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
+    enrol(&app, &fresh).await;
+}
+
+/// A server whose passkeys work (its public URL has a domain name).
+async fn passkey_ready_app() -> TestApp {
+    spawn_configured(|config| config.public_url = Some("http://localhost:5000".into())).await
+}
