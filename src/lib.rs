@@ -19,7 +19,9 @@
 //! lives in an HttpOnly cookie, is stored only as its blake3 digest, rotates
 //! on every use and is revoked on logout. Sessions (refresh-token families)
 //! can be listed and revoked, reuse of a rotated token revokes its session,
-//! users have roles, and access tokens are signed with EdDSA by default and
+//! users have roles, accounts can add a second factor (TOTP with recovery
+//! codes) and sign in with passkeys (WebAuthn), accounts are recovered by
+//! email, and access tokens are signed with EdDSA by default and
 //! verifiable elsewhere through the published JWKS. Data lives in an
 //! embedded sled database; the API is documented live as OpenAPI with
 //! Swagger UI.

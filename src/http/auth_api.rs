@@ -133,7 +133,23 @@ pub(super) enum TokenResponse {
 }
 
 impl TokenResponse {
-    pub(super) fn issued(pair: TokenPair, scope: &Scope<'_>) -> Self {
+    /// The answer to a finished login (a password, its second step, a
+    /// passkey) at the operation `own`: the device cookie (scoped to the
+    /// login path, where it is read) and the tokens.
+    pub(super) fn logged_in(
+        request: &Request,
+        core: &Latchkey,
+        own: &str,
+        pair: TokenPair,
+    ) -> Self {
+        let scope = Scope::of(request, own, core.config().cookies_secure());
+        if let Some(token) = &pair.device_token {
+            request.cookie().add(device_cookie(token.expose(), &scope));
+        }
+        TokenResponse::issued(pair, &scope)
+    }
+
+    fn issued(pair: TokenPair, scope: &Scope<'_>) -> Self {
         let cookie = refresh_cookie(pair.refresh_token.expose(), pair.refresh_expires_in, scope);
         TokenResponse::Ok(
             Json(TokenBody {
@@ -250,7 +266,6 @@ impl AuthApi {
         device: CookieParam<Option<String>>,
         body: Json<LoginRequest>,
     ) -> Result<TokenResponse, LoginError> {
-        let scope = Scope::of(request, "/api/auth/login", core.config().cookies_secure());
         let pair = core
             .login(
                 &body.email,
@@ -259,10 +274,12 @@ impl AuthApi {
                 client_of(request, &core),
             )
             .await?;
-        if let Some(token) = &pair.device_token {
-            request.cookie().add(device_cookie(token.expose(), &scope));
-        }
-        Ok(TokenResponse::issued(pair, &scope))
+        Ok(TokenResponse::logged_in(
+            request,
+            &core,
+            "/api/auth/login",
+            pair,
+        ))
     }
 
     /// Refresh the tokens

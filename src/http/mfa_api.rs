@@ -10,7 +10,6 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::ApiTags;
 use super::auth::{AuthUser, client_of};
 use super::auth_api::TokenResponse;
-use super::cookies::{Scope, device_cookie};
 use super::error::error_responses;
 use super::fields;
 use crate::model::Secret;
@@ -268,14 +267,11 @@ impl MfaApi {
         let pair = core
             .verify_second_factor(&body.mfa_token, &body.code, client_of(request, &core))
             .await?;
-        let scope = Scope::of(
+        Ok(TokenResponse::logged_in(
             request,
+            &core,
             "/api/auth/mfa/verify",
-            core.config().cookies_secure(),
-        );
-        if let Some(token) = &pair.device_token {
-            request.cookie().add(device_cookie(token.expose(), &scope));
-        }
-        Ok(TokenResponse::issued(pair, &scope))
+            pair,
+        ))
     }
 }

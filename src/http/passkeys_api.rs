@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::ApiTags;
 use super::auth::{AuthUser, client_of};
 use super::auth_api::TokenResponse;
-use super::cookies::{Scope, device_cookie};
 use super::error::error_responses;
 use super::fields;
 use super::views::PasskeyView;
@@ -333,14 +332,11 @@ impl PasskeysApi {
                 client_of(request, &core),
             )
             .await?;
-        let scope = Scope::of(
+        Ok(TokenResponse::logged_in(
             request,
+            &core,
             "/api/auth/passkeys/login/finish",
-            core.config().cookies_secure(),
-        );
-        if let Some(token) = &pair.device_token {
-            request.cookie().add(device_cookie(token.expose(), &scope));
-        }
-        Ok(TokenResponse::issued(pair, &scope))
+            pair,
+        ))
     }
 }

@@ -11,6 +11,7 @@ use crate::model::{
     AuditKind, ClientInfo, Factors, Mail, MailKind, OutboxEntry, OutboxJob, Secret, TotpFactor,
     UnixTime, User,
 };
+use crate::secrets::Sealer;
 use crate::tokens::new_id;
 
 use super::{Durability, Latchkey};
@@ -52,19 +53,19 @@ pub(super) enum CodeCheck {
 /// Checks `code` against `owner`'s factors at `now`: a TOTP code (of a
 /// step after the last one accepted: no replay) or an unused recovery
 /// code. A match is marked used in `factors` (the accepted step is kept;
-/// the recovery code removed). `unseal` opens the stored TOTP key.
+/// the recovery code removed). `sealer` opens the stored TOTP key.
 ///
 /// # Errors
 /// [`Error::Storage`] when the stored key does not open.
 pub(super) fn check_code(
     factors: &mut Factors,
     owner: &str,
-    unseal: &impl Fn(&str, &str) -> Result<Vec<u8>>,
+    sealer: &Sealer,
     code: &str,
     now: UnixTime,
 ) -> Result<CodeCheck> {
     if let Some(totp) = factors.totp.as_mut() {
-        let key = TotpKey::from_bytes(unseal(&totp.sealed_key, owner)?)?;
+        let key = TotpKey::from_bytes(sealer.open_sealed(&totp.sealed_key, owner)?)?;
         if let Some(step) = key.check(code, now) {
             if step <= totp.last_step {
                 return Ok(CodeCheck::Wrong);
@@ -146,10 +147,9 @@ impl Latchkey {
                 Some(totp) if totp.confirmed_at.is_some() => return Err(Error::MfaAlreadyEnabled),
                 Some(_) => {}
             }
-            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
             // Only the pending key counts here, not a recovery code.
             factors.recovery_codes.clear();
-            if check_code(factors, &user.id, &unseal, code, now)? != CodeCheck::Totp {
+            if check_code(factors, &user.id, sealer, code, now)? != CodeCheck::Totp {
                 return Err(Error::MfaCodeInvalid);
             }
             if let Some(totp) = factors.totp.as_mut() {
@@ -177,8 +177,7 @@ impl Latchkey {
             if factors.totp.is_none() {
                 return Err(Error::MfaNotEnabled);
             }
-            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
-            if check_code(factors, &user.id, &unseal, code, now)? == CodeCheck::Wrong {
+            if check_code(factors, &user.id, sealer, code, now)? == CodeCheck::Wrong {
                 return Err(Error::MfaCodeInvalid);
             }
             factors.totp = None;
@@ -210,8 +209,7 @@ impl Latchkey {
             if !factors.totp_confirmed() {
                 return Err(Error::MfaNotEnabled);
             }
-            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
-            if check_code(factors, &user.id, &unseal, code, now)? == CodeCheck::Wrong {
+            if check_code(factors, &user.id, sealer, code, now)? == CodeCheck::Wrong {
                 return Err(Error::MfaCodeInvalid);
             }
             factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
@@ -370,10 +368,14 @@ mod tests {
 
     const NOW: UnixTime = 1_800_000_000;
 
+    fn sealer() -> Sealer {
+        Sealer::from_secret(&Secret::new("k".repeat(64)))
+    }
+
     fn with_totp(key: &TotpKey, last_step: u64) -> Factors {
         Factors {
             totp: Some(TotpFactor {
-                sealed_key: "k".into(),
+                sealed_key: sealer().seal(key.as_bytes(), "u1"),
                 created_at: 0,
                 confirmed_at: Some(1),
                 last_step,
@@ -381,29 +383,6 @@ mod tests {
             recovery_codes: Vec::new(),
             passkeys: Vec::new(),
         }
-        .with_key(key)
-    }
-
-    trait WithKey {
-        fn with_key(self, key: &TotpKey) -> Self;
-    }
-
-    impl WithKey for Factors {
-        fn with_key(mut self, key: &TotpKey) -> Self {
-            if let Some(totp) = self.totp.as_mut() {
-                // "Sealed" as hex for the test's unseal.
-                totp.sealed_key = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-            }
-            self
-        }
-    }
-
-    fn unseal(sealed: &str, _: &str) -> Result<Vec<u8>> {
-        (0..sealed.len())
-            .step_by(2)
-            .map(|at| u8::from_str_radix(&sealed[at..at + 2], 16))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::Storage("bad".into()))
     }
 
     #[test]
@@ -470,7 +449,7 @@ mod tests {
         ];
         for (case, mut factors, code, expected) in cases {
             let before = factors.clone();
-            let checked = check_code(&mut factors, "u1", &unseal, &code, NOW).expect("checked");
+            let checked = check_code(&mut factors, "u1", &sealer(), &code, NOW).expect("checked");
             assert_eq!(checked, expected, "{case}");
             match checked {
                 CodeCheck::Wrong => assert_eq!(factors, before, "{case}: nothing used"),

@@ -11,6 +11,7 @@ use crate::model::{
     UnixTime, User,
 };
 use crate::password::{self, Lane, Verified};
+use crate::secrets::Sealer;
 use crate::storage::{Judged, NewSession, Settle};
 use crate::tokens::{new_id, new_mail_token};
 
@@ -35,8 +36,8 @@ enum SecondFactor {
 }
 
 /// Judges the second step of a login, inside its transaction: the
-/// challenge as stored, its account and factors as stored now, `unseal`
-/// to open the TOTP key, and the `code` presented at `now`. A wrong code
+/// challenge as stored, its account and factors as stored now, the
+/// `sealer` of the TOTP key, and the `code` presented at `now`. A wrong code
 /// is counted on the challenge (which dies at the fifth); a right one
 /// uses the challenge up and marks the code used (a TOTP step is never
 /// accepted twice; a recovery code is removed).
@@ -44,7 +45,7 @@ fn judge_second_step(
     challenge: Option<&Challenge>,
     user: Option<&User>,
     factors: &mut Factors,
-    unseal: impl Fn(&str, &str) -> Result<Vec<u8>>,
+    sealer: &Sealer,
     code: &str,
     now: UnixTime,
 ) -> Judged<SecondFactor> {
@@ -78,7 +79,7 @@ fn judge_second_step(
         // The factor was removed meanwhile: this step can no longer pass.
         return refuse(Error::MfaTokenInvalid);
     }
-    let checked = match check_code(factors, &user.id, &unseal, code, now) {
+    let checked = match check_code(factors, &user.id, sealer, code, now) {
         Ok(checked) => checked,
         Err(error) => return refuse(error),
     };
@@ -277,19 +278,9 @@ impl Latchkey {
                 "a login was admitted without an account".into(),
             ));
         };
-        if self.inner.config.require_verified_email && !user.email_verified {
-            // Only now, after the right password: the answer says nothing
-            // about an address to someone who does not know the password.
-            return Err(self
-                .refuse_login(
-                    Some(&user),
-                    Error::EmailNotVerified,
-                    AuditKind::LoginRefused,
-                    "email_not_verified",
-                    &client,
-                )
-                .await?);
-        }
+        // Only now, after the right password: the answer says nothing about
+        // an address to someone who does not know the password.
+        self.require_verified(&user, &client).await?;
         if user.mfa.totp {
             return Err(self
                 .ask_second_factor(&user, device.as_deref(), &client)
@@ -463,8 +454,7 @@ impl Latchkey {
             .await?;
         let sealer = &self.inner.sealer;
         let settled = store.settle_challenge(&digest, user_id, |challenge, user, factors| {
-            let unseal = |sealed: &str, owner: &str| sealer.open_sealed(sealed, owner);
-            judge_second_step(challenge, user, factors, unseal, code, now)
+            judge_second_step(challenge, user, factors, sealer, code, now)
         });
         let passed = match settled {
             Ok((_, passed)) => passed,
@@ -520,6 +510,27 @@ impl Latchkey {
             .await?;
         pair.device_token = Some(self.inner.tokens.devices().issue(&user.email, now));
         Ok(pair)
+    }
+
+    /// With `--require-verified-email`, refuses (and audits) the login of
+    /// an account whose address is not verified. Only for a caller who
+    /// has proven who they are.
+    ///
+    /// # Errors
+    /// [`Error::EmailNotVerified`], [`Error::Storage`].
+    pub(super) async fn require_verified(&self, user: &User, client: &ClientInfo) -> Result<()> {
+        if !self.inner.config.require_verified_email || user.email_verified {
+            return Ok(());
+        }
+        Err(self
+            .refuse_login(
+                Some(user),
+                Error::EmailNotVerified,
+                AuditKind::LoginRefused,
+                "email_not_verified",
+                client,
+            )
+            .await?)
     }
 
     /// Logs and audits a refused login; returns the error to answer with.
@@ -661,6 +672,188 @@ mod tests {
         let admitted =
             admit_login(Some(rehashed_by_another), &verified, Some("$fresh")).expect("admitted");
         assert_eq!(admitted.password_hash, "$other");
+    }
+
+    #[test]
+    fn a_second_step_is_judged_by_its_challenge_account_and_code() {
+        use crate::mfa::TotpKey;
+        use crate::model::TotpFactor;
+        const NOW: UnixTime = 1_800_000_000;
+        let sealer = Sealer::from_secret(&crate::model::Secret::new("s".repeat(64)));
+        let key = TotpKey::generate();
+        let factors = || Factors {
+            totp: Some(TotpFactor {
+                sealed_key: sealer.seal(key.as_bytes(), "u1"),
+                created_at: 0,
+                confirmed_at: Some(1),
+                last_step: 0,
+            }),
+            recovery_codes: Vec::new(),
+            passkeys: Vec::new(),
+        };
+        let challenge = |failures| Challenge {
+            kind: ChallengeKind::SecondFactor {
+                password_version: 0,
+                security_stamp: 0,
+                device: None,
+                failures,
+            },
+            user_id: Some("u1".into()),
+            created_at: NOW - 10,
+            expires_at: NOW + 290,
+        };
+        let expired = Challenge {
+            expires_at: NOW,
+            ..challenge(0)
+        };
+        let foreign = Challenge {
+            user_id: Some("u2".into()),
+            ..challenge(0)
+        };
+        let passkey = Challenge {
+            kind: ChallengeKind::PasskeySignIn { state: "{}".into() },
+            ..challenge(0)
+        };
+        let mut changed = user();
+        changed.password_version += 1;
+        let mut ended = user();
+        ended.end_sessions();
+        let right = key.code_at(NOW);
+        let counted = |failures| Settle::Keep(challenge(failures));
+        let cases: Vec<(
+            &str,
+            Option<Challenge>,
+            Option<User>,
+            Factors,
+            &str,
+            Settle,
+            Result<()>,
+        )> = vec![
+            (
+                "right code",
+                Some(challenge(0)),
+                Some(user()),
+                factors(),
+                &right,
+                Settle::Remove,
+                Ok(()),
+            ),
+            (
+                "no challenge",
+                None,
+                Some(user()),
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "expired",
+                Some(expired),
+                Some(user()),
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "another user's",
+                Some(foreign),
+                Some(user()),
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "not a second step",
+                Some(passkey),
+                Some(user()),
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "account deleted",
+                Some(challenge(0)),
+                None,
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "password changed",
+                Some(challenge(0)),
+                Some(changed),
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "sessions ended",
+                Some(challenge(0)),
+                Some(ended),
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "disabled",
+                Some(challenge(0)),
+                Some(disabled()),
+                factors(),
+                &right,
+                Settle::Remove,
+                Err(Error::AccountDisabled),
+            ),
+            (
+                "factor removed",
+                Some(challenge(0)),
+                Some(user()),
+                Factors::default(),
+                &right,
+                Settle::Remove,
+                Err(Error::MfaTokenInvalid),
+            ),
+            (
+                "first wrong code",
+                Some(challenge(0)),
+                Some(user()),
+                factors(),
+                "000000",
+                counted(1),
+                Err(Error::MfaLoginCodeInvalid),
+            ),
+            (
+                "fifth wrong code",
+                Some(challenge(4)),
+                Some(user()),
+                factors(),
+                "000000",
+                Settle::Remove,
+                Err(Error::MfaLoginCodeInvalid),
+            ),
+        ];
+        for (case, stored, account, mut factors, code, settle, answer) in cases {
+            let mut account = account;
+            if let Some(account) = account.as_mut() {
+                account.id = "u1".into();
+            }
+            let judged = judge_second_step(
+                stored.as_ref(),
+                account.as_ref(),
+                &mut factors,
+                &sealer,
+                code,
+                NOW,
+            );
+            assert_eq!(judged.settle, settle, "{case}");
+            assert_eq!(judged.answer.map(drop), answer, "{case}");
+        }
     }
 
     #[tokio::test]

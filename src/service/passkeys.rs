@@ -345,17 +345,7 @@ impl Latchkey {
                 )
                 .await?);
         }
-        if self.inner.config.require_verified_email && !user.email_verified {
-            return Err(self
-                .refuse_login(
-                    Some(&user),
-                    Error::EmailNotVerified,
-                    AuditKind::LoginRefused,
-                    "email_not_verified",
-                    &client,
-                )
-                .await?);
-        }
+        self.require_verified(&user, &client).await?;
         let stamp = user.security_stamp;
         let (user, mut pair) = self
             .begin_session(&user, &signed_in.amr, &client, Some("passkey"), |stored| {
