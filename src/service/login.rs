@@ -674,6 +674,18 @@ mod tests {
         assert_eq!(admitted.password_hash, "$other");
     }
 
+    /// A case of the second step: name, challenge, account, factors, code,
+    /// and what becomes of the challenge and the answer.
+    type Case<'a> = (
+        &'a str,
+        Option<Challenge>,
+        Option<User>,
+        Factors,
+        &'a str,
+        Settle,
+        Result<()>,
+    );
+
     #[test]
     fn a_second_step_is_judged_by_its_challenge_account_and_code() {
         use crate::mfa::TotpKey;
@@ -720,15 +732,7 @@ mod tests {
         ended.end_sessions();
         let right = key.code_at(NOW);
         let counted = |failures| Settle::Keep(challenge(failures));
-        let cases: Vec<(
-            &str,
-            Option<Challenge>,
-            Option<User>,
-            Factors,
-            &str,
-            Settle,
-            Result<()>,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "right code",
                 Some(challenge(0)),
