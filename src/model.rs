@@ -295,7 +295,7 @@ pub struct User {
     #[serde(default)]
     pub email_verified: bool,
     /// Which second factors and passkeys the account has (kept in step
-    /// with its [`Factors`] in the same transaction).
+    /// with its second factors in the same transaction).
     #[serde(default)]
     pub mfa: MfaSummary,
 }
