@@ -377,10 +377,15 @@ pub async fn user(
                 true => core.user_by_email(&user)?.id,
                 false => user.clone(),
             };
-            core.reset_factors(&id, ClientInfo::default()).await?;
+            let removed = core
+                .reset_factors(CLI_ACTOR, &id, ClientInfo::default())
+                .await?;
             let user = core.user(&id)?;
-            writeln!(out, "reset second factors of {}", describe(&core, &user)?)
-                .map_err(write_error)?;
+            let verb = match removed == latchkey::MfaSummary::default() {
+                true => "no second factors to reset for",
+                false => "reset second factors (the notice mail goes out at the next start) of",
+            };
+            writeln!(out, "{verb} {}", describe(&core, &user)?).map_err(write_error)?;
         }
     }
     Ok(())

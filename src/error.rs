@@ -115,12 +115,18 @@ pub enum Error {
         methods: Vec<&'static str>,
     },
     /// A wrong code at the second step of a login.
-    #[error("Wrong code")]
+    #[error("Wrong code, or one already used: wait for the next code")]
     MfaLoginCodeInvalid,
     /// A wrong code where a signed-in user proves they hold their factor
     /// (confirming, removing it, renewing recovery codes).
-    #[error("Wrong code")]
+    #[error("Wrong code, or one already used: wait for the next code")]
     MfaCodeInvalid,
+    /// Too many wrong codes in a row: the factor refuses every code until
+    /// the password is reset by email or an administrator resets it.
+    #[error(
+        "Too many wrong codes in a row: reset your password by email (or ask an administrator) to use this factor again"
+    )]
+    MfaLocked,
     /// An unknown, used or expired second-step token.
     #[error("Invalid or expired mfaToken; log in again")]
     MfaTokenInvalid,
@@ -203,6 +209,7 @@ impl Error {
             Error::MfaRequired { .. } => "mfa_required",
             Error::MfaLoginCodeInvalid | Error::MfaCodeInvalid => "mfa_invalid_code",
             Error::MfaTokenInvalid => "mfa_token_invalid",
+            Error::MfaLocked => "mfa_locked",
             Error::MfaAlreadyEnabled => "mfa_already_enabled",
             Error::MfaNotEnabled => "mfa_not_enabled",
             Error::PasskeyInvalid | Error::PasskeyCounterRegressed => "passkey_invalid",

@@ -1232,9 +1232,58 @@ pub struct Factors {
     /// The passkeys, oldest first.
     #[serde(default)]
     pub passkeys: Vec<PasskeyRecord>,
+    /// Wrong codes in a row (at a login's second step, or proving the
+    /// factor to remove it or renew the codes) since the last right one.
+    #[serde(default)]
+    pub code_failures: CodeFailures,
 }
 
+/// Wrong codes in a row, counted under one password: a new password (a
+/// reset by email) starts the count again.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CodeFailures {
+    /// How many.
+    pub count: u32,
+    /// The account's password version they were counted under.
+    pub password_version: u64,
+}
+
+/// Wrong codes in a row after which the account is told by mail.
+pub const CODE_FAILURES_NOTICE: u32 = 10;
+/// Wrong codes in a row after which the factor refuses every code until
+/// the password is reset by email or an administrator resets the factors
+/// (NIST 800-63B §5.2.2: at most 100 consecutive failures).
+pub const CODE_FAILURES_LOCK: u32 = 100;
+
 impl Factors {
+    /// Wrong codes in a row that count for `user` now.
+    pub fn failures(&self, user: &User) -> u32 {
+        match self.code_failures.password_version == user.password_version {
+            true => self.code_failures.count,
+            false => 0,
+        }
+    }
+
+    /// Whether the factor refuses every code (see [`CODE_FAILURES_LOCK`]).
+    pub fn locked(&self, user: &User) -> bool {
+        self.failures(user) >= CODE_FAILURES_LOCK
+    }
+
+    /// Counts a wrong code of `user`; returns the count.
+    pub fn count_failure(&mut self, user: &User) -> u32 {
+        let count = self.failures(user).saturating_add(1);
+        self.code_failures = CodeFailures {
+            count,
+            password_version: user.password_version,
+        };
+        count
+    }
+
+    /// A right code: the count starts again.
+    pub fn clear_failures(&mut self) {
+        self.code_failures = CodeFailures::default();
+    }
+
     /// What [`User::mfa`] says about these factors.
     pub fn summary(&self) -> MfaSummary {
         MfaSummary {

@@ -103,6 +103,14 @@ impl Passkeys {
         self.party.as_ref().ok().and(self.origin.as_deref())
     }
 
+    /// Whether passkeys work with this configuration.
+    ///
+    /// # Errors
+    /// [`Error::PasskeysUnavailable`], saying why not.
+    pub fn available(&self) -> Result<()> {
+        self.party().map(drop)
+    }
+
     fn party(&self) -> Result<&Webauthn> {
         self.party
             .as_ref()
@@ -161,6 +169,11 @@ impl Passkeys {
     ) -> Result<PasskeyRecord> {
         let party = self.party()?;
         let state: PasskeyRegistration = from_text(state)?;
+        if response.get("type").and_then(Value::as_str) != Some("public-key") {
+            return Err(Error::PasskeyRegistrationInvalid(
+                "credential: type must be \"public-key\"".into(),
+            ));
+        }
         let response: RegisterPublicKeyCredential = serde_json::from_value(response.clone())
             .map_err(|err| {
                 Error::PasskeyRegistrationInvalid(format!(
@@ -219,6 +232,9 @@ impl Passkeys {
     /// [`Error::PasskeyInvalid`] when it does not parse.
     pub fn read_assertion(&self, response: &Value) -> Result<Assertion> {
         let party = self.party()?;
+        if response.get("type").and_then(Value::as_str) != Some("public-key") {
+            return Err(Error::PasskeyInvalid);
+        }
         let credential: PublicKeyCredential =
             serde_json::from_value(response.clone()).map_err(|_| Error::PasskeyInvalid)?;
         let user_id = party

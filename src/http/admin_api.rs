@@ -380,18 +380,21 @@ impl AdminApi {
     /// Reset a user's second factors
     ///
     /// Removes the user's authenticator-app factor, recovery codes and
-    /// passkeys (for a user who lost them); the password stays and signs
-    /// in alone. Audited as `mfa_reset`; the user is told by mail.
+    /// passkeys (for a user who lost them, or whose factor is locked by
+    /// wrong codes) and ends the user's sessions; the password stays and
+    /// signs in alone. Audited as `mfa_reset` (naming the administrator);
+    /// the user is told by mail. With nothing to remove, nothing changes.
     #[oai(path = "/users/:id/mfa", method = "delete")]
     async fn reset_mfa(
         &self,
         core: Data<&Latchkey>,
         request: &Request,
-        _admin: RequireRole<Admin>,
+        admin: RequireRole<Admin>,
         /// The user id.
         id: Path<String>,
     ) -> Result<ResetResponse, AdminError> {
-        core.reset_factors(&id, client_of(request, &core)).await?;
+        core.reset_factors(&admin.user.id, &id, client_of(request, &core))
+            .await?;
         Ok(ResetResponse::Reset)
     }
 

@@ -173,9 +173,11 @@ error_responses!(LoginError with body {
     /// says which codes it takes. No token or cookie is set then.
     401 => Unauthorized,
     /// `account_disabled`: the password is right but an administrator
-    /// disabled the account; or `email_not_verified`: the password is
-    /// right but, with `--require-verified-email`, the address is not
-    /// verified yet.
+    /// disabled the account; `email_not_verified`: the password is right
+    /// but, with `--require-verified-email`, the address is not verified
+    /// yet; or `mfa_locked`: the password is right but 100 wrong codes in a
+    /// row locked the second factor (a password reset by email or an
+    /// administrator's reset unlocks it).
     403 => Forbidden,
     /// `rate_limited`: too many attempts from this client or for this
     /// account; `Retry-After` (seconds) says when to retry.

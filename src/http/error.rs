@@ -77,6 +77,12 @@ impl IntoResponse for ErrorJson {
         let mut response = Response::builder()
             .content_type(Self::CONTENT_TYPE)
             .body(text);
+        if self.0.mfa_token.is_some() {
+            // It carries a credential (the second step's token).
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         if let Some(seconds) = self.0.retry_after {
             response
                 .headers_mut()
@@ -110,7 +116,8 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
         | Error::Forbidden
         | Error::AccountDisabled
         | Error::EmailNotVerified
-        | Error::ReauthenticationRequired => StatusCode::FORBIDDEN,
+        | Error::ReauthenticationRequired
+        | Error::MfaLocked => StatusCode::FORBIDDEN,
         Error::MfaAlreadyEnabled | Error::MfaNotEnabled | Error::PasskeyLimitReached => {
             StatusCode::CONFLICT
         }

@@ -140,10 +140,13 @@ impl CodesResponse {
 
 error_responses!(CodeError with body {
     /// `invalid_input` (`code` missing or not a string) or
-    /// `mfa_invalid_code`.
+    /// `mfa_invalid_code` (wrong, or already used).
     400 => BadRequest,
     /// `missing_token`, `token_expired`, `invalid_token` or `session_revoked`.
     401 => Unauthorized,
+    /// `mfa_locked`: 100 wrong codes in a row; a password reset by email
+    /// or an administrator's reset unlocks it.
+    403 => Forbidden,
     /// `mfa_not_enabled` (nothing to confirm or remove) or
     /// `mfa_already_enabled` (already confirmed).
     409 => Conflict,
@@ -165,7 +168,8 @@ error_responses!(VerifyError with body {
     /// the token) or `mfa_token_invalid` (unknown, used or expired, or the
     /// account changed its password since: log in again).
     401 => Unauthorized,
-    /// `account_disabled`.
+    /// `account_disabled`, or `mfa_locked` (100 wrong codes in a row: a
+    /// password reset by email or an administrator's reset unlocks it).
     403 => Forbidden,
     /// `rate_limited`: the login's limits count each code; see `Retry-After`.
     429 => TooManyRequests,

@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::limits::Attempt;
 use crate::mfa::{self, TotpKey};
 use crate::model::{
-    AuditKind, ClientInfo, Factors, Mail, MailKind, OutboxEntry, OutboxJob, Secret, TotpFactor,
-    UnixTime, User,
+    AuditKind, CODE_FAILURES_LOCK, CODE_FAILURES_NOTICE, ClientInfo, Factors, Mail, MailKind,
+    MfaSummary, OutboxEntry, OutboxJob, RevokeReason, Secret, TotpFactor, UnixTime, User,
 };
 use crate::secrets::Sealer;
 use crate::tokens::new_id;
@@ -48,6 +48,48 @@ pub(super) enum CodeCheck {
     RecoveryCode,
     /// Neither.
     Wrong,
+}
+
+/// A code presented to prove the factor, judged: how it matched, and the
+/// notice a run of wrong codes earns.
+#[derive(Debug)]
+pub(super) struct Proof {
+    /// How the code matched.
+    pub check: CodeCheck,
+    /// A mail to the account when wrong codes reach a threshold.
+    pub notice: Option<OutboxEntry>,
+}
+
+/// Judges `code` as proof that `user` holds their factor: refused while
+/// the factor is locked by wrong codes in a row; a wrong one is counted
+/// (the account is told at [`CODE_FAILURES_NOTICE`] and when the lock
+/// falls at [`CODE_FAILURES_LOCK`]); a right one starts the count again.
+///
+/// # Errors
+/// [`Error::MfaLocked`], [`Error::Storage`].
+pub(super) fn prove(
+    factors: &mut Factors,
+    user: &User,
+    sealer: &Sealer,
+    code: &str,
+    now: UnixTime,
+) -> Result<Proof> {
+    if factors.locked(user) {
+        return Err(Error::MfaLocked);
+    }
+    let check = check_code(factors, &user.id, sealer, code, now)?;
+    let notice = match check {
+        CodeCheck::Wrong => match factors.count_failure(user) {
+            CODE_FAILURES_NOTICE => Some(notice(user, FactorChange::CodesGuessed, now)),
+            CODE_FAILURES_LOCK => Some(notice(user, FactorChange::Locked, now)),
+            _ => None,
+        },
+        CodeCheck::Totp | CodeCheck::RecoveryCode => {
+            factors.clear_failures();
+            None
+        }
+    };
+    Ok(Proof { check, notice })
 }
 
 /// Checks `code` against `owner`'s factors at `now`: a TOTP code (of a
@@ -167,23 +209,28 @@ impl Latchkey {
     /// codes, proven by a TOTP or recovery `code`.
     ///
     /// # Errors
-    /// [`Error::MfaCodeInvalid`], [`Error::MfaNotEnabled`],
-    /// [`Error::RateLimited`], [`Error::Storage`].
+    /// [`Error::MfaCodeInvalid`], [`Error::MfaLocked`],
+    /// [`Error::MfaNotEnabled`], [`Error::RateLimited`], [`Error::Storage`].
     pub async fn remove_totp(&self, user_id: &str, code: &str, client: ClientInfo) -> Result<()> {
         self.holder_attempt(user_id, &client).await?;
         let now = self.now();
         let sealer = &self.inner.sealer;
-        let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
+        let (user, proven) = self.inner.store.change_factors(user_id, |user, factors| {
             if factors.totp.is_none() {
                 return Err(Error::MfaNotEnabled);
             }
-            if check_code(factors, &user.id, sealer, code, now)? == CodeCheck::Wrong {
-                return Err(Error::MfaCodeInvalid);
+            let proof = prove(factors, user, sealer, code, now)?;
+            if proof.check == CodeCheck::Wrong {
+                // Committed: the wrong code counts.
+                return Ok((Err(Error::MfaCodeInvalid), proof.notice));
             }
             factors.totp = None;
             factors.recovery_codes.clear();
-            Ok(((), Some(notice(user, FactorChange::TotpOff, now))))
+            factors.clear_failures();
+            Ok((Ok(()), Some(notice(user, FactorChange::TotpOff, now))))
         })?;
+        self.wake_on_failure(&proven);
+        proven?;
         self.factor_changed(&user, AuditKind::TotpDisabled, None, &client)
             .await
     }
@@ -193,8 +240,9 @@ impl Latchkey {
     /// shown this once.
     ///
     /// # Errors
-    /// [`Error::MfaCodeInvalid`], [`Error::MfaNotEnabled`] (no confirmed
-    /// TOTP), [`Error::RateLimited`], [`Error::Storage`].
+    /// [`Error::MfaCodeInvalid`], [`Error::MfaLocked`],
+    /// [`Error::MfaNotEnabled`] (no confirmed TOTP),
+    /// [`Error::RateLimited`], [`Error::Storage`].
     pub async fn renew_recovery_codes(
         &self,
         user_id: &str,
@@ -205,39 +253,62 @@ impl Latchkey {
         let now = self.now();
         let codes = mfa::new_recovery_codes();
         let sealer = &self.inner.sealer;
-        let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
+        let (user, proven) = self.inner.store.change_factors(user_id, |user, factors| {
             if !factors.totp_confirmed() {
                 return Err(Error::MfaNotEnabled);
             }
-            if check_code(factors, &user.id, sealer, code, now)? == CodeCheck::Wrong {
-                return Err(Error::MfaCodeInvalid);
+            let proof = prove(factors, user, sealer, code, now)?;
+            if proof.check == CodeCheck::Wrong {
+                // Committed: the wrong code counts.
+                return Ok((Err(Error::MfaCodeInvalid), proof.notice));
             }
             factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
-            Ok(((), Some(notice(user, FactorChange::CodesRenewed, now))))
+            Ok((Ok(()), Some(notice(user, FactorChange::CodesRenewed, now))))
         })?;
+        self.wake_on_failure(&proven);
+        proven?;
         self.factor_changed(&user, AuditKind::RecoveryCodesRenewed, None, &client)
             .await?;
         Ok(codes.into_iter().map(|(code, _)| code).collect())
     }
 
     /// Removes every second factor and passkey of `user_id` (an
-    /// administrator's help for a user who lost them); the password stays.
-    /// Audited, and the user is told by mail.
+    /// administrator's help for a user who lost them, or whose factors are
+    /// locked by wrong codes), and ends the account's sessions (those of a
+    /// lost device too); the password stays. `actor` (an administrator's id,
+    /// or the command line) is named in the audit event, and the user is
+    /// told by mail. Returns what was removed; with nothing to remove,
+    /// nothing changes and nothing is sent.
     ///
     /// # Errors
     /// [`Error::UserNotFound`], [`Error::Storage`].
-    pub async fn reset_factors(&self, user_id: &str, client: ClientInfo) -> Result<()> {
+    pub async fn reset_factors(
+        &self,
+        actor: &str,
+        user_id: &str,
+        client: ClientInfo,
+    ) -> Result<MfaSummary> {
         let now = self.now();
         let (user, removed) = self.inner.store.change_factors(user_id, |user, factors| {
             let removed = factors.summary();
+            let had_any = *factors != Factors::default();
             *factors = Factors::default();
-            let notice = (removed.totp || removed.passkeys > 0)
-                .then(|| notice(user, FactorChange::Reset, now));
+            let notice = had_any.then(|| notice(user, FactorChange::Reset, now));
             Ok((removed, notice))
         })?;
-        let detail = format!("totp={} passkeys={}", removed.totp, removed.passkeys);
+        if removed == MfaSummary::default() {
+            return Ok(removed);
+        }
+        let revoked = self
+            .end_all_sessions(user_id, RevokeReason::Admin, &client)
+            .await?;
+        let detail = format!(
+            "by={actor}; totp={}; passkeys={}; revoked={revoked}",
+            removed.totp, removed.passkeys
+        );
         self.factor_changed(&user, AuditKind::MfaReset, Some(detail), &client)
-            .await
+            .await?;
+        Ok(removed)
     }
 
     /// The second factors and passkeys of `user_id`.
@@ -270,6 +341,14 @@ impl Latchkey {
         self.inner.outbox_wake.notify_one();
         tracing::info!(user_id = %user.id, change = kind.as_str(), "factors changed");
         Ok(())
+    }
+
+    /// A wrong code may have queued a notice (a run of them): the mail
+    /// sender is woken for it.
+    pub(super) fn wake_on_failure<T>(&self, outcome: &Result<T>) {
+        if outcome.is_err() {
+            self.inner.outbox_wake.notify_one();
+        }
     }
 
     /// Counts a code attempt by a signed-in user against their own limit
@@ -305,48 +384,72 @@ impl Latchkey {
 }
 
 /// Which change a factor notice tells of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum FactorChange {
+    /// Wrong codes in a row reached [`CODE_FAILURES_NOTICE`].
+    CodesGuessed,
+    /// Wrong codes in a row reached [`CODE_FAILURES_LOCK`]: locked.
+    Locked,
     /// TOTP was turned on.
     TotpOn,
     /// TOTP was removed.
     TotpOff,
     /// New recovery codes replaced the old ones.
     CodesRenewed,
-    /// A passkey was added.
-    PasskeyAdded,
-    /// A passkey was removed.
-    PasskeyRemoved,
+    /// A passkey was added (its name).
+    PasskeyAdded(String),
+    /// A passkey was removed (its name).
+    PasskeyRemoved(String),
     /// An administrator removed every factor.
     Reset,
 }
 
 /// The notice mail of a factor change, to the account's address.
 pub(super) fn notice(user: &User, change: FactorChange, now: UnixTime) -> OutboxEntry {
+    let mut advice = "If it was not you, change your password now and tell your administrator.";
     let (subject, what) = match change {
+        FactorChange::CodesGuessed => (
+            "Someone is trying codes on your account",
+            format!(
+                "{CODE_FAILURES_NOTICE} wrong authenticator codes were entered in a row on your account: someone who knows your password may be guessing codes."
+            ),
+        ),
+        FactorChange::Locked => (
+            "Two-step login is locked",
+            format!(
+                "{CODE_FAILURES_LOCK} wrong authenticator codes were entered in a row, so your account refuses every code until the password is reset (use \"forgot password\") or an administrator resets your second factors."
+            ),
+        ),
         FactorChange::TotpOn => (
             "Two-step login is on",
-            "Your account now asks for a code from your authenticator app after the password. Keep your recovery codes somewhere safe.",
+            "Your account now asks for a code from your authenticator app after the password. Keep your recovery codes somewhere safe.".to_owned(),
         ),
         FactorChange::TotpOff => (
             "Two-step login was turned off",
-            "Your account no longer asks for a code after the password.",
+            "Your account no longer asks for a code after the password.".to_owned(),
         ),
         FactorChange::CodesRenewed => (
             "New recovery codes",
-            "New recovery codes were made for your account; the old ones no longer work.",
+            "New recovery codes were made for your account; the old ones no longer work.".to_owned(),
         ),
-        FactorChange::PasskeyAdded => (
-            "A passkey was added",
-            "A new passkey can now sign in to your account.",
-        ),
-        FactorChange::PasskeyRemoved => (
+        FactorChange::PasskeyAdded(name) => {
+            // A passkey signs in without the password: changing the
+            // password does not lock it out, removing it does.
+            advice = "If it was not you, remove that passkey at once (it signs in without your password, so changing the password does not stop it), then change your password and tell your administrator.";
+            (
+                "A passkey was added",
+                format!("A new passkey, \"{name}\", can now sign in to your account."),
+            )
+        }
+        FactorChange::PasskeyRemoved(name) => (
             "A passkey was removed",
-            "A passkey was removed from your account and can no longer sign in.",
+            format!(
+                "The passkey \"{name}\" was removed from your account and can no longer sign in."
+            ),
         ),
         FactorChange::Reset => (
             "Your second factors were reset",
-            "An administrator removed the authenticator app and the passkeys of your account; only the password signs in now.",
+            "An administrator removed the authenticator app and the passkeys of your account and ended its sessions; only the password signs in now.".to_owned(),
         ),
     };
     let mail = Mail {
@@ -354,10 +457,7 @@ pub(super) fn notice(user: &User, change: FactorChange, now: UnixTime) -> Outbox
         user_id: user.id.clone(),
         to: user.email.clone(),
         subject: subject.to_owned(),
-        body: format!(
-            "Hello {},\n\n{what}\n\nIf it was not you, change your password now and tell your administrator.\n",
-            user.username
-        ),
+        body: format!("Hello {},\n\n{what}\n\n{advice}\n", user.username),
     };
     OutboxEntry::new(new_id(), OutboxJob::Deliver(mail), now)
 }

@@ -15,7 +15,7 @@ use crate::secrets::Sealer;
 use crate::storage::{Judged, NewSession, Settle};
 use crate::tokens::{new_id, new_mail_token};
 
-use super::factors::{CodeCheck, check_code};
+use super::factors::{CodeCheck, Proof, prove};
 use super::{Durability, Latchkey, TokenPair};
 
 /// Seconds the second step of a login may take (the `mfaToken`'s life).
@@ -38,9 +38,11 @@ enum SecondFactor {
 /// Judges the second step of a login, inside its transaction: the
 /// challenge as stored, its account and factors as stored now, the
 /// `sealer` of the TOTP key, and the `code` presented at `now`. A wrong code
-/// is counted on the challenge (which dies at the fifth); a right one
-/// uses the challenge up and marks the code used (a TOTP step is never
-/// accepted twice; a recovery code is removed).
+/// is counted on the challenge (which dies at the fifth) and on the
+/// account's run of wrong codes (see `factors::prove`: a notice at ten, a
+/// lock at a hundred); a right one uses the challenge up and marks the
+/// code used (a TOTP step is never accepted twice; a recovery code is
+/// removed).
 fn judge_second_step(
     challenge: Option<&Challenge>,
     user: Option<&User>,
@@ -79,11 +81,11 @@ fn judge_second_step(
         // The factor was removed meanwhile: this step can no longer pass.
         return refuse(Error::MfaTokenInvalid);
     }
-    let checked = match check_code(factors, &user.id, sealer, code, now) {
-        Ok(checked) => checked,
+    let Proof { check, notice } = match prove(factors, user, sealer, code, now) {
+        Ok(proof) => proof,
         Err(error) => return refuse(error),
     };
-    match checked {
+    match check {
         CodeCheck::Wrong => {
             let failures = failures.saturating_add(1);
             let settle = match failures >= SECOND_FACTOR_TRIES {
@@ -102,7 +104,7 @@ fn judge_second_step(
             Judged {
                 settle,
                 answer: Err(Error::MfaLoginCodeInvalid),
-                notice: None,
+                notice,
             }
         }
         CodeCheck::Totp => Judged {
@@ -380,15 +382,21 @@ impl Latchkey {
             created_at: now,
             expires_at: now.saturating_add(SECOND_FACTOR_SECONDS),
         };
+        let factors = self.inner.store.factors(&user.id)?;
+        if factors.locked(user) {
+            return self
+                .refuse_login(
+                    Some(user),
+                    Error::MfaLocked,
+                    AuditKind::LoginRefused,
+                    "second_factor_locked",
+                    client,
+                )
+                .await;
+        }
         self.inner.store.put_challenge(&digest, &challenge)?;
         let mut methods = vec!["totp"];
-        if !self
-            .inner
-            .store
-            .factors(&user.id)?
-            .recovery_codes
-            .is_empty()
-        {
+        if !factors.recovery_codes.is_empty() {
             methods.push("recovery_code");
         }
         let event = self.event(AuditKind::MfaChallenged, client).user(&user.id);
@@ -436,6 +444,9 @@ impl Latchkey {
         let now = self.now();
         let store = &self.inner.store;
         let Some(challenge) = store.challenge(&digest)? else {
+            // Guessing tokens costs a stranger the per-IP login budget.
+            self.limited(self.inner.limits.passkey(client.ip), None, &client)
+                .await?;
             return Err(Error::MfaTokenInvalid);
         };
         let (Some(user_id), ChallengeKind::SecondFactor { device, .. }) =
@@ -456,16 +467,19 @@ impl Latchkey {
         let settled = store.settle_challenge(&digest, user_id, |challenge, user, factors| {
             judge_second_step(challenge, user, factors, sealer, code, now)
         });
+        self.wake_on_failure(&settled);
         let passed = match settled {
             Ok((_, passed)) => passed,
             Err(
                 error @ (Error::MfaLoginCodeInvalid
                 | Error::AccountDisabled
-                | Error::MfaTokenInvalid),
+                | Error::MfaTokenInvalid
+                | Error::MfaLocked),
             ) => {
                 let reason = match error {
                     Error::MfaLoginCodeInvalid => "wrong_code",
                     Error::AccountDisabled => "account_disabled",
+                    Error::MfaLocked => "second_factor_locked",
                     _ => "second_step_void",
                 };
                 return Err(self

@@ -96,6 +96,7 @@ impl Latchkey {
         response: &Value,
         client: ClientInfo,
     ) -> Result<PasskeyRecord> {
+        self.inner.passkeys.available()?;
         let now = self.now();
         let passkeys = &self.inner.passkeys;
         let digest = TokenDigest::of(challenge_id);
@@ -142,10 +143,11 @@ impl Latchkey {
                         return used_up(invalid("this passkey is already registered"));
                     }
                     factors.passkeys.push(record.clone());
+                    let added = notice(user, FactorChange::PasskeyAdded(record.name.clone()), now);
                     Judged {
                         settle: Settle::Remove,
                         answer: Ok(record),
-                        notice: Some(notice(user, FactorChange::PasskeyAdded, now)),
+                        notice: Some(added),
                     }
                 })?;
         let user = user.ok_or(Error::UserNotFound)?;
@@ -188,8 +190,9 @@ impl Latchkey {
                 .iter()
                 .position(|record| record.id == passkey_id)
                 .ok_or(Error::PasskeyNotFound)?;
-            factors.passkeys.remove(at);
-            Ok(((), Some(notice(user, FactorChange::PasskeyRemoved, now))))
+            let removed = factors.passkeys.remove(at);
+            let notice = notice(user, FactorChange::PasskeyRemoved(removed.name), now);
+            Ok(((), Some(notice)))
         })?;
         self.factor_changed(
             &user,
@@ -275,6 +278,7 @@ impl Latchkey {
         response: &Value,
         client: ClientInfo,
     ) -> Result<TokenPair> {
+        self.inner.passkeys.available()?;
         self.limited(self.inner.limits.passkey(client.ip), None, &client)
             .await?;
         let now = self.now();
@@ -430,11 +434,16 @@ fn judge_sign_in(
 }
 
 /// A passkey's name as typed: trimmed, at most [`MAX_PASSKEY_NAME`]
-/// characters, no control characters.
+/// characters, no control characters and no invisible or direction
+/// characters (a name shown in mails and lists must read as it is).
 fn passkey_name(name: &str) -> Result<String> {
-    if name.chars().count() > MAX_PASSKEY_NAME || name.chars().any(char::is_control) {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if name.chars().count() > MAX_PASSKEY_NAME || name.chars().any(hidden) {
         return Err(Error::InvalidInput(format!(
-            "name: at most {MAX_PASSKEY_NAME} characters, without control characters"
+            "name: at most {MAX_PASSKEY_NAME} characters, without control, invisible or direction characters"
         )));
     }
     Ok(name.to_owned())

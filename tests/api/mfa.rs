@@ -97,6 +97,23 @@ async fn me(app: &TestApp, session: &Session) -> Value {
         .expect("json")
 }
 
+/// The token of the first password-reset mail to `address` (waiting up to
+/// 10 s for it: notices may arrive before or after it).
+async fn reset_token(sink: &Sink, address: &str) -> String {
+    for _ in 0..200 {
+        if let Some(token) = sink
+            .to(address)
+            .iter()
+            .find(|mail| mail.subject() == "Reset your password")
+            .and_then(|mail| mail.token())
+        {
+            return token;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no reset mail to {address}: {:?}", sink.to(address));
+}
+
 /// Moves the server's clock to the next TOTP step.
 fn next_step(app: &TestApp) {
     app.clock.advance(Duration::from_secs(30));
@@ -229,7 +246,7 @@ async fn a_code_is_accepted_once_and_the_fifth_wrong_code_ends_the_mfa_token() {
         verify(&app, &second, &code).await,
         StatusCode::UNAUTHORIZED,
         "mfa_invalid_code",
-        Some("Wrong code"),
+        Some("Wrong code, or one already used: wait for the next code"),
     )
     .await;
     // A used token is dead.
@@ -446,7 +463,6 @@ async fn an_administrator_resets_a_users_factors_and_the_user_is_told() {
         )
         .await;
     assert_eq!(reset.status(), StatusCode::NO_CONTENT);
-    Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
     let mails = sink.wait_for("alice@example.com", 3).await;
     assert!(
         mails
@@ -455,12 +471,14 @@ async fn an_administrator_resets_a_users_factors_and_the_user_is_told() {
         "{mails:?}"
     );
     assert!(app.audit_kinds().iter().any(|kind| kind == "mfa_reset"));
-    // Not for a stranger.
+    // The reset ended alice's sessions; and it is not for her to do.
+    app.assert_session_revoked(&session.access_token).await;
+    let alice = Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
     let refused = app
         .call(
             Method::DELETE,
             &format!("/api/admin/users/{}/mfa", root.user_id),
-            &session.access_token,
+            &alice.access_token,
             None,
         )
         .await;
@@ -474,7 +492,6 @@ async fn a_password_reset_by_email_keeps_the_second_factor() {
     let app = spawn_configured(move |config| config.smtp_url = Some(url)).await;
     let session = app.logged_in_user().await;
     let (phone, _) = enrol(&app, &session).await;
-    let before = sink.wait_for("alice@example.com", 2).await.len();
     let asked = app
         .post_json(
             "/api/auth/password-reset",
@@ -482,12 +499,7 @@ async fn a_password_reset_by_email_keeps_the_second_factor() {
         )
         .await;
     assert_eq!(asked.status(), StatusCode::ACCEPTED);
-    let mails = sink.wait_for("alice@example.com", before + 1).await;
-    let token = mails
-        .iter()
-        .rev()
-        .find_map(|mail| mail.token())
-        .expect("reset link");
+    let token = reset_token(&sink, "alice@example.com").await;
     let done = app
         .post_json(
             "/api/auth/password-reset/confirm",
@@ -563,4 +575,145 @@ async fn a_stolen_access_token_alone_cannot_add_a_factor() {
 /// A server whose passkeys work (its public URL has a domain name).
 async fn passkey_ready_app() -> TestApp {
     spawn_configured(|config| config.public_url = Some("http://localhost:5000".into())).await
+}
+
+#[tokio::test]
+async fn a_run_of_wrong_codes_is_told_then_locks_the_factor_until_a_reset() {
+    let sink = Sink::start();
+    let url = sink.url();
+    let app = spawn_configured(move |config| {
+        config.smtp_url = Some(url);
+        config.limits = RateLimits::off();
+    })
+    .await;
+    let root = app
+        .logged_in_with_roles("root", "root@example.com", &["admin", "user"])
+        .await;
+    let session = app.logged_in_user().await;
+    let (phone, _) = enrol(&app, &session).await;
+    for attempt in 1..=100 {
+        let wrong = app
+            .call(
+                Method::DELETE,
+                "/api/auth/mfa/totp",
+                &session.access_token,
+                Some(&json!({"code": "000000"})),
+            )
+            .await;
+        assert_eq!(wrong.status(), StatusCode::BAD_REQUEST, "attempt {attempt}");
+    }
+    let mails = sink.wait_for("alice@example.com", 3).await;
+    let subjects: Vec<String> = mails.iter().map(|mail| mail.subject()).collect();
+    assert!(
+        subjects
+            .iter()
+            .any(|subject| subject == "Someone is trying codes on your account"),
+        "{subjects:?}"
+    );
+    // Locked: even the right code is refused, and so is the password step.
+    next_step(&app);
+    let right = app
+        .call(
+            Method::DELETE,
+            "/api/auth/mfa/totp",
+            &session.access_token,
+            Some(&json!({"code": phone.code(app.clock.now())})),
+        )
+        .await;
+    assert_error(right, StatusCode::FORBIDDEN, "mfa_locked", None).await;
+    assert_error(
+        app.login("alice@example.com", PASSWORD).await,
+        StatusCode::FORBIDDEN,
+        "mfa_locked",
+        None,
+    )
+    .await;
+    let mails = sink.wait_for("alice@example.com", 4).await;
+    assert!(
+        mails
+            .iter()
+            .any(|mail| mail.subject() == "Two-step login is locked")
+    );
+
+    // An administrator's reset unlocks it (and ends the user's sessions).
+    let reset = app
+        .call(
+            Method::DELETE,
+            &format!("/api/admin/users/{}/mfa", session.user_id),
+            &root.access_token,
+            None,
+        )
+        .await;
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    app.assert_session_revoked(&session.access_token).await;
+    let event = app
+        .audit_events()
+        .into_iter()
+        .find(|event| event["kind"] == "mfa_reset")
+        .expect("mfa_reset event");
+    let detail = event["detail"].as_str().expect("detail");
+    assert!(
+        detail.starts_with(&format!(
+            "by={}; totp=true; passkeys=0; revoked=",
+            root.user_id
+        )),
+        "{detail}"
+    );
+    Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
+}
+
+#[tokio::test]
+async fn a_password_reset_by_email_unlocks_a_locked_factor() {
+    let sink = Sink::start();
+    let url = sink.url();
+    let app = spawn_configured(move |config| {
+        config.smtp_url = Some(url);
+        config.limits = RateLimits::off();
+    })
+    .await;
+    let session = app.logged_in_user().await;
+    let (phone, _) = enrol(&app, &session).await;
+    for _ in 0..100 {
+        app.call(
+            Method::POST,
+            "/api/auth/mfa/recovery-codes",
+            &session.access_token,
+            Some(&json!({"code": "000000"})),
+        )
+        .await;
+    }
+    assert_error(
+        app.login("alice@example.com", PASSWORD).await,
+        StatusCode::FORBIDDEN,
+        "mfa_locked",
+        None,
+    )
+    .await;
+    app.post_json(
+        "/api/auth/password-reset",
+        &json!({"email": "alice@example.com"}),
+    )
+    .await;
+    let token = reset_token(&sink, "alice@example.com").await;
+    let done = app
+        .post_json(
+            "/api/auth/password-reset/confirm",
+            &json!({"token": token, "newPassword": "a brand new passphrase"}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    // The factor stays, unlocked: the new password asks for a code again.
+    let response = app
+        .login("alice@example.com", "a brand new passphrase")
+        .await;
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "mfa_required");
+    next_step(&app);
+    let token = body["mfaToken"].as_str().expect("token");
+    assert_eq!(
+        verify(&app, token, &phone.code(app.clock.now()))
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }

@@ -369,6 +369,18 @@ async fn a_registration_answer_is_checked_and_used_once() {
         .await
         .expect("json");
     assert_eq!(me["user"]["mfa"]["passkeys"], 0);
+    // A name must read as it is: no direction overrides, no invisible marks.
+    for name in ["evil\u{202E}gpj.exe", "a\u{200B}b", "tab\there"] {
+        let refused = app
+            .call(
+                Method::POST,
+                "/api/auth/passkeys/register/start",
+                &session.access_token,
+                Some(&json!({ "name": name })),
+            )
+            .await;
+        assert_error(refused, StatusCode::BAD_REQUEST, "invalid_input", None).await;
+    }
 }
 
 #[tokio::test]
@@ -388,4 +400,12 @@ async fn without_a_domain_passkeys_say_why_they_are_off() {
             .contains("domain name"),
         "{body}"
     );
+    // The second steps say so too, whatever they are sent.
+    let finish = app
+        .post_json(
+            "/api/auth/passkeys/login/finish",
+            &json!({"challengeId": "x", "credential": {}}),
+        )
+        .await;
+    assert_eq!(finish.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
