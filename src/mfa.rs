@@ -204,6 +204,8 @@ mod tests {
         let spaced = key.code_at(now);
         let spaced = format!("{} {}", &spaced[..3], &spaced[3..]);
         assert_eq!(key.check(&spaced, now), Some(step));
+        let padded = format!(" {}\t", key.code_at(now));
+        assert_eq!(key.check(&padded, now), Some(step));
         for junk in ["", "12345", "1234567", "12345a", "１２３４５６"] {
             assert_eq!(key.check(junk, now), None, "{junk:?}");
         }

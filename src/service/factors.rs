@@ -482,6 +482,7 @@ mod tests {
             }),
             recovery_codes: Vec::new(),
             passkeys: Vec::new(),
+            code_failures: Default::default(),
         }
     }
 

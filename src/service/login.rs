@@ -716,6 +716,7 @@ mod tests {
             }),
             recovery_codes: Vec::new(),
             passkeys: Vec::new(),
+            code_failures: Default::default(),
         };
         let challenge = |failures| Challenge {
             kind: ChallengeKind::SecondFactor {
