@@ -521,7 +521,13 @@ impl Latchkey {
                 }
                 Ok(user)
             })
-            .await?;
+            .await
+            .map_err(|error| match error {
+                // The password changed between the two steps: this
+                // step is void, as its token says.
+                Error::InvalidCredentials => Error::MfaTokenInvalid,
+                other => other,
+            })?;
         pair.device_token = Some(self.inner.tokens.devices().issue(&user.email, now));
         Ok(pair)
     }

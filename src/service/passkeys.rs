@@ -362,7 +362,12 @@ impl Latchkey {
                 }
                 Ok(user)
             })
-            .await?;
+            .await
+            .map_err(|error| match error {
+                // The account ended its sessions meanwhile.
+                Error::InvalidCredentials => Error::PasskeyInvalid,
+                other => other,
+            })?;
         pair.device_token = Some(self.inner.tokens.devices().issue(&user.email, now));
         Ok(pair)
     }
