@@ -115,11 +115,11 @@ pub enum Error {
         methods: Vec<&'static str>,
     },
     /// A wrong code at the second step of a login.
-    #[error("Wrong code, or one already used: wait for the next code")]
+    #[error("Wrong code, or one already used (an app code works once: wait for the next)")]
     MfaLoginCodeInvalid,
     /// A wrong code where a signed-in user proves they hold their factor
     /// (confirming, removing it, renewing recovery codes).
-    #[error("Wrong code, or one already used: wait for the next code")]
+    #[error("Wrong code, or one already used (an app code works once: wait for the next)")]
     MfaCodeInvalid,
     /// Too many wrong codes in a row: the factor refuses every code until
     /// the password is reset by email or an administrator resets it.

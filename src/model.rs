@@ -298,6 +298,10 @@ pub struct User {
     /// with its second factors in the same transaction).
     #[serde(default)]
     pub mfa: MfaSummary,
+    /// Bumped by each password reset by email (not by a change made while
+    /// signed in): a run of wrong second-factor codes counts within one.
+    #[serde(default)]
+    pub password_resets: u64,
 }
 
 /// What an account has besides its password: the summary on [`User`].
@@ -331,6 +335,7 @@ impl User {
             password_version: 0,
             email_verified: false,
             mfa: MfaSummary::default(),
+            password_resets: 0,
         }
     }
 
@@ -1238,14 +1243,16 @@ pub struct Factors {
     pub code_failures: CodeFailures,
 }
 
-/// Wrong codes in a row, counted under one password: a new password (a
-/// reset by email) starts the count again.
+/// Wrong codes in a row, counted between two password resets by email: a
+/// reset (proof of the mailbox) starts the count again; a password change
+/// made while signed in does not.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CodeFailures {
     /// How many.
     pub count: u32,
-    /// The account's password version they were counted under.
-    pub password_version: u64,
+    /// The account's [`User::password_resets`] they were counted under.
+    #[serde(default)]
+    pub password_resets: u64,
 }
 
 /// Wrong codes in a row after which the account is told by mail.
@@ -1258,7 +1265,7 @@ pub const CODE_FAILURES_LOCK: u32 = 100;
 impl Factors {
     /// Wrong codes in a row that count for `user` now.
     pub fn failures(&self, user: &User) -> u32 {
-        match self.code_failures.password_version == user.password_version {
+        match self.code_failures.password_resets == user.password_resets {
             true => self.code_failures.count,
             false => 0,
         }
@@ -1274,7 +1281,7 @@ impl Factors {
         let count = self.failures(user).saturating_add(1);
         self.code_failures = CodeFailures {
             count,
-            password_version: user.password_version,
+            password_resets: user.password_resets,
         };
         count
     }

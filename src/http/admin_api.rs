@@ -36,18 +36,22 @@ struct AdminUserView {
     live_sessions: u64,
     /// Unused recovery codes (with TOTP on).
     recovery_codes_left: u64,
+    /// Wrong second-factor codes in a row; at 100 the factor is locked
+    /// until a password reset by email or a reset of the factors.
+    wrong_codes_in_a_row: u32,
     /// The user's passkeys, oldest first.
     passkeys: Vec<PasskeyView>,
 }
 
 impl AdminUserView {
     fn of(core: &Latchkey, user: &User) -> Result<Self, Error> {
-        let factors = core.factor_details(&user.id)?;
+        let factors = core.factor_details(user)?;
         Ok(AdminUserView {
             user: UserView::from(user),
             disabled: user.disabled,
             live_sessions: core.live_session_count(&user.id)? as u64,
             recovery_codes_left: factors.recovery_codes_left as u64,
+            wrong_codes_in_a_row: factors.wrong_codes_in_a_row,
             passkeys: factors.passkeys.iter().map(PasskeyView::from).collect(),
         })
     }
@@ -60,6 +64,7 @@ impl Example for AdminUserView {
             disabled: false,
             live_sessions: 2,
             recovery_codes_left: 0,
+            wrong_codes_in_a_row: 0,
             passkeys: Vec::new(),
         }
     }

@@ -37,6 +37,8 @@ pub struct FactorDetails {
     pub recovery_codes_left: usize,
     /// The passkeys, oldest first.
     pub passkeys: Vec<crate::model::PasskeyRecord>,
+    /// Wrong codes in a row (100 lock the factor).
+    pub wrong_codes_in_a_row: u32,
 }
 
 /// How a presented code matched.
@@ -311,15 +313,16 @@ impl Latchkey {
         Ok(removed)
     }
 
-    /// The second factors and passkeys of `user_id`.
+    /// The second factors and passkeys of `user`.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn factor_details(&self, user_id: &str) -> Result<FactorDetails> {
-        let factors = self.inner.store.factors(user_id)?;
+    pub fn factor_details(&self, user: &User) -> Result<FactorDetails> {
+        let factors = self.inner.store.factors(&user.id)?;
         Ok(FactorDetails {
             totp: factors.totp_confirmed(),
             recovery_codes_left: factors.recovery_codes.len(),
+            wrong_codes_in_a_row: factors.failures(user),
             passkeys: factors.passkeys,
         })
     }

@@ -439,17 +439,71 @@ fn judge_sign_in(
 }
 
 /// A passkey's name as typed: trimmed, at most [`MAX_PASSKEY_NAME`]
-/// characters, no control characters and no invisible or direction
-/// characters (a name shown in mails and lists must read as it is).
+/// characters of what reads as it is (a name shown in mails and lists):
+/// letters and digits of any script, spaces, punctuation and the common
+/// symbols and emoji; never a control, format, direction, separator or
+/// blank-looking character.
 fn passkey_name(name: &str) -> Result<String> {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    let readable = |c: char| {
+        let blank = matches!(
+            c,
+            '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}'
+        );
+        let allowed = c.is_alphanumeric()
+            || c == ' '
+            || c.is_ascii_punctuation()
+            || matches!(c,
+                '\u{A1}'..='\u{AC}' | '\u{AE}'..='\u{BF}' | '\u{D7}' | '\u{F7}'
+                | '\u{2010}'..='\u{2027}' | '\u{2030}'..='\u{205E}'
+                | '\u{20A0}'..='\u{20C0}' | '\u{2100}'..='\u{214F}'
+                | '\u{2190}'..='\u{23FF}' | '\u{25A0}'..='\u{27BF}'
+                | '\u{3000}'..='\u{303F}' | '\u{FF01}'..='\u{FF65}'
+                | '\u{1F300}'..='\u{1FAFF}');
+        allowed && !blank && c != '\u{3000}'
     };
-    if name.chars().count() > MAX_PASSKEY_NAME || name.chars().any(hidden) {
+    if name.chars().count() > MAX_PASSKEY_NAME || !name.chars().all(readable) {
         return Err(Error::InvalidInput(format!(
-            "name: at most {MAX_PASSKEY_NAME} characters, without control, invisible or direction characters"
+            "name: at most {MAX_PASSKEY_NAME} characters of letters, digits, spaces, punctuation and symbols (no control, invisible or direction characters)"
         )));
     }
     Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_passkey_name_reads_as_it_is() {
+        for good in [
+            "Laptop",
+            "Téléphone de Zoé",
+            "鍵 2",
+            "YubiKey 5C (work)",
+            "🔑 backup",
+            "Pixel – 2026",
+        ] {
+            assert_eq!(passkey_name(good).as_deref(), Ok(good), "{good:?}");
+        }
+        let long = "x".repeat(MAX_PASSKEY_NAME + 1);
+        let bad = [
+            long.as_str(),
+            "tab\there",
+            "evil\u{202E}gpj.exe",
+            "a\u{200B}b",
+            "a\u{061C}b",
+            "soft\u{AD}hyphen",
+            "tag\u{E0041}",
+            "line\u{2028}break",
+            "blank\u{3164}",
+            "braille\u{2800}",
+            "joiner\u{034F}",
+            "private\u{E000}",
+            "non\u{FFFE}char",
+            "annot\u{FFF9}",
+        ];
+        for name in bad {
+            assert!(passkey_name(name).is_err(), "{name:?}");
+        }
+    }
 }

@@ -170,6 +170,8 @@ impl Latchkey {
                 user.set_password(hash.clone(), token.password_version)
                     .map_err(|_| Error::ResetTokenInvalid)?;
                 user.email_verified = true;
+                // Proof of the mailbox: a locked second factor opens again.
+                user.password_resets = user.password_resets.wrapping_add(1);
                 let notice = self.notice(&user, MailKind::PasswordChangedNotice, now);
                 Ok(Redeemed {
                     user,

@@ -246,7 +246,7 @@ async fn a_code_is_accepted_once_and_the_fifth_wrong_code_ends_the_mfa_token() {
         verify(&app, &second, &code).await,
         StatusCode::UNAUTHORIZED,
         "mfa_invalid_code",
-        Some("Wrong code, or one already used: wait for the next code"),
+        Some("Wrong code, or one already used (an app code works once: wait for the next)"),
     )
     .await;
     // A used token is dead.
@@ -453,6 +453,7 @@ async fn an_administrator_resets_a_users_factors_and_the_user_is_told() {
         .await;
     assert_eq!(shown["mfa"], json!({"totp": true, "passkeys": 0}));
     assert_eq!(shown["recoveryCodesLeft"], 10);
+    assert_eq!(shown["wrongCodesInARow"], 0);
 
     let reset = app
         .call(
@@ -634,6 +635,20 @@ async fn a_run_of_wrong_codes_is_told_then_locks_the_factor_until_a_reset() {
             .iter()
             .any(|mail| mail.subject() == "Two-step login is locked")
     );
+    // A password change made while signed in does not open it: a stolen
+    // session must not buy another hundred guesses.
+    let changed = app
+        .change_password(&session.access_token, PASSWORD, "another long passphrase")
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_error(
+        app.login("alice@example.com", "another long passphrase")
+            .await,
+        StatusCode::FORBIDDEN,
+        "mfa_locked",
+        None,
+    )
+    .await;
 
     // An administrator's reset unlocks it (and ends the user's sessions).
     let reset = app
@@ -659,7 +674,11 @@ async fn a_run_of_wrong_codes_is_told_then_locks_the_factor_until_a_reset() {
         )),
         "{detail}"
     );
-    Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
+    Session::from_token_response(
+        app.login("alice@example.com", "another long passphrase")
+            .await,
+    )
+    .await;
 }
 
 #[tokio::test]
