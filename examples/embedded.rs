@@ -113,10 +113,16 @@ impl TodoApi {
     }
 }
 
-/// A plain poem handler, guarded by latchkey too.
+/// A plain poem handler, guarded by latchkey too. `amr` says how the
+/// session signed in (`user.multi_factor()` asks for more than a password).
 #[handler]
 fn whoami(SignedIn(user): SignedIn) -> String {
-    format!("{} (roles: {})", user.email(), user.roles().join(", "))
+    format!(
+        "{} (roles: {}; signed in with {})",
+        user.email(),
+        user.roles().join(", "),
+        user.amr().join("+")
+    )
 }
 
 /// The whole app: the app's operations and latchkey's in one OpenAPI

@@ -55,6 +55,19 @@ impl AuthUser {
     pub fn session_id(&self) -> &str {
         &self.0.claims.sid
     }
+
+    /// How the session's login proved who it was (RFC 8176 `amr`):
+    /// `["pwd"]`, `["pwd","otp","mfa"]`, `["hwk","mfa"]` or `["swk","mfa"]`.
+    pub fn amr(&self) -> &[String] {
+        &self.0.claims.amr
+    }
+
+    /// Whether the session signed in with more than a password (a second
+    /// factor or a passkey): for a handler that asks for it before a
+    /// sensitive step.
+    pub fn multi_factor(&self) -> bool {
+        self.amr().iter().any(|method| method == "mfa")
+    }
 }
 
 impl std::ops::Deref for AuthUser {

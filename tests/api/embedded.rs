@@ -117,12 +117,10 @@ async fn the_example_app_serves_latchkey_under_its_prefix_and_guards_its_own_rou
     );
     let whoami = get_with(&it.app, "/whoami", &tess.access_token).await;
     assert_eq!(whoami.status(), StatusCode::OK);
+    let text = whoami.text().await.expect("text");
     assert!(
-        whoami
-            .text()
-            .await
-            .expect("text")
-            .starts_with("tess@example.com")
+        text.starts_with("tess@example.com") && text.ends_with("signed in with pwd)"),
+        "{text}"
     );
     assert_eq!(
         it.app.get("/whoami").await.status(),
