@@ -322,6 +322,15 @@ fn build_party(rp_id: Option<&str>, origin: &str) -> std::result::Result<Webauth
         ));
     };
     let rp_id = rp_id.unwrap_or(domain);
+    let misfit = || {
+        format!(
+            "--webauthn-rp-id {rp_id:?} must be the origin's host {domain:?} or a parent domain of it"
+        )
+    };
+    // Checked here too, so the library has nothing to log about it.
+    if domain != rp_id && !domain.ends_with(&format!(".{rp_id}")) {
+        return Err(misfit());
+    }
     WebauthnBuilder::new(rp_id, &url)
         .and_then(|builder| {
             builder
@@ -329,11 +338,7 @@ fn build_party(rp_id: Option<&str>, origin: &str) -> std::result::Result<Webauth
                 .timeout(std::time::Duration::from_secs(CEREMONY_SECONDS))
                 .build()
         })
-        .map_err(|_| {
-            format!(
-                "--webauthn-rp-id {rp_id:?} must be the origin's host {domain:?} or a parent domain of it"
-            )
-        })
+        .map_err(|_| misfit())
 }
 
 /// The WebAuthn user handle of an account: its id (a UUID).

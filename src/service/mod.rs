@@ -176,6 +176,7 @@ impl Latchkey {
         // Before anything is created: a bad --mail-from or SMTP_URL stops
         // startup with the data directory untouched.
         let mailer = Mailer::new(&config)?;
+        let passkeys = crate::passkeys::Passkeys::new(&config)?;
         // The store first: its lock keeps a second instance from racing us to
         // create the secret files.
         let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
@@ -187,7 +188,7 @@ impl Latchkey {
             config.refresh_secret.as_ref(),
         )?;
         let tokens = Tokens::new(&access, &refresh_secret, &config)?;
-        Latchkey::assemble(config, clock, store, tokens, mailer, false)
+        Latchkey::assemble(config, clock, store, tokens, (mailer, passkeys), false)
     }
 
     /// Opens the data directory for offline work (the command line's user,
@@ -208,10 +209,11 @@ impl Latchkey {
     pub fn open_offline_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
         config.validate()?;
         let mailer = Mailer::new(&config)?;
+        let passkeys = crate::passkeys::Passkeys::new(&config)?;
         let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
         let throwaway = || Secret::new(new_id() + &new_id());
         let tokens = Tokens::new(&AccessSigner::Secret(throwaway()), &throwaway(), &config)?;
-        Latchkey::assemble(config, clock, store, tokens, mailer, true)
+        Latchkey::assemble(config, clock, store, tokens, (mailer, passkeys), true)
     }
 
     fn assemble(
@@ -219,11 +221,10 @@ impl Latchkey {
         clock: Clock,
         store: Store,
         tokens: Tokens,
-        mailer: Mailer,
+        (mailer, passkeys): (Mailer, crate::passkeys::Passkeys),
         offline: bool,
     ) -> Result<Latchkey> {
         let sealer = secrets::Sealer::open(&config.data_dir)?;
-        let passkeys = crate::passkeys::Passkeys::new(&config)?;
         let passwords = Passwords::new(HashQueue {
             concurrency: config
                 .hash_concurrency

@@ -836,6 +836,10 @@ fn nonsense_settings_are_refused_with_one_line_naming_the_flag() {
         ("--public-url", "javascript:alert(1)"),
         ("--email-link-base", "https://app.example/?next=evil"),
         ("--mail-from", "not an address"),
+        ("--webauthn-origin", "javascript:alert(1)"),
+        ("--webauthn-rp-id", "not a domain"),
+        // Not the host of the origin (localhost, from the listening address).
+        ("--webauthn-rp-id", "evil.example"),
     ] {
         let output = run(cwd.path(), &["--port", "0", flag, value]);
         assert_fails_with_one_line(&output, flag);
