@@ -7,12 +7,12 @@ use crate::error::{Error, Result};
 use crate::limits::Attempt;
 use crate::metrics::LoginOutcome;
 use crate::model::{
-    Amr, AuditKind, Challenge, ChallengeKind, ClientInfo, Email, Factors, Password, TokenDigest,
-    UnixTime, User,
+    Amr, AuditKind, Challenge, ChallengeKind, ClientInfo, Email, Factors, Password, RevokeReason,
+    TokenDigest, UnixTime, User,
 };
 use crate::password::{self, Lane, Verified};
 use crate::secrets::Sealer;
-use crate::storage::{Judged, NewSession, Settle};
+use crate::storage::{Ending, Judged, NewSession, Settle};
 use crate::tokens::{new_id, new_mail_token};
 
 use super::factors::{CodeCheck, Proof, prove};
@@ -284,6 +284,21 @@ impl Latchkey {
         // an address to someone who does not know the password.
         self.require_verified(&user, &client).await?;
         if user.mfa.totp {
+            if rehash {
+                // The session waits for the code; the stronger hash need not.
+                let hash = self.inner.passwords.hash(&password, lane).await?;
+                let ending = Ending {
+                    now: self.now(),
+                    reason: RevokeReason::Admin,
+                    keep: None,
+                };
+                self.inner.store.update_user(&user.id, &ending, |stored| {
+                    if stored.password_hash == user.password_hash {
+                        stored.password_hash = hash.clone();
+                    }
+                    Ok(())
+                })?;
+            }
             return Err(self
                 .ask_second_factor(&user, device.as_deref(), &client)
                 .await?);
@@ -576,8 +591,7 @@ impl Latchkey {
 mod tests {
     use super::*;
     use crate::config::{Config, RateLimits};
-    use crate::model::{Email, RevokeReason, Username};
-    use crate::storage::Ending;
+    use crate::model::{Email, Username};
 
     fn user() -> User {
         User::new(
@@ -924,5 +938,40 @@ mod tests {
                 "{stored}"
             );
         }
+
+        // With TOTP on, the password step upgrades it too, though the
+        // session waits for the code.
+        let sealed = core
+            .inner
+            .sealer
+            .seal(crate::mfa::TotpKey::generate().as_bytes(), &user.id);
+        core.inner
+            .store
+            .change_factors(&user.id, |_, factors| {
+                factors.totp = Some(crate::model::TotpFactor {
+                    sealed_key: sealed.clone(),
+                    created_at: 0,
+                    confirmed_at: Some(1),
+                    last_step: 0,
+                });
+                Ok(((), None))
+            })
+            .expect("totp on");
+        core.inner
+            .store
+            .update_user(&user.id, &ending, |stored| {
+                stored.password_hash = weak.clone();
+                Ok(())
+            })
+            .expect("downgraded");
+        let asked = core
+            .login("alice@example.com", PASSWORD, None, Default::default())
+            .await;
+        assert!(matches!(asked, Err(Error::MfaRequired { .. })), "{asked:?}");
+        let stored = core.user(&user.id).expect("user").password_hash;
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
     }
 }
