@@ -214,27 +214,16 @@ impl Latchkey {
     /// [`Error::MfaCodeInvalid`], [`Error::MfaLocked`],
     /// [`Error::MfaNotEnabled`], [`Error::RateLimited`], [`Error::Storage`].
     pub async fn remove_totp(&self, user_id: &str, code: &str, client: ClientInfo) -> Result<()> {
-        self.holder_attempt(user_id, &client).await?;
-        let now = self.now();
-        let sealer = &self.inner.sealer;
-        let (user, proven) = self.inner.store.change_factors(user_id, |user, factors| {
-            if factors.totp.is_none() {
-                return Err(Error::MfaNotEnabled);
-            }
-            let proof = prove(factors, user, sealer, code, now)?;
-            if proof.check == CodeCheck::Wrong {
-                // Committed: the wrong code counts.
-                return Ok((Err(Error::MfaCodeInvalid), proof.notice));
-            }
-            factors.totp = None;
-            factors.recovery_codes.clear();
-            factors.clear_failures();
-            Ok((Ok(()), Some(notice(user, FactorChange::TotpOff, now))))
-        })?;
-        self.wake_on_failure(&proven);
-        proven?;
-        self.factor_changed(&user, AuditKind::TotpDisabled, None, &client)
-            .await
+        let change = ProvenChange {
+            has_factor: |factors: &Factors| factors.totp.is_some(),
+            apply: |factors: &mut Factors| {
+                factors.totp = None;
+                factors.recovery_codes.clear();
+            },
+            notice: FactorChange::TotpOff,
+            audit: AuditKind::TotpDisabled,
+        };
+        self.change_with_code(user_id, code, &client, change).await
     }
 
     /// Replaces the recovery codes with a new set, proven by a TOTP or
@@ -251,12 +240,36 @@ impl Latchkey {
         code: &str,
         client: ClientInfo,
     ) -> Result<Vec<Secret>> {
-        self.holder_attempt(user_id, &client).await?;
-        let now = self.now();
         let codes = mfa::new_recovery_codes();
+        let change = ProvenChange {
+            has_factor: Factors::totp_confirmed,
+            apply: |factors: &mut Factors| {
+                factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
+            },
+            notice: FactorChange::CodesRenewed,
+            audit: AuditKind::RecoveryCodesRenewed,
+        };
+        self.change_with_code(user_id, code, &client, change)
+            .await?;
+        Ok(codes.into_iter().map(|(code, _)| code).collect())
+    }
+
+    /// A change a signed-in user proves with a code (rate-limited as their
+    /// own attempts): refused without the factor, counted when the code is
+    /// wrong (the count is committed, with its notice), applied with its
+    /// notice and audited when it is right.
+    async fn change_with_code(
+        &self,
+        user_id: &str,
+        code: &str,
+        client: &ClientInfo,
+        change: ProvenChange<impl Fn(&Factors) -> bool, impl Fn(&mut Factors)>,
+    ) -> Result<()> {
+        self.holder_attempt(user_id, client).await?;
+        let now = self.now();
         let sealer = &self.inner.sealer;
         let (user, proven) = self.inner.store.change_factors(user_id, |user, factors| {
-            if !factors.totp_confirmed() {
+            if !(change.has_factor)(factors) {
                 return Err(Error::MfaNotEnabled);
             }
             let proof = prove(factors, user, sealer, code, now)?;
@@ -264,14 +277,12 @@ impl Latchkey {
                 // Committed: the wrong code counts.
                 return Ok((Err(Error::MfaCodeInvalid), proof.notice));
             }
-            factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
-            Ok((Ok(()), Some(notice(user, FactorChange::CodesRenewed, now))))
+            (change.apply)(factors);
+            Ok((Ok(()), Some(notice(user, change.notice.clone(), now))))
         })?;
         self.wake_on_failure(&proven);
         proven?;
-        self.factor_changed(&user, AuditKind::RecoveryCodesRenewed, None, &client)
-            .await?;
-        Ok(codes.into_iter().map(|(code, _)| code).collect())
+        self.factor_changed(&user, change.audit, None, client).await
     }
 
     /// Removes every second factor and passkey of `user_id` (an
@@ -384,6 +395,18 @@ impl Latchkey {
             false => host.to_owned(),
         }
     }
+}
+
+/// A factor change proven by a code (see `Latchkey::change_with_code`).
+struct ProvenChange<H, A> {
+    /// Whether the account has the factor the code proves.
+    has_factor: H,
+    /// The change, once the code is right.
+    apply: A,
+    /// The notice it mails.
+    notice: FactorChange,
+    /// The audit event it writes.
+    audit: AuditKind,
 }
 
 /// Which change a factor notice tells of.
