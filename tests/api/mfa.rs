@@ -114,6 +114,33 @@ async fn reset_token(sink: &Sink, address: &str) -> String {
     panic!("no reset mail to {address}: {:?}", sink.to(address));
 }
 
+/// Follows the reset link mailed to alice, sets a new password, and shows
+/// that a login with it still asks for a code, which the app's next one
+/// passes.
+async fn reset_then_code(app: &TestApp, sink: &Sink, phone: &App) {
+    let token = reset_token(sink, "alice@example.com").await;
+    let done = app
+        .post_json(
+            "/api/auth/password-reset/confirm",
+            &json!({"token": token, "newPassword": "a brand new passphrase"}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let response = app
+        .login("alice@example.com", "a brand new passphrase")
+        .await;
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "mfa_required");
+    next_step(app);
+    let token = body["mfaToken"].as_str().expect("token");
+    assert_eq!(
+        verify(app, token, &phone.code(app.clock.now()))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
 /// Moves the server's clock to the next TOTP step.
 fn next_step(app: &TestApp) {
     app.clock.advance(Duration::from_secs(30));
@@ -500,27 +527,7 @@ async fn a_password_reset_by_email_keeps_the_second_factor() {
         )
         .await;
     assert_eq!(asked.status(), StatusCode::ACCEPTED);
-    let token = reset_token(&sink, "alice@example.com").await;
-    let done = app
-        .post_json(
-            "/api/auth/password-reset/confirm",
-            &json!({"token": token, "newPassword": "a brand new passphrase"}),
-        )
-        .await;
-    assert_eq!(done.status(), StatusCode::OK);
-    let response = app
-        .login("alice@example.com", "a brand new passphrase")
-        .await;
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["code"], "mfa_required");
-    next_step(&app);
-    let token = body["mfaToken"].as_str().expect("token");
-    assert_eq!(
-        verify(&app, token, &phone.code(app.clock.now()))
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    reset_then_code(&app, &sink, &phone).await;
 }
 
 #[tokio::test]
@@ -713,26 +720,59 @@ async fn a_password_reset_by_email_unlocks_a_locked_factor() {
         &json!({"email": "alice@example.com"}),
     )
     .await;
-    let token = reset_token(&sink, "alice@example.com").await;
-    let done = app
-        .post_json(
-            "/api/auth/password-reset/confirm",
-            &json!({"token": token, "newPassword": "a brand new passphrase"}),
-        )
-        .await;
-    assert_eq!(done.status(), StatusCode::OK);
     // The factor stays, unlocked: the new password asks for a code again.
-    let response = app
-        .login("alice@example.com", "a brand new passphrase")
-        .await;
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["code"], "mfa_required");
+    reset_then_code(&app, &sink, &phone).await;
+}
+
+#[tokio::test]
+async fn over_http2_both_steps_of_a_login_work_with_streamed_bodies() {
+    use futures_util::stream;
+
+    let app = spawn_app().await;
+    let session = app.logged_in_user().await;
+    let (phone, _) = enrol(&app, &session).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    // Bodies in pieces, without Content-Length (and HTTP/2 has no Host).
+    let streamed = |pieces: Vec<String>| {
+        let pieces: Vec<Result<Vec<u8>, std::io::Error>> = pieces
+            .into_iter()
+            .map(|piece| Ok(piece.into_bytes()))
+            .collect();
+        reqwest::Body::wrap_stream(stream::iter(pieces))
+    };
+    let asked = client
+        .post(app.url("/api/auth/login"))
+        .header("content-type", "application/json")
+        .body(streamed(vec![
+            r#"{"email":"alice@example.com","#.into(),
+            format!(r#""password":"{PASSWORD}"}}"#),
+        ]))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(asked.version(), reqwest::Version::HTTP_2);
+    assert_eq!(asked.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(asked.headers()["cache-control"], "no-store");
+    let body: Value = asked.json().await.expect("json");
+    let token = body["mfaToken"].as_str().expect("mfaToken").to_owned();
     next_step(&app);
-    let token = body["mfaToken"].as_str().expect("token");
+    let done = client
+        .post(app.url("/api/auth/mfa/verify"))
+        .header("content-type", "application/json")
+        .body(streamed(vec![
+            format!(r#"{{"mfaToken":"{token}","#),
+            format!(r#""code":"{}"}}"#, phone.code(app.clock.now())),
+        ]))
+        .send()
+        .await
+        .expect("request");
+    let signed_in = Session::from_token_response(done).await;
     assert_eq!(
-        verify(&app, token, &phone.code(app.clock.now()))
-            .await
-            .status(),
-        StatusCode::OK
+        signed_in.access_claims()["amr"],
+        json!(["pwd", "otp", "mfa"])
     );
 }

@@ -174,6 +174,33 @@ async fn a_registered_passkey_signs_in_with_an_email_and_without_one() {
 }
 
 #[tokio::test]
+async fn of_many_racing_uses_of_one_sign_in_answer_exactly_one_wins() {
+    let app = passkey_app().await;
+    let session = app.logged_in_user().await;
+    let mut key = SoftPasskey::new(true);
+    register(&app, &session, &mut key).await;
+    let start = start_sign_in(&app, Some("alice@example.com")).await;
+    let credential = answer(&start, &mut key, ORIGIN, None);
+    let racing = (0..12).map(|_| finish(&app, &start, &credential));
+    let answers = futures_util::future::join_all(racing).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|answer| answer.status()).collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == StatusCode::OK)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == StatusCode::OK || *status == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_answer_from_another_origin_is_refused() {
     let app = passkey_app().await;
     let session = app.logged_in_user().await;
