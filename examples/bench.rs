@@ -765,12 +765,15 @@ async fn bench(args: &Args) -> u64 {
             ..Config::with_data_dir(dir)
         };
         {
-            let core = Latchkey::open_with_clock(config(&seeded), clock.clone()).expect("open");
+            let core = Latchkey::open_with_clock(config(&seeded), clock.clone())
+                .await
+                .expect("open");
             let user = seeded_account(&core).await;
             core.seed_sessions(&user.id, args.sessions, clock.now() + 3600)
+                .await
                 .expect("seed");
             // The same account without the sessions, to tell their share of the disk.
-            let empty_core = Latchkey::open(config(&empty)).expect("open");
+            let empty_core = Latchkey::open(config(&empty)).await.expect("open");
             seeded_account(&empty_core).await;
             empty_core.flush().expect("flush");
         }
@@ -855,7 +858,9 @@ async fn sweep_under_load(
 ) -> (usize, Duration, Sample, Sample) {
     config.sweep_interval = Duration::from_millis(200);
     let sweep = watch_sweeps();
-    let core = Latchkey::open_with_clock(config, clock.clone()).expect("open seeded");
+    let core = Latchkey::open_with_clock(config, clock.clone())
+        .await
+        .expect("open seeded");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

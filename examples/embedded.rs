@@ -154,7 +154,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Links in mails: <public-url>/account/…, under the mount.
         .public_url("http://127.0.0.1:3000/auth")
         .build()?;
-    let core = Latchkey::open(config)?;
+    let core = Latchkey::open(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("todos on http://127.0.0.1:3000/docs");
 

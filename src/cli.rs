@@ -1,10 +1,12 @@
 //! The command line: `latchkey` (serve) and its offline subcommands
-//! (`openapi`, `audit`, `user …`, `keys …`). Part of the binary, not of the
-//! library: it uses only latchkey's public API, like any other client. The
-//! offline commands open the data directory themselves, so they run while
-//! the server is stopped (sled's lock makes a running server a clear
-//! error), and print for a terminal or, with `--json`, one JSON object per
-//! line. The only importer of `rpassword`.
+//! (`openapi`, `audit`, `user …`, `keys …`, `export`, `import`,
+//! `migrate`). Part of the binary, not of the library: it uses only
+//! latchkey's public API, like any other client. The offline commands open
+//! the store themselves: on sled they run while the server is stopped
+//! (sled's lock makes a running server a clear error; `export` then asks
+//! the server for the dump over its socket), on PostgreSQL
+//! (`DATABASE_URL`) while nodes run. They print for a terminal or, with
+//! `--json`, one JSON object per line. The only importer of `rpassword`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -64,6 +66,7 @@ impl Shared {
             extra_roles: self.extra_roles.clone(),
             ..Config::with_data_dir(&self.data_dir)
         }
+        .with_secrets_from_env()
     }
 }
 
@@ -97,6 +100,24 @@ pub enum Command {
     /// Manage the access-token signing keys (run it while the server is stopped).
     #[command(subcommand)]
     Keys(KeysCommand),
+    Export(ExportArgs),
+    Import(ImportArgs),
+    Migrate,
+}
+
+/// `latchkey export`: a dump of everything stored.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Write the dump to this file (created owner-only) instead of
+    /// standard output.
+    file: Option<PathBuf>,
+}
+
+/// `latchkey import`: load a dump into an empty store.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Read the dump from this file instead of standard input.
+    file: Option<PathBuf>,
 }
 
 /// How `latchkey serve` writes its log.
@@ -232,33 +253,39 @@ fn format_time(time: u64) -> String {
 /// # Errors
 /// [`Error::Config`] when the directory holds no latchkey database or a
 /// running server holds it, or what [`Latchkey::open_offline`] returns.
-fn open(shared: &Shared, create: bool) -> Result<Latchkey> {
+async fn open(shared: &Shared, create: bool) -> Result<Latchkey> {
     let data_dir = &shared.data_dir;
-    if !create && !data_dir.join("db").exists() {
+    let config = shared.config();
+    if !create && config.database_url.is_none() && !data_dir.join("db").exists() {
         return Err(Error::Config(format!(
             "{} holds no latchkey database (pass --data-dir)",
             data_dir.display()
         )));
     }
-    Latchkey::open_offline(shared.config()).map_err(|err| match err {
-        Error::DataDirLocked(dir) => Error::Config(format!(
-            "data directory {dir} is in use by a running latchkey; stop it first"
-        )),
-        other => other,
-    })
+    Latchkey::open_offline(config)
+        .await
+        .map_err(|err| match err {
+            Error::DataDirLocked(dir) => Error::Config(format!(
+                "data directory {dir} is in use by a running latchkey; stop it first"
+            )),
+            other => other,
+        })
 }
 
 /// `latchkey audit`: prints the matching events to `out`.
 ///
 /// # Errors
 /// See [`open`]; I/O errors writing `out` become [`Error::Internal`].
-pub fn audit(args: &AuditArgs, shared: &Shared, out: &mut impl Write) -> Result<()> {
-    let core = open(shared, false)?;
+pub async fn audit(args: &AuditArgs, shared: &Shared, out: &mut impl Write) -> Result<()> {
+    let core = open(shared, false).await?;
     let now = core.clock().now();
     let since = args
         .since
         .map_or(0, |window| now.saturating_sub(window.as_secs()));
-    for event in core.audit_events(since, args.user.as_deref(), args.limit)? {
+    for event in core
+        .audit_events(since, args.user.as_deref(), args.limit)
+        .await?
+    {
         let line = match args.json {
             true => json_line(&event),
             false => text_line(&event),
@@ -328,19 +355,21 @@ pub async fn user(
             password_stdin,
         } => {
             let password = read_password(password_stdin, input)?;
-            let core = open(shared, true)?;
+            let core = open(shared, true).await?;
             let mut all = vec![latchkey::DEFAULT_ROLE.to_owned()];
             all.extend(roles);
             let user = core
                 .create_user(&username, &email, &password, &all, ClientInfo::default())
                 .await?;
-            writeln!(out, "created {}", describe(&core, &user)?).map_err(write_error)?;
+            writeln!(out, "created {}", describe(&core, &user).await?).map_err(write_error)?;
         }
         UserCommand::List { query, json } => {
-            let core = open(shared, false)?;
+            let core = open(shared, false).await?;
             let mut cursor = None;
             loop {
-                let page = core.list_users(query.as_deref(), MAX_PAGE, cursor.as_deref())?;
+                let page = core
+                    .list_users(query.as_deref(), MAX_PAGE, cursor.as_deref())
+                    .await?;
                 for user in &page.users {
                     let line = match json {
                         true => serde_json::json!({
@@ -350,7 +379,7 @@ pub async fn user(
                             "createdAt": format_time(user.created_at),
                         })
                         .to_string(),
-                        false => describe(&core, user)?,
+                        false => describe(&core, user).await?,
                     };
                     writeln!(out, "{line}").map_err(write_error)?;
                 }
@@ -361,31 +390,31 @@ pub async fn user(
             }
         }
         UserCommand::SetRoles { user, roles } => {
-            let core = open(shared, false)?;
+            let core = open(shared, false).await?;
             let change = UserChange {
                 roles: Some(roles),
                 disabled: None,
             };
             let user = change_user(&core, &user, change).await?;
-            writeln!(out, "updated {}", describe(&core, &user)?).map_err(write_error)?;
+            writeln!(out, "updated {}", describe(&core, &user).await?).map_err(write_error)?;
         }
         UserCommand::Disable { user } => set_disabled(shared, &user, true, out).await?,
         UserCommand::Enable { user } => set_disabled(shared, &user, false, out).await?,
         UserCommand::ResetMfa { user } => {
-            let core = open(shared, false)?;
+            let core = open(shared, false).await?;
             let id = match user.contains('@') {
-                true => core.user_by_email(&user)?.id,
+                true => core.user_by_email(&user).await?.id,
                 false => user.clone(),
             };
             let removed = core
                 .reset_factors(CLI_ACTOR, &id, ClientInfo::default())
                 .await?;
-            let user = core.user(&id)?;
+            let user = core.user(&id).await?;
             let verb = match removed == latchkey::MfaSummary::default() {
                 true => "no second factors to reset for",
                 false => "reset second factors (the notice mail goes out at the next start) of",
             };
-            writeln!(out, "{verb} {}", describe(&core, &user)?).map_err(write_error)?;
+            writeln!(out, "{verb} {}", describe(&core, &user).await?).map_err(write_error)?;
         }
     }
     Ok(())
@@ -397,19 +426,19 @@ async fn set_disabled(
     disabled: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let core = open(shared, false)?;
+    let core = open(shared, false).await?;
     let change = UserChange {
         roles: None,
         disabled: Some(disabled),
     };
     let user = change_user(&core, user, change).await?;
     let verb = if disabled { "disabled" } else { "enabled" };
-    writeln!(out, "{verb} {}", describe(&core, &user)?).map_err(write_error)
+    writeln!(out, "{verb} {}", describe(&core, &user).await?).map_err(write_error)
 }
 
 async fn change_user(core: &Latchkey, user: &str, change: UserChange) -> Result<User> {
     let id = match user.contains('@') {
-        true => core.user_by_email(user)?.id,
+        true => core.user_by_email(user).await?.id,
         false => user.to_owned(),
     };
     core.change_user(CLI_ACTOR, &id, change, ClientInfo::default())
@@ -417,7 +446,7 @@ async fn change_user(core: &Latchkey, user: &str, change: UserChange) -> Result<
 }
 
 /// One line about a user.
-fn describe(core: &Latchkey, user: &User) -> Result<String> {
+async fn describe(core: &Latchkey, user: &User) -> Result<String> {
     let state = if user.disabled { "disabled" } else { "active" };
     let email = if user.email_verified {
         "verified"
@@ -431,7 +460,7 @@ fn describe(core: &Latchkey, user: &User) -> Result<String> {
         user.email,
         user.username,
         user.roles.join(","),
-        core.live_session_count(&user.id)?,
+        core.live_session_count(&user.id).await?,
         user.mfa.passkeys
     ))
 }
@@ -470,11 +499,11 @@ fn read_password(from_stdin: bool, input: &mut impl BufRead) -> Result<String> {
 /// # Errors
 /// [`Error::Config`] when there is no key ring (HS256) or the data
 /// directory cannot be used.
-pub fn keys(command: KeysCommand, shared: &Shared, out: &mut impl Write) -> Result<()> {
-    let core = open(shared, false)?;
+pub async fn keys(command: KeysCommand, shared: &Shared, out: &mut impl Write) -> Result<()> {
+    let core = open(shared, false).await?;
     match command {
         KeysCommand::Rotate { signing_alg } => {
-            let rotated = core.rotate_signing_key(signing_alg)?;
+            let rotated = core.rotate_signing_key(signing_alg).await?;
             writeln!(
                 out,
                 "active {} {}",
@@ -492,7 +521,7 @@ pub fn keys(command: KeysCommand, shared: &Shared, out: &mut impl Write) -> Resu
             }
         }
         KeysCommand::List => {
-            for key in core.signing_keys()? {
+            for key in core.signing_keys().await? {
                 let state = match key.retired_at {
                     None => "active".to_owned(),
                     Some(at) => format!("retired {}", format_time(at)),
@@ -509,6 +538,98 @@ pub fn keys(command: KeysCommand, shared: &Shared, out: &mut impl Write) -> Resu
         }
     }
     Ok(())
+}
+
+/// `latchkey export`: the dump, from the store or (sled, server running)
+/// from the server over its socket, to `out` or the named file.
+///
+/// # Errors
+/// See [`open`]; a file that exists already; I/O errors.
+pub async fn export(args: &ExportArgs, shared: &Shared, out: &mut impl Write) -> Result<()> {
+    let mut file = match &args.file {
+        Some(path) => Some(create_private(path)?),
+        None => None,
+    };
+    let target: &mut dyn Write = match file.as_mut() {
+        Some(file) => file,
+        None => out,
+    };
+    let mut write = |line: &str| writeln!(target, "{line}").map_err(write_error);
+    match open(shared, false).await {
+        Ok(core) => {
+            core.export(&mut write).await?;
+        }
+        Err(Error::Config(reason)) if reason.contains("in use by a running latchkey") => {
+            latchkey::control::request_export(&shared.data_dir, &mut write)?;
+        }
+        Err(err) => return Err(err),
+    }
+    target.flush().map_err(write_error)?;
+    if let Some(file) = file {
+        file.sync_all().map_err(write_error)?;
+    }
+    Ok(())
+}
+
+/// A new file only its owner reads.
+fn create_private(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| Error::Config(format!("cannot create {}: {err}", path.display())))
+}
+
+/// `latchkey import`: loads a dump into an empty store (a new data
+/// directory, or an empty PostgreSQL database).
+///
+/// # Errors
+/// See [`open`] and [`Latchkey::import`].
+pub async fn import(
+    args: &ImportArgs,
+    shared: &Shared,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<()> {
+    let core = open(shared, true).await?;
+    let imported = match &args.file {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|err| Error::Config(format!("cannot open {}: {err}", path.display())))?;
+            core.import(std::io::BufReader::new(file).lines()).await?
+        }
+        None => core.import(input.lines()).await?,
+    };
+    core.flush()?;
+    writeln!(
+        out,
+        "imported {} entries ({} users) and {} secrets into {}",
+        imported.entries,
+        imported.users,
+        imported.secrets,
+        core.backend()
+    )
+    .map_err(write_error)
+}
+
+/// `latchkey migrate`: brings the PostgreSQL schema up to date (it also
+/// happens at every start).
+///
+/// # Errors
+/// [`Error::Config`] without `DATABASE_URL`; what connecting returns.
+pub async fn migrate(shared: &Shared, out: &mut impl Write) -> Result<()> {
+    if shared.config().database_url.is_none() {
+        writeln!(
+            out,
+            "no DATABASE_URL: the sled data directory is migrated when latchkey opens it"
+        )
+        .map_err(write_error)?;
+        return Ok(());
+    }
+    let core = open(shared, true).await?;
+    writeln!(out, "the {} schema is up to date", core.backend()).map_err(write_error)
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub const DEFAULT_HASH_QUEUE: u32 = 64;
 pub const DEFAULT_HASH_QUEUE_TIMEOUT: &str = "3s";
 /// Default bound of the database's page cache, in MiB.
 pub const DEFAULT_DB_CACHE_MIB: u32 = 64;
+/// Default connections per node to PostgreSQL.
+pub const DEFAULT_DB_POOL_SIZE: u32 = 16;
 /// Default lifetime of an email-verification link.
 pub const DEFAULT_VERIFY_TTL: &str = "24h";
 /// Default lifetime of a password-reset link.
@@ -219,6 +221,19 @@ pub struct Config {
     /// HMAC secret of refresh tokens; from `REFRESH_TOKEN_SECRET`, else generated and kept in the data dir.
     #[arg(skip)]
     pub refresh_secret: Option<Secret>,
+    /// PostgreSQL instead of sled, from `DATABASE_URL` (never a flag: it
+    /// may hold a password): `postgres://user:pass@host:5432/db`. Several
+    /// nodes may share one database.
+    #[arg(skip)]
+    pub database_url: Option<Secret>,
+    /// The key that seals the secrets kept in PostgreSQL, from
+    /// `LATCHKEY_MASTER_KEY` (at least 32 bytes; required with
+    /// `DATABASE_URL`, the same on every node).
+    #[arg(skip)]
+    pub master_key: Option<Secret>,
+    /// Connections each node keeps to PostgreSQL (with `DATABASE_URL`).
+    #[arg(long, env = "LATCHKEY_DB_POOL_SIZE", default_value_t = DEFAULT_DB_POOL_SIZE)]
+    pub db_pool_size: u32,
 }
 
 impl Config {
@@ -230,6 +245,8 @@ impl Config {
         self.jwt_secret = read("JWT_SECRET").map(Secret::new);
         self.refresh_secret = read("REFRESH_TOKEN_SECRET").map(Secret::new);
         self.smtp_url = read("SMTP_URL").map(Secret::new);
+        self.database_url = read("DATABASE_URL").map(Secret::new);
+        self.master_key = read("LATCHKEY_MASTER_KEY").map(Secret::new);
         self
     }
 
@@ -269,6 +286,17 @@ impl Config {
             }
             Ok(())
         };
+        count("--db-pool-size", u64::from(self.db_pool_size), 2, 1_000)?;
+        if self.database_url.is_some() {
+            let master = self.master_key.as_ref().map_or(0, |key| key.expose().len());
+            if master < crate::secrets::MIN_SECRET_BYTES {
+                return Err(crate::error::Error::Config(format!(
+                    "DATABASE_URL needs LATCHKEY_MASTER_KEY, at least {} bytes, the same on every node \
+                     (generate one with `openssl rand -hex 32`)",
+                    crate::secrets::MIN_SECRET_BYTES
+                )));
+            }
+        }
         within("--access-ttl", self.access_ttl, SECOND, DAY)?;
         within(
             "--refresh-ttl",
@@ -633,6 +661,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// PostgreSQL instead of sled (`postgres://…`), with the master key
+    /// that seals the secrets kept there (at least 32 bytes, the same for
+    /// every node).
+    pub fn database(mut self, url: Secret, master_key: Secret) -> Self {
+        self.config.database_url = Some(url);
+        self.config.master_key = Some(master_key);
+        self
+    }
+
     /// The SMTP relay (`smtp://…`, `smtps://…`); without it, mails are
     /// written to `<data-dir>/outbox-files/`.
     pub fn smtp_url(mut self, url: Secret) -> Self {
@@ -866,6 +903,9 @@ impl Default for Config {
             signing_alg: None,
             jwt_secret: None,
             refresh_secret: None,
+            database_url: None,
+            master_key: None,
+            db_pool_size: DEFAULT_DB_POOL_SIZE,
         }
     }
 }

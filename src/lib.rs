@@ -48,7 +48,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let core = latchkey::Latchkey::open(latchkey::Config::builder("./auth-data").build()?)?;
+//! let core = latchkey::Latchkey::open(latchkey::Config::builder("./auth-data").build()?).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! latchkey::run(listener, core, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
@@ -58,6 +58,7 @@
 
 mod background;
 pub mod config;
+pub mod control;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -86,8 +87,8 @@ pub use model::{
     Secret, Session, UnixTime, User,
 };
 pub use service::{
-    AuditPage, Authenticated, Ceremony, FactorDetails, Latchkey, MAX_PAGE, RotatedKey, Swept,
-    TokenPair, TotpSetup, UserChange, UsersPage,
+    AuditPage, Authenticated, Ceremony, FactorDetails, Imported, Latchkey, MAX_PAGE, RotatedKey,
+    Swept, TokenPair, TotpSetup, UserChange, UsersPage,
 };
 pub use tokens::keys::SigningKeyInfo;
 pub use tokens::{AccessClaims, Audience, PublicJwk};
@@ -105,12 +106,14 @@ pub async fn run_background(core: Latchkey, shutdown: impl Future<Output = ()>) 
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let sweeper = sweeper::run(core.clone(), interval, until_stopped(stopped.clone()));
-    let sender = sweeper::send_mail(core, until_stopped(stopped));
+    let sender = sweeper::send_mail(core.clone(), until_stopped(stopped.clone()));
+    let keys = sweeper::reload_keys(core.clone(), until_stopped(stopped.clone()));
+    let exports = control::serve_exports(core, until_stopped(stopped));
     let stopper = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
-    tokio::join!(sweeper, sender, stopper);
+    tokio::join!(sweeper, sender, keys, exports, stopper);
 }
 
 /// Serves latchkey on `listener` with the background sweeper until `shutdown`

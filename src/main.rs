@@ -22,13 +22,6 @@ fn main() -> ExitCode {
             println!("{}", http::spec());
             ExitCode::SUCCESS
         }
-        Command::Audit(args) => {
-            exit_with(cli::audit(&args, &shared, &mut std::io::stdout().lock()))
-        }
-        Command::User(command) => exit_with(user(command, &shared)),
-        Command::Keys(command) => {
-            exit_with(cli::keys(command, &shared, &mut std::io::stdout().lock()))
-        }
         Command::Serve(args) => {
             // Kept to the end: dropping it writes out the lines still queued.
             let _log_writer = init_logging(args.log_format);
@@ -40,19 +33,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        command => exit_with(offline(command, &shared)),
     }
 }
 
+/// Runs an offline command (user, keys, audit, export, import, migrate).
 #[tokio::main]
-async fn user(command: cli::UserCommand, shared: &cli::Shared) -> latchkey::Result<()> {
+async fn offline(command: Command, shared: &cli::Shared) -> latchkey::Result<()> {
     let stdin = std::io::stdin();
-    cli::user(
-        command,
-        shared,
-        &mut stdin.lock(),
-        &mut std::io::stdout().lock(),
-    )
-    .await
+    let stdout = std::io::stdout();
+    let (input, out) = (&mut stdin.lock(), &mut stdout.lock());
+    match command {
+        Command::Audit(args) => cli::audit(&args, shared, out).await,
+        Command::User(command) => cli::user(command, shared, input, out).await,
+        Command::Keys(command) => cli::keys(command, shared, out).await,
+        Command::Export(args) => cli::export(&args, shared, out).await,
+        Command::Import(args) => cli::import(&args, shared, input, out).await,
+        Command::Migrate => cli::migrate(shared, out).await,
+        Command::Serve(_) | Command::Openapi => Ok(()),
+    }
 }
 
 fn exit_with(outcome: latchkey::Result<()>) -> ExitCode {
@@ -137,9 +136,14 @@ async fn serve(args: ServeArgs, shared: cli::Shared) -> anyhow::Result<()> {
             );
         }
     }
-    let shown = config.data_dir.display().to_string();
+    let shown = match config.database_url.is_some() {
+        true => "PostgreSQL (DATABASE_URL)".to_owned(),
+        false => format!("data directory {}", config.data_dir.display()),
+    };
     let core = Latchkey::open(config)
-        .with_context(|| format!("cannot start on data directory {shown}"))?;
+        .await
+        .with_context(|| format!("cannot start on {shown}"))?;
+    tracing::info!(store = core.backend(), "store open");
     if let Some(origin) = core.passkey_origin() {
         tracing::info!(origin, "passkeys work on pages of this origin");
     }

@@ -5,11 +5,18 @@
 //! files (the signing key ring) use; and the [`Sealer`] that encrypts
 //! second-factor secrets at rest (the only importer of `ring`). Depends on
 //! `model` and `error` only.
+//!
+//! With PostgreSQL, secrets live in the database instead, sealed with
+//! `LATCHKEY_MASTER_KEY`, so that every node signs and verifies alike: the
+//! core loads them into a [`SecretHome::Memory`], lets the same code below
+//! read and generate them, and saves what it generated.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rand::Rng;
 
@@ -21,7 +28,115 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// Random bytes in a generated secret (stored hex-encoded).
 const GENERATED_SECRET_BYTES: usize = 64;
 
-/// Returns the configured secret, or the one kept at `data_dir/file_name`,
+/// Where generated secrets are kept, by file name.
+#[derive(Debug)]
+pub enum SecretHome {
+    /// Owner-only files in the data directory (sled).
+    Dir(PathBuf),
+    /// In memory, loaded from the database and saved back by the core
+    /// (PostgreSQL): what was created and replaced is noted for saving.
+    Memory(Mutex<MemorySecrets>),
+}
+
+/// The secrets of a [`SecretHome::Memory`].
+#[derive(Debug, Default)]
+pub struct MemorySecrets {
+    /// Each secret's text, by name.
+    pub texts: BTreeMap<String, String>,
+    /// Names generated here (to be stored only if still absent).
+    pub created: BTreeSet<String>,
+    /// Names replaced here (to be stored over what is there).
+    pub replaced: BTreeSet<String>,
+}
+
+impl SecretHome {
+    /// A home in memory holding `texts`.
+    pub fn memory(texts: BTreeMap<String, String>) -> SecretHome {
+        SecretHome::Memory(Mutex::new(MemorySecrets {
+            texts,
+            ..MemorySecrets::default()
+        }))
+    }
+
+    fn memory_lock(secrets: &Mutex<MemorySecrets>) -> std::sync::MutexGuard<'_, MemorySecrets> {
+        secrets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How a secret is named in messages: its file, or its row.
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            SecretHome::Dir(dir) => dir.join(name).display().to_string(),
+            SecretHome::Memory(_) => format!("the database's secret {name}"),
+        }
+    }
+
+    /// The secret `name`, if kept.
+    ///
+    /// # Errors
+    /// As [`read_private`].
+    pub fn read(&self, name: &str) -> Result<Option<Secret>> {
+        match self {
+            SecretHome::Dir(dir) => read_private(&dir.join(name)),
+            SecretHome::Memory(secrets) => Ok(SecretHome::memory_lock(secrets)
+                .texts
+                .get(name)
+                .map(Secret::new)),
+        }
+    }
+
+    /// Keeps a new secret `name` (which must not exist yet).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the file cannot be written.
+    pub fn create(&self, name: &str, contents: &str) -> Result<()> {
+        match self {
+            SecretHome::Dir(dir) => write_owner_only(&dir.join(name), contents),
+            SecretHome::Memory(secrets) => {
+                let mut secrets = SecretHome::memory_lock(secrets);
+                secrets.texts.insert(name.to_owned(), contents.to_owned());
+                secrets.created.insert(name.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces (or creates) the secret `name`, atomically.
+    ///
+    /// # Errors
+    /// As [`replace_private`].
+    pub fn replace(&self, name: &str, contents: &str) -> Result<()> {
+        match self {
+            SecretHome::Dir(dir) => replace_private(&dir.join(name), contents),
+            SecretHome::Memory(secrets) => {
+                let mut secrets = SecretHome::memory_lock(secrets);
+                secrets.texts.insert(name.to_owned(), contents.to_owned());
+                secrets.replaced.insert(name.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// What a memory home created and replaced, emptied (nothing for files).
+    pub fn take_changes(&self) -> Vec<(String, String, bool)> {
+        let SecretHome::Memory(secrets) = self else {
+            return Vec::new();
+        };
+        let mut secrets = SecretHome::memory_lock(secrets);
+        let created = std::mem::take(&mut secrets.created);
+        let replaced = std::mem::take(&mut secrets.replaced);
+        let text = |name: &String| secrets.texts.get(name).cloned().unwrap_or_default();
+        created
+            .iter()
+            .filter(|name| !replaced.contains(*name))
+            .map(|name| (name.clone(), text(name), false))
+            .chain(replaced.iter().map(|name| (name.clone(), text(name), true)))
+            .collect()
+    }
+}
+
+/// Returns the configured secret, or the one kept in `home` as `file_name`,
 /// generating and storing it on first use.
 ///
 /// `env_name` only names the variable in error messages.
@@ -31,7 +146,7 @@ const GENERATED_SECRET_BYTES: usize = 64;
 /// [`MIN_SECRET_BYTES`], or when the stored file is readable by group or others;
 /// [`Error::Storage`] when the file cannot be read or written.
 pub fn load_or_create(
-    data_dir: &Path,
+    home: &SecretHome,
     file_name: &str,
     env_name: &str,
     configured: Option<&Secret>,
@@ -39,16 +154,12 @@ pub fn load_or_create(
     if let Some(secret) = configured {
         return check_length(secret.clone(), env_name);
     }
-    let path = data_dir.join(file_name);
-    match read_private(&path)? {
-        Some(text) => check_length(
-            Secret::new(text.expose().trim()),
-            &path.display().to_string(),
-        ),
+    match home.read(file_name)? {
+        Some(text) => check_length(Secret::new(text.expose().trim()), &home.describe(file_name)),
         None => {
             let secret = generate();
-            write_owner_only(&path, secret.expose())?;
-            tracing::info!(file = %path.display(), "generated a new {env_name} and stored it in the data directory");
+            home.create(file_name, secret.expose())?;
+            tracing::info!(file = %home.describe(file_name), "generated a new {env_name} and stored it");
             Ok(secret)
         }
     }
@@ -163,17 +274,27 @@ impl Sealer {
     ///
     /// # Errors
     /// As [`load_or_create`].
-    pub fn open(data_dir: &Path) -> Result<Sealer> {
-        let secret = load_or_create(data_dir, FACTOR_KEY_FILE, "factor key", None)?;
+    pub fn open(home: &SecretHome) -> Result<Sealer> {
+        let secret = load_or_create(home, FACTOR_KEY_FILE, "factor key", None)?;
         Ok(Sealer::from_secret(&secret))
+    }
+
+    /// The sealer of the secrets kept in the database, keyed by
+    /// `LATCHKEY_MASTER_KEY` (each bound to its name).
+    pub fn master(master_key: &Secret) -> Sealer {
+        Sealer::derived(b"latchkey 2026 shared secrets\0", master_key)
     }
 
     /// A sealer keyed by `secret` (at least 32 bytes of it).
     pub fn from_secret(secret: &Secret) -> Sealer {
         // The file holds 512 random bits as hex; a keyed digest of it, bound
         // to this one use, is the 256-bit key.
+        Sealer::derived(b"latchkey 2026 second-factor secrets\0", secret)
+    }
+
+    fn derived(purpose: &[u8], secret: &Secret) -> Sealer {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        context.update(b"latchkey 2026 second-factor secrets\0");
+        context.update(purpose);
         context.update(secret.expose().as_bytes());
         let key = context.finish();
         let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key.as_ref())
@@ -239,7 +360,7 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_for_its_owner_and_key() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sealer = Sealer::open(dir.path()).expect("sealer");
+        let sealer = Sealer::open(&SecretHome::Dir(dir.path().to_path_buf())).expect("sealer");
         let sealed = sealer.seal(b"totp key bytes", "user-1");
         assert!(!sealed.contains("totp"));
         assert_eq!(
@@ -247,10 +368,12 @@ mod tests {
             b"totp key bytes"
         );
         assert!(sealer.open_sealed(&sealed, "user-2").is_err());
-        let again = Sealer::open(dir.path()).expect("same key file");
+        let again =
+            Sealer::open(&SecretHome::Dir(dir.path().to_path_buf())).expect("same key file");
         assert!(again.open_sealed(&sealed, "user-1").is_ok());
         let other = tempfile::tempdir().expect("tempdir");
-        let stranger = Sealer::open(other.path()).expect("other key");
+        let stranger =
+            Sealer::open(&SecretHome::Dir(other.path().to_path_buf())).expect("other key");
         assert!(stranger.open_sealed(&sealed, "user-1").is_err());
         assert!(sealer.open_sealed("not base64!", "user-1").is_err());
         assert_ne!(
@@ -263,13 +386,15 @@ mod tests {
     #[test]
     fn a_generated_secret_is_stored_owner_only_and_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = load_or_create(dir.path(), "k", "K", None).expect("generated");
+        let first = load_or_create(&SecretHome::Dir(dir.path().to_path_buf()), "k", "K", None)
+            .expect("generated");
         let mode = fs::metadata(dir.path().join("k"))
             .expect("file")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let second = load_or_create(dir.path(), "k", "K", None).expect("loaded");
+        let second = load_or_create(&SecretHome::Dir(dir.path().to_path_buf()), "k", "K", None)
+            .expect("loaded");
         assert_eq!(first, second);
         assert!(first.expose().len() >= MIN_SECRET_BYTES);
     }
@@ -277,8 +402,13 @@ mod tests {
     #[test]
     fn a_short_configured_secret_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = load_or_create(dir.path(), "k", "JWT_SECRET", Some(&Secret::new("short")))
-            .expect_err("too short");
+        let err = load_or_create(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            "k",
+            "JWT_SECRET",
+            Some(&Secret::new("short")),
+        )
+        .expect_err("too short");
         assert!(
             err.to_string()
                 .contains("JWT_SECRET must be at least 32 bytes")
@@ -288,10 +418,12 @@ mod tests {
     #[test]
     fn a_world_readable_secret_file_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        load_or_create(dir.path(), "k", "K", None).expect("generated");
+        load_or_create(&SecretHome::Dir(dir.path().to_path_buf()), "k", "K", None)
+            .expect("generated");
         fs::set_permissions(dir.path().join("k"), fs::Permissions::from_mode(0o644))
             .expect("chmod");
-        let err = load_or_create(dir.path(), "k", "K", None).expect_err("refused");
+        let err = load_or_create(&SecretHome::Dir(dir.path().to_path_buf()), "k", "K", None)
+            .expect_err("refused");
         assert!(err.to_string().contains("readable by group or others"));
     }
 }

@@ -2,20 +2,22 @@
 //! expired refresh records, sessions and mailed tokens through their expiry
 //! indexes, audit events past their retention and mails given up on; and
 //! the outbox sender, which delivers queued mail. Both stop when the
-//! shutdown signal fires. Depends on `service` only.
+//! shutdown signal fires. With several nodes on one PostgreSQL database,
+//! each of the two runs on one node at a time (the one holding its lock;
+//! the others stand by and take over when it goes), and every node reloads
+//! the shared signing keys every [`KEY_RELOAD`]. Depends on `service` only.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::service::Latchkey;
+use crate::service::{Latchkey, Leader, Role};
 
 /// One sweep, on a blocking thread (it paces itself: see
 /// [`Latchkey::sweep_expired`]).
 async fn sweep(core: &Latchkey) {
-    let sweeping = core.clone();
     let started = std::time::Instant::now();
-    match tokio::task::spawn_blocking(move || sweeping.sweep_expired()).await {
-        Ok(Ok(swept)) => tracing::info!(
+    match core.sweep_expired().await {
+        Ok(swept) => tracing::info!(
             refresh_tokens = swept.refresh_tokens,
             sessions = swept.sessions,
             audit_events = swept.audit_events,
@@ -25,18 +27,61 @@ async fn sweep(core: &Latchkey) {
             elapsed_ms = started.elapsed().as_millis(),
             "swept expired records"
         ),
-        Ok(Err(err)) => tracing::error!(error = %err, "sweep failed"),
-        Err(err) => tracing::error!(error = %err, "sweep task failed"),
+        Err(err) => tracing::error!(error = %err, "sweep failed"),
     }
 }
 
 /// Counts the live sessions for the metrics, on a blocking thread.
 async fn count_sessions(core: &Latchkey) {
-    let counting = core.clone();
-    match tokio::task::spawn_blocking(move || counting.count_live_sessions()).await {
-        Ok(Ok(live)) => tracing::debug!(live, "live sessions counted"),
-        Ok(Err(err)) => tracing::error!(error = %err, "counting the live sessions failed"),
-        Err(err) => tracing::error!(error = %err, "session count task failed"),
+    match core.count_live_sessions().await {
+        Ok(live) => tracing::debug!(live, "live sessions counted"),
+        Err(err) => tracing::error!(error = %err, "counting the live sessions failed"),
+    }
+}
+
+/// Whether this node plays `role` now: keeps the lead it has while its
+/// lock holds, else tries to take it.
+async fn leading(core: &Latchkey, role: Role, lead: &mut Option<Leader>) -> bool {
+    if let Some(held) = lead {
+        if held.holds().await {
+            return true;
+        }
+        tracing::warn!(?role, "lost the lead (the database connection went)");
+        *lead = None;
+    }
+    match core.lead(role).await {
+        Ok(Some(taken)) => {
+            if core.backend() == "postgres" {
+                tracing::info!(?role, "this node took the lead");
+            }
+            *lead = Some(taken);
+            true
+        }
+        Ok(None) => false,
+        Err(err) => {
+            tracing::warn!(?role, error = %err, "cannot take the lead");
+            false
+        }
+    }
+}
+
+/// How often a node looks for a key ring rotated elsewhere (PostgreSQL).
+pub const KEY_RELOAD: Duration = Duration::from_secs(5);
+
+/// Reloads the shared signing keys every [`KEY_RELOAD`] until `shutdown`.
+pub async fn reload_keys(core: Latchkey, shutdown: impl Future<Output = ()>) {
+    if core.backend() != "postgres" {
+        return;
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(KEY_RELOAD) => {}
+        }
+        if let Err(err) = core.reload_keys().await {
+            tracing::error!(error = %err, "reloading the signing keys failed");
+        }
     }
 }
 
@@ -45,6 +90,7 @@ async fn count_sessions(core: &Latchkey) {
 /// runs one interval after start.
 pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut lead = None;
     tokio::select! {
         () = &mut shutdown => return,
         () = count_sessions(&core) => {}
@@ -53,6 +99,9 @@ pub async fn run(core: Latchkey, interval: Duration, shutdown: impl Future<Outpu
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(interval) => {}
+        }
+        if !leading(&core, Role::Sweeper, &mut lead).await {
+            continue;
         }
         sweep(&core).await;
         count_sessions(&core).await;
@@ -69,10 +118,14 @@ const OUTBOX_POLL: Duration = Duration::from_secs(1);
 pub async fn send_mail(core: Latchkey, shutdown: impl Future<Output = ()>) {
     tracing::info!(destination = %core.mail_destination(), "mail goes to");
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut lead = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             () = core.outbox_queued(OUTBOX_POLL) => {}
+        }
+        if !leading(&core, Role::Sender, &mut lead).await {
+            continue;
         }
         let deliveries = async {
             loop {

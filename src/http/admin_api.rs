@@ -44,12 +44,12 @@ struct AdminUserView {
 }
 
 impl AdminUserView {
-    fn of(core: &Latchkey, user: &User) -> Result<Self, Error> {
-        let factors = core.factor_details(user)?;
+    async fn of(core: &Latchkey, user: &User) -> Result<Self, Error> {
+        let factors = core.factor_details(user).await?;
         Ok(AdminUserView {
             user: UserView::from(user),
             disabled: user.disabled,
-            live_sessions: core.live_session_count(&user.id)? as u64,
+            live_sessions: core.live_session_count(&user.id).await? as u64,
             recovery_codes_left: factors.recovery_codes_left as u64,
             wrong_codes_in_a_row: factors.wrong_codes_in_a_row,
             passkeys: factors.passkeys.iter().map(PasskeyView::from).collect(),
@@ -314,12 +314,13 @@ impl AdminApi {
     ) -> Result<UsersResponse, AdminError> {
         let limit = limit.0.map_or(DEFAULT_LIMIT, |limit| limit.0 as usize);
         let cursor = cursor.0.map(|cursor| cursor.0);
-        let page = core.list_users(query.0.as_deref(), limit, cursor.as_deref())?;
-        let users = page
-            .users
-            .iter()
-            .map(|user| AdminUserView::of(&core, user))
-            .collect::<Result<_, _>>()?;
+        let page = core
+            .list_users(query.0.as_deref(), limit, cursor.as_deref())
+            .await?;
+        let mut users = Vec::with_capacity(page.users.len());
+        for user in &page.users {
+            users.push(AdminUserView::of(&core, user).await?);
+        }
         Ok(UsersResponse::Ok(Json(UsersBody {
             users,
             next_cursor: page.next_cursor,
@@ -335,8 +336,10 @@ impl AdminApi {
         /// The user id.
         id: Path<String>,
     ) -> Result<UserResponse, AdminError> {
-        let user = core.user(&id)?;
-        Ok(UserResponse::Ok(Json(AdminUserView::of(&core, &user)?)))
+        let user = core.user(&id).await?;
+        Ok(UserResponse::Ok(Json(
+            AdminUserView::of(&core, &user).await?,
+        )))
     }
 
     /// Change a user's roles or disable them
@@ -361,7 +364,9 @@ impl AdminApi {
         let user = core
             .change_user(&admin.user.id, &id, change, client_of(request, &core))
             .await?;
-        Ok(UserResponse::Ok(Json(AdminUserView::of(&core, &user)?)))
+        Ok(UserResponse::Ok(Json(
+            AdminUserView::of(&core, &user).await?,
+        )))
     }
 
     /// Revoke all of a user's sessions
@@ -438,7 +443,9 @@ impl AdminApi {
             .into());
         }
         let cursor = cursor.0.map(|cursor| cursor.0);
-        let page = core.audit_page(since, user.0.as_deref(), limit, cursor.as_deref())?;
+        let page = core
+            .audit_page(since, user.0.as_deref(), limit, cursor.as_deref())
+            .await?;
         Ok(AuditResponse::Ok(Json(AuditBody {
             events: page.events.into_iter().map(AuditView::from).collect(),
             next_cursor: page.next_cursor,

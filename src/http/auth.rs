@@ -357,8 +357,9 @@ pub struct SignedIn(pub AuthUser);
 impl<'a> poem::FromRequest<'a> for SignedIn {
     async fn from_request(req: &'a Request, _body: &mut poem::RequestBody) -> poem::Result<Self> {
         let core = core_of(req)?;
-        presented_token(req)
-            .and_then(|token| core.authenticate(&token))
+        let token = presented_token(req).map_err(|err| error_response(&err))?;
+        core.authenticate(&token)
+            .await
             .map(|auth| SignedIn(AuthUser(auth)))
             .map_err(|err| error_response(&err))
     }

@@ -71,7 +71,7 @@ impl MetaApi {
     /// it answers 503.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self, core: Data<&Latchkey>) -> ReadyResponse {
-        match core.ready() {
+        match core.ready().await {
             Ok(()) => ReadyResponse::Ready(Json(Status { status: "ready" })),
             Err(reason) => ReadyResponse::NotReady(
                 ErrorJson(ErrorBody::new("not_ready", reason.to_string())),

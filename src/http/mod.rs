@@ -276,10 +276,13 @@ pub fn app(core: Latchkey) -> impl Endpoint + 'static {
         let scraped = core.clone();
         routes = routes.at(
             METRICS_PATH,
-            get(make_sync(move |_| {
-                Response::builder()
-                    .content_type(crate::metrics::CONTENT_TYPE)
-                    .body(scraped.metrics_text())
+            get(poem::endpoint::make(move |_| {
+                let scraped = scraped.clone();
+                async move {
+                    Response::builder()
+                        .content_type(crate::metrics::CONTENT_TYPE)
+                        .body(scraped.metrics_text().await)
+                }
             })),
         );
     }

@@ -263,7 +263,7 @@ impl PasskeysApi {
     /// List passkeys
     #[oai(path = "/passkeys", method = "get")]
     async fn list(&self, core: Data<&Latchkey>, auth: AuthUser) -> Result<ListResponse, ListError> {
-        let passkeys = core.passkeys(auth.user_id())?;
+        let passkeys = core.passkeys(auth.user_id()).await?;
         Ok(ListResponse::Ok(Json(PasskeysBody {
             passkeys: passkeys.iter().map(PasskeyView::from).collect(),
         })))

@@ -151,7 +151,7 @@ impl SessionsApi {
         core: Data<&Latchkey>,
         auth: AuthUser,
     ) -> Result<SessionsResponse, SessionsError> {
-        let sessions = core.sessions(auth.user_id())?;
+        let sessions = core.sessions(auth.user_id()).await?;
         Ok(SessionsResponse::Ok(Json(SessionsBody {
             sessions: sessions
                 .iter()

@@ -17,13 +17,14 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::UserNotFound`], [`Error::Storage`].
-    pub fn sessions(&self, user_id: &str) -> Result<Vec<Session>> {
-        let user = self.user(user_id)?;
+    pub async fn sessions(&self, user_id: &str) -> Result<Vec<Session>> {
+        let user = self.user(user_id).await?;
         let now = self.now();
         let mut sessions: Vec<Session> = self
             .inner
             .store
-            .sessions_of(user_id)?
+            .sessions_of(user_id)
+            .await?
             .into_iter()
             .filter(|session| session.is_live_for(&user, now))
             .collect();
@@ -35,8 +36,8 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::UserNotFound`], [`Error::Storage`].
-    pub fn live_session_count(&self, user_id: &str) -> Result<usize> {
-        Ok(self.sessions(user_id)?.len())
+    pub async fn live_session_count(&self, user_id: &str) -> Result<usize> {
+        Ok(self.sessions(user_id).await?.len())
     }
 
     /// Revokes one of the user's own sessions. Revoking one that is already
@@ -52,10 +53,11 @@ impl Latchkey {
         session_id: &str,
         client: ClientInfo,
     ) -> Result<()> {
-        let revoked =
-            self.inner
-                .store
-                .revoke_session(user_id, session_id, self.now(), RevokeReason::User)?;
+        let revoked = self
+            .inner
+            .store
+            .revoke_session(user_id, session_id, self.now(), RevokeReason::User)
+            .await?;
         if revoked {
             self.inner.metrics.sessions_ended(1);
             let event = self
@@ -109,9 +111,13 @@ impl Latchkey {
             reason: RevokeReason::PasswordChange,
             keep: Some(caller.claims.sid.clone()),
         };
-        let (_, ended) = self.inner.store.update_user(&user.id, &ending, |stored| {
-            stored.set_password(hash.clone(), user.password_version)
-        })?;
+        let (_, ended) = self
+            .inner
+            .store
+            .update_user(&user.id, &ending, |stored| {
+                stored.set_password(hash.clone(), user.password_version)
+            })
+            .await?;
         self.inner.metrics.sessions_ended(ended);
         let event = self
             .event(AuditKind::PasswordChanged, &client)
@@ -140,13 +146,16 @@ impl Latchkey {
     ) -> Result<()> {
         let password = Password::presented(password)?;
         let user = self.verified_user(user_id, &password, &client).await?;
-        let live = self.live_session_count(user_id)?;
-        self.inner.store.delete_user(user_id, |stored| {
-            match stored.password_version == user.password_version {
-                true => Ok(()),
-                false => Err(Error::InvalidCredentials),
-            }
-        })?;
+        let live = self.live_session_count(user_id).await?;
+        self.inner
+            .store
+            .delete_user(user_id, |stored| {
+                match stored.password_version == user.password_version {
+                    true => Ok(()),
+                    false => Err(Error::InvalidCredentials),
+                }
+            })
+            .await?;
         self.inner.metrics.sessions_ended(live);
         let event = self
             .event(AuditKind::AccountDeleted, &client)
@@ -169,10 +178,14 @@ impl Latchkey {
             reason,
             keep: None,
         };
-        let (user, ended) = self.inner.store.update_user(user_id, &ending, |user| {
-            user.end_sessions();
-            Ok(())
-        })?;
+        let (user, ended) = self
+            .inner
+            .store
+            .update_user(user_id, &ending, |user| {
+                user.end_sessions();
+                Ok(())
+            })
+            .await?;
         self.inner.metrics.sessions_ended(ended);
         let event = self
             .event(AuditKind::SessionsRevoked, client)
@@ -193,7 +206,7 @@ impl Latchkey {
         password: &Password,
         client: &ClientInfo,
     ) -> Result<User> {
-        let user = self.user(user_id)?;
+        let user = self.user(user_id).await?;
         self.limited(
             self.inner
                 .limits

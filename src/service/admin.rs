@@ -74,7 +74,7 @@ impl Latchkey {
     /// # Errors
     /// [`Error::InvalidInput`] for a limit out of range or a cursor that is
     /// not base64url, [`Error::Storage`].
-    pub fn list_users(
+    pub async fn list_users(
         &self,
         query: Option<&str>,
         limit: usize,
@@ -97,10 +97,11 @@ impl Latchkey {
                     .map_err(|_| Error::InvalidInput("cursor: not base64url".into()))
             })
             .transpose()?;
-        let (users, next) =
-            self.inner
-                .store
-                .users_page(after.as_deref(), query, limit, PAGE_SCAN_BUDGET)?;
+        let (users, next) = self
+            .inner
+            .store
+            .users_page(after.as_deref(), query, limit, PAGE_SCAN_BUDGET)
+            .await?;
         let next_cursor = next.map(|email| URL_SAFE_NO_PAD.encode(email));
         Ok(UsersPage { users, next_cursor })
     }
@@ -114,7 +115,7 @@ impl Latchkey {
     /// # Errors
     /// [`Error::InvalidInput`] for a cursor that is not base64url,
     /// [`Error::Storage`].
-    pub fn audit_page(
+    pub async fn audit_page(
         &self,
         since: UnixTime,
         user_id: Option<&str>,
@@ -131,13 +132,11 @@ impl Latchkey {
                     .map_err(|_| Error::InvalidInput("cursor: not base64url".into()))
             })
             .transpose()?;
-        let (events, next) = self.inner.store.audit_page(
-            since,
-            after.as_deref(),
-            user_id,
-            limit,
-            PAGE_SCAN_BUDGET,
-        )?;
+        let (events, next) = self
+            .inner
+            .store
+            .audit_page(since, after.as_deref(), user_id, limit, PAGE_SCAN_BUDGET)
+            .await?;
         let next_cursor = next.map(|key| URL_SAFE_NO_PAD.encode(key));
         Ok(AuditPage {
             events,
@@ -187,18 +186,22 @@ impl Latchkey {
             reason: RevokeReason::Admin,
             keep: None,
         };
-        let (user, ended) = self.inner.store.update_user(user_id, &ending, |user| {
-            if let Some(roles) = &roles {
-                user.roles = roles.clone();
-            }
-            if let Some(disabled) = change.disabled {
-                if disabled && !user.disabled {
-                    user.end_sessions();
+        let (user, ended) = self
+            .inner
+            .store
+            .update_user(user_id, &ending, |user| {
+                if let Some(roles) = &roles {
+                    user.roles = roles.clone();
                 }
-                user.disabled = disabled;
-            }
-            Ok(())
-        })?;
+                if let Some(disabled) = change.disabled {
+                    if disabled && !user.disabled {
+                        user.end_sessions();
+                    }
+                    user.disabled = disabled;
+                }
+                Ok(())
+            })
+            .await?;
         self.inner.metrics.sessions_ended(ended);
         let mut details = vec![format!("by={admin_id}")];
         if let Some(roles) = &roles {
@@ -234,11 +237,12 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::InvalidInput`], [`Error::UserNotFound`], [`Error::Storage`].
-    pub fn user_by_email(&self, email: &str) -> Result<User> {
+    pub async fn user_by_email(&self, email: &str) -> Result<User> {
         let email = Email::parse(email)?;
         self.inner
             .store
-            .user_by_email(email.as_str())?
+            .user_by_email(email.as_str())
+            .await?
             .ok_or(Error::UserNotFound)
     }
 }

@@ -142,22 +142,26 @@ impl Latchkey {
     /// when a confirmed one exists, [`Error::UserNotFound`],
     /// [`Error::Storage`].
     pub async fn set_up_totp(&self, user_id: &str, session_id: &str) -> Result<TotpSetup> {
-        self.recent_sign_in(user_id, session_id)?;
+        self.recent_sign_in(user_id, session_id).await?;
         let key = TotpKey::generate();
         let now = self.now();
         let sealed = self.inner.sealer.seal(key.as_bytes(), user_id);
-        let (user, ()) = self.inner.store.change_factors(user_id, |_, factors| {
-            if factors.totp_confirmed() {
-                return Err(Error::MfaAlreadyEnabled);
-            }
-            factors.totp = Some(TotpFactor {
-                sealed_key: sealed.clone(),
-                created_at: now,
-                confirmed_at: None,
-                last_step: 0,
-            });
-            Ok(((), None))
-        })?;
+        let (user, ()) = self
+            .inner
+            .store
+            .change_factors(user_id, |_, factors| {
+                if factors.totp_confirmed() {
+                    return Err(Error::MfaAlreadyEnabled);
+                }
+                factors.totp = Some(TotpFactor {
+                    sealed_key: sealed.clone(),
+                    created_at: now,
+                    confirmed_at: None,
+                    last_step: 0,
+                });
+                Ok(((), None))
+            })
+            .await?;
         self.inner.store.durable().await?;
         let uri = key.otpauth_uri(&self.totp_issuer(), &user.email)?;
         Ok(TotpSetup {
@@ -185,23 +189,29 @@ impl Latchkey {
         let now = self.now();
         let codes = mfa::new_recovery_codes();
         let sealer = &self.inner.sealer;
-        let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
-            match &factors.totp {
-                None => return Err(Error::MfaNotEnabled),
-                Some(totp) if totp.confirmed_at.is_some() => return Err(Error::MfaAlreadyEnabled),
-                Some(_) => {}
-            }
-            // Only the pending key counts here, not a recovery code.
-            factors.recovery_codes.clear();
-            if check_code(factors, &user.id, sealer, code, now)? != CodeCheck::Totp {
-                return Err(Error::MfaCodeInvalid);
-            }
-            if let Some(totp) = factors.totp.as_mut() {
-                totp.confirmed_at = Some(now);
-            }
-            factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
-            Ok(((), Some(notice(user, FactorChange::TotpOn, now))))
-        })?;
+        let (user, ()) = self
+            .inner
+            .store
+            .change_factors(user_id, |user, factors| {
+                match &factors.totp {
+                    None => return Err(Error::MfaNotEnabled),
+                    Some(totp) if totp.confirmed_at.is_some() => {
+                        return Err(Error::MfaAlreadyEnabled);
+                    }
+                    Some(_) => {}
+                }
+                // Only the pending key counts here, not a recovery code.
+                factors.recovery_codes.clear();
+                if check_code(factors, &user.id, sealer, code, now)? != CodeCheck::Totp {
+                    return Err(Error::MfaCodeInvalid);
+                }
+                if let Some(totp) = factors.totp.as_mut() {
+                    totp.confirmed_at = Some(now);
+                }
+                factors.recovery_codes = codes.iter().map(|(_, digest)| *digest).collect();
+                Ok(((), Some(notice(user, FactorChange::TotpOn, now))))
+            })
+            .await?;
         self.factor_changed(&user, AuditKind::TotpEnabled, None, &client)
             .await?;
         Ok(codes.into_iter().map(|(code, _)| code).collect())
@@ -268,18 +278,22 @@ impl Latchkey {
         self.holder_attempt(user_id, client).await?;
         let now = self.now();
         let sealer = &self.inner.sealer;
-        let (user, proven) = self.inner.store.change_factors(user_id, |user, factors| {
-            if !(change.has_factor)(factors) {
-                return Err(Error::MfaNotEnabled);
-            }
-            let proof = prove(factors, user, sealer, code, now)?;
-            if proof.check == CodeCheck::Wrong {
-                // Committed: the wrong code counts.
-                return Ok((Err(Error::MfaCodeInvalid), proof.notice));
-            }
-            (change.apply)(factors);
-            Ok((Ok(()), Some(notice(user, change.notice.clone(), now))))
-        })?;
+        let (user, proven) = self
+            .inner
+            .store
+            .change_factors(user_id, |user, factors| {
+                if !(change.has_factor)(factors) {
+                    return Err(Error::MfaNotEnabled);
+                }
+                let proof = prove(factors, user, sealer, code, now)?;
+                if proof.check == CodeCheck::Wrong {
+                    // Committed: the wrong code counts.
+                    return Ok((Err(Error::MfaCodeInvalid), proof.notice));
+                }
+                (change.apply)(factors);
+                Ok((Ok(()), Some(notice(user, change.notice.clone(), now))))
+            })
+            .await?;
         self.wake_on_failure(&proven);
         proven?;
         self.factor_changed(&user, change.audit, None, client).await
@@ -302,13 +316,17 @@ impl Latchkey {
         client: ClientInfo,
     ) -> Result<MfaSummary> {
         let now = self.now();
-        let (user, removed) = self.inner.store.change_factors(user_id, |user, factors| {
-            let removed = factors.summary();
-            let had_any = *factors != Factors::default();
-            *factors = Factors::default();
-            let notice = had_any.then(|| notice(user, FactorChange::Reset, now));
-            Ok((removed, notice))
-        })?;
+        let (user, removed) = self
+            .inner
+            .store
+            .change_factors(user_id, |user, factors| {
+                let removed = factors.summary();
+                let had_any = *factors != Factors::default();
+                *factors = Factors::default();
+                let notice = had_any.then(|| notice(user, FactorChange::Reset, now));
+                Ok((removed, notice))
+            })
+            .await?;
         if removed == MfaSummary::default() {
             return Ok(removed);
         }
@@ -328,8 +346,8 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn factor_details(&self, user: &User) -> Result<FactorDetails> {
-        let factors = self.inner.store.factors(&user.id)?;
+    pub async fn factor_details(&self, user: &User) -> Result<FactorDetails> {
+        let factors = self.inner.store.factors(&user.id).await?;
         Ok(FactorDetails {
             totp: factors.totp_confirmed(),
             recovery_codes_left: factors.recovery_codes.len(),

@@ -242,7 +242,8 @@ impl Latchkey {
     ) -> Result<TokenPair> {
         let email = Email::parse(email)?;
         let password = Password::presented(password)?;
-        let devices = self.inner.tokens.devices();
+        let tokens = self.tokens();
+        let devices = tokens.devices();
         let device =
             device_token.and_then(|token| devices.verify(token, email.as_str(), self.now()));
         let attempt = match &device {
@@ -251,7 +252,7 @@ impl Latchkey {
         };
         self.limited(self.inner.limits.login(client.ip, attempt), None, &client)
             .await?;
-        let found = self.inner.store.user_by_email(email.as_str())?;
+        let found = self.inner.store.user_by_email(email.as_str()).await?;
         let stored_hash = found.as_ref().map(|user| user.password_hash.as_str());
         // The owner's known devices go before strangers in the hash queue.
         let lane = match device {
@@ -292,12 +293,15 @@ impl Latchkey {
                     reason: RevokeReason::Admin,
                     keep: None,
                 };
-                self.inner.store.update_user(&user.id, &ending, |stored| {
-                    if stored.password_hash == user.password_hash {
-                        stored.password_hash = hash.clone();
-                    }
-                    Ok(())
-                })?;
+                self.inner
+                    .store
+                    .update_user(&user.id, &ending, |stored| {
+                        if stored.password_hash == user.password_hash {
+                            stored.password_hash = hash.clone();
+                        }
+                        Ok(())
+                    })
+                    .await?;
             }
             return Err(self
                 .ask_second_factor(&user, device.as_deref(), &client)
@@ -335,8 +339,7 @@ impl Latchkey {
         let session_id = new_id();
         let session_ends = now.saturating_add(self.inner.config.session_max_age.as_secs());
         let refresh = self
-            .inner
-            .tokens
+            .tokens()
             .issue_refresh(&user.id, &session_id, now, session_ends)?;
         let new = NewSession {
             id: &session_id,
@@ -347,7 +350,7 @@ impl Latchkey {
             jti: &refresh.jti,
             amr,
         };
-        let user = match self.inner.store.start_session(&user.id, &new, admit) {
+        let user = match self.inner.store.start_session(&user.id, &new, admit).await {
             Ok(user) => user,
             Err(error @ (Error::InvalidCredentials | Error::AccountDisabled)) => {
                 // The account changed while the login was under way.
@@ -397,7 +400,7 @@ impl Latchkey {
             created_at: now,
             expires_at: now.saturating_add(SECOND_FACTOR_SECONDS),
         };
-        let factors = self.inner.store.factors(&user.id)?;
+        let factors = self.inner.store.factors(&user.id).await?;
         if factors.locked(user) {
             return self
                 .refuse_login(
@@ -409,7 +412,7 @@ impl Latchkey {
                 )
                 .await;
         }
-        self.inner.store.put_challenge(&digest, &challenge)?;
+        self.inner.store.put_challenge(&digest, &challenge).await?;
         let mut methods = vec!["totp"];
         if !factors.recovery_codes.is_empty() {
             methods.push("recovery_code");
@@ -458,7 +461,7 @@ impl Latchkey {
         let digest = TokenDigest::of(mfa_token);
         let now = self.now();
         let store = &self.inner.store;
-        let Some(challenge) = store.challenge(&digest)? else {
+        let Some(challenge) = store.challenge(&digest).await? else {
             // Guessing tokens costs a stranger the per-IP login budget.
             self.limited(self.inner.limits.passkey(client.ip), None, &client)
                 .await?;
@@ -469,7 +472,7 @@ impl Latchkey {
         else {
             return Err(Error::MfaTokenInvalid);
         };
-        let Some(user) = store.user(user_id)? else {
+        let Some(user) = store.user(user_id).await? else {
             return Err(Error::MfaTokenInvalid);
         };
         let attempt = match device {
@@ -479,9 +482,11 @@ impl Latchkey {
         self.limited(self.inner.limits.login(client.ip, attempt), None, &client)
             .await?;
         let sealer = &self.inner.sealer;
-        let settled = store.settle_challenge(&digest, user_id, |challenge, user, factors| {
-            judge_second_step(challenge, user, factors, sealer, code, now)
-        });
+        let settled = store
+            .settle_challenge(&digest, user_id, |challenge, user, factors| {
+                judge_second_step(challenge, user, factors, sealer, code, now)
+            })
+            .await;
         self.wake_on_failure(&settled);
         let passed = match settled {
             Ok((_, passed)) => passed,
@@ -543,7 +548,7 @@ impl Latchkey {
                 Error::InvalidCredentials => Error::MfaTokenInvalid,
                 other => other,
             })?;
-        pair.device_token = Some(self.inner.tokens.devices().issue(&user.email, now));
+        pair.device_token = Some(self.tokens().devices().issue(&user.email, now));
         Ok(pair)
     }
 
@@ -904,7 +909,7 @@ mod tests {
             hash_concurrency: Some(1),
             ..Config::with_data_dir(dir.path())
         };
-        let core = Latchkey::open(config).expect("core");
+        let core = Latchkey::open(config).await.expect("core");
         let user = core
             .create_user(
                 "alice",
@@ -927,12 +932,13 @@ mod tests {
                 stored.password_hash = weak.clone();
                 Ok(())
             })
+            .await
             .expect("downgraded");
         for _ in 0..2 {
             core.login("alice@example.com", PASSWORD, None, Default::default())
                 .await
                 .expect("login");
-            let stored = core.user(&user.id).expect("user").password_hash;
+            let stored = core.user(&user.id).await.expect("user").password_hash;
             assert!(
                 stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
                 "{stored}"
@@ -956,6 +962,7 @@ mod tests {
                 });
                 Ok(((), None))
             })
+            .await
             .expect("totp on");
         core.inner
             .store
@@ -963,12 +970,13 @@ mod tests {
                 stored.password_hash = weak.clone();
                 Ok(())
             })
+            .await
             .expect("downgraded");
         let asked = core
             .login("alice@example.com", PASSWORD, None, Default::default())
             .await;
         assert!(matches!(asked, Err(Error::MfaRequired { .. })), "{asked:?}");
-        let stored = core.user(&user.id).expect("user").password_hash;
+        let stored = core.user(&user.id).await.expect("user").password_hash;
         assert!(
             stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{stored}"

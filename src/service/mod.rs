@@ -14,9 +14,11 @@ mod accounts;
 mod admin;
 mod factors;
 mod login;
+mod moving;
 mod passkeys;
 mod recovery;
 mod rotation;
+mod vault;
 
 use std::sync::Arc;
 
@@ -35,11 +37,14 @@ use crate::secrets;
 use crate::storage::Store;
 use crate::tokens::keys::{KeyRing, SigningKeyInfo};
 use crate::tokens::{AccessClaims, AccessSigner, IssuedRefresh, PublicJwk, Tokens, new_id};
+use vault::{Keys, Vault};
 
 pub use admin::{AuditPage, MAX_PAGE, UserChange, UsersPage};
 pub use factors::{FactorDetails, TotpSetup};
+pub use moving::Imported;
 pub use passkeys::Ceremony;
 
+pub(crate) use crate::storage::{Leader, Role};
 pub(crate) use recovery::OUTBOX_BATCH;
 pub use recovery::{CONFIRM_EMAIL_PAGE, RESET_PAGE, VERIFY_PAGE};
 
@@ -125,11 +130,23 @@ pub struct Latchkey {
     inner: Arc<Inner>,
 }
 
+/// What [`Latchkey::assemble`] puts together besides the settings.
+struct Parts {
+    vault: Vault,
+    tokens: Tokens,
+    /// The signing material (`None` offline).
+    keys: Option<Keys>,
+    sealer: secrets::Sealer,
+}
+
 struct Inner {
     config: Config,
     clock: Clock,
     store: Store,
-    tokens: Tokens,
+    vault: Vault,
+    /// Swapped when another node rotates the key ring (PostgreSQL).
+    tokens: std::sync::RwLock<Arc<Tokens>>,
+    keys: std::sync::Mutex<Option<Keys>>,
     passwords: Passwords,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -157,21 +174,21 @@ impl Latchkey {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> latchkey::Result<()> {
-    /// let core = latchkey::Latchkey::open(latchkey::Config::with_data_dir("/var/lib/latchkey"))?;
+    /// let core = latchkey::Latchkey::open(latchkey::Config::with_data_dir("/var/lib/latchkey")).await?;
     /// let user = core
     ///     .register("alice", "alice@example.com", "correct horse battery", Default::default())
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn open(config: Config) -> Result<Latchkey> {
-        Latchkey::open_with_clock(config, Clock::system())
+    pub async fn open(config: Config) -> Result<Latchkey> {
+        Latchkey::open_with_clock(config, Clock::system()).await
     }
 
     /// Like [`Latchkey::open`] with an injected clock (tests mint tokens in the past).
     ///
     /// # Errors
     /// As [`Latchkey::open`].
-    pub fn open_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
+    pub async fn open_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
         config.validate()?;
         // Before anything is created: a bad --mail-from or SMTP_URL stops
         // startup with the data directory untouched.
@@ -179,16 +196,29 @@ impl Latchkey {
         let passkeys = crate::passkeys::Passkeys::new(&config)?;
         // The store first: its lock keeps a second instance from racing us to
         // create the secret files.
-        let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
-        let access = AccessSigner::load(&config, clock.now())?;
-        let refresh_secret = secrets::load_or_create(
-            &config.data_dir,
-            REFRESH_SECRET_FILE,
-            "REFRESH_TOKEN_SECRET",
-            config.refresh_secret.as_ref(),
-        )?;
-        let tokens = Tokens::new(&access, &refresh_secret, &config)?;
-        Latchkey::assemble(config, clock, store, tokens, (mailer, passkeys), false)
+        let vault = Vault::open(&config).await?;
+        let now = clock.now();
+        let (keys, sealer) = vault
+            .with_secrets(|home| {
+                let access = AccessSigner::load(&config, home, now)?;
+                let refresh_secret = secrets::load_or_create(
+                    home,
+                    REFRESH_SECRET_FILE,
+                    "REFRESH_TOKEN_SECRET",
+                    config.refresh_secret.as_ref(),
+                )?;
+                let keys = Keys::new(access, refresh_secret, home)?;
+                Ok((keys, secrets::Sealer::open(home)?))
+            })
+            .await?;
+        let tokens = keys.tokens(&config)?;
+        let parts = Parts {
+            vault,
+            tokens,
+            keys: Some(keys),
+            sealer,
+        };
+        Latchkey::assemble(config, clock, parts, (mailer, passkeys), false)
     }
 
     /// Opens the data directory for offline work (the command line's user,
@@ -198,33 +228,45 @@ impl Latchkey {
     ///
     /// # Errors
     /// As [`Latchkey::open`].
-    pub fn open_offline(config: Config) -> Result<Latchkey> {
-        Latchkey::open_offline_with_clock(config, Clock::system())
+    pub async fn open_offline(config: Config) -> Result<Latchkey> {
+        Latchkey::open_offline_with_clock(config, Clock::system()).await
     }
 
     /// Like [`Latchkey::open_offline`] with an injected clock.
     ///
     /// # Errors
     /// As [`Latchkey::open`].
-    pub fn open_offline_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
+    pub async fn open_offline_with_clock(config: Config, clock: Clock) -> Result<Latchkey> {
         config.validate()?;
         let mailer = Mailer::new(&config)?;
         let passkeys = crate::passkeys::Passkeys::new(&config)?;
-        let store = Store::open(&config.data_dir, config.db_cache_bytes())?;
+        let vault = Vault::open(&config).await?;
         let throwaway = || Secret::new(new_id() + &new_id());
         let tokens = Tokens::new(&AccessSigner::Secret(throwaway()), &throwaway(), &config)?;
-        Latchkey::assemble(config, clock, store, tokens, (mailer, passkeys), true)
+        let sealer = vault.with_secrets(secrets::Sealer::open).await?;
+        let parts = Parts {
+            vault,
+            tokens,
+            keys: None,
+            sealer,
+        };
+        Latchkey::assemble(config, clock, parts, (mailer, passkeys), true)
     }
 
     fn assemble(
         config: Config,
         clock: Clock,
-        store: Store,
-        tokens: Tokens,
+        parts: Parts,
         (mailer, passkeys): (Mailer, crate::passkeys::Passkeys),
         offline: bool,
     ) -> Result<Latchkey> {
-        let sealer = secrets::Sealer::open(&config.data_dir)?;
+        let Parts {
+            vault,
+            tokens,
+            keys,
+            sealer,
+        } = parts;
+        let store = vault.store.clone();
         let passwords = Passwords::new(HashQueue {
             concurrency: config
                 .hash_concurrency
@@ -243,7 +285,9 @@ impl Latchkey {
                 config,
                 clock,
                 store,
-                tokens,
+                vault,
+                tokens: std::sync::RwLock::new(Arc::new(tokens)),
+                keys: std::sync::Mutex::new(keys),
                 passwords,
                 limits,
                 metrics,
@@ -275,17 +319,80 @@ impl Latchkey {
     /// The public keys that verify access tokens now, for the JWKS (none
     /// with HS256).
     pub fn public_keys(&self) -> Vec<PublicJwk> {
-        self.inner.tokens.public_keys(self.now())
+        self.tokens().public_keys(self.now())
     }
 
     /// Access-token lifetime in seconds.
     pub fn access_ttl(&self) -> u64 {
-        self.inner.tokens.access_ttl()
+        self.tokens().access_ttl()
     }
 
     /// Refresh-token lifetime in seconds.
     pub fn refresh_ttl(&self) -> u64 {
-        self.inner.tokens.refresh_ttl()
+        self.tokens().refresh_ttl()
+    }
+
+    /// The tokens signed and verified now.
+    fn tokens(&self) -> Arc<Tokens> {
+        Arc::clone(
+            &self
+                .inner
+                .tokens
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Which store this core runs on: `sled` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.store.kind()
+    }
+
+    /// Takes the lead of `role` (one node at a time with PostgreSQL; always
+    /// with sled).
+    pub(crate) async fn lead(&self, role: Role) -> Result<Option<Leader>> {
+        self.inner.store.lead(role).await
+    }
+
+    /// Takes up a signing-key ring rotated by another node (PostgreSQL,
+    /// where the ring is shared); the background tasks call it every few
+    /// seconds. Returns whether the keys changed.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], or [`Error::Config`] for an unreadable ring.
+    pub async fn reload_keys(&self) -> Result<bool> {
+        if !self.inner.vault.shares_secrets() || self.inner.offline {
+            return Ok(false);
+        }
+        let config = &self.inner.config;
+        let fresh = self
+            .inner
+            .vault
+            .with_secrets(|home| {
+                let mut keys = self
+                    .inner
+                    .keys
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let Some(keys) = keys.as_mut() else {
+                    return Ok(None);
+                };
+                match keys.reload(home)? {
+                    true => keys.tokens(config).map(Some),
+                    false => Ok(None),
+                }
+            })
+            .await?;
+        let Some(tokens) = fresh else {
+            return Ok(false);
+        };
+        *self
+            .inner
+            .tokens
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(tokens);
+        tracing::info!("signing keys reloaded: the key ring was rotated");
+        Ok(true)
     }
 
     fn now(&self) -> UnixTime {
@@ -363,10 +470,10 @@ impl Latchkey {
         password::check_policy(&password, username.as_str(), email.as_str())?;
         let store = &self.inner.store;
         // Cheap checks before the expensive hash; the transaction re-checks.
-        if store.email_taken(email.as_str())? {
+        if store.email_taken(email.as_str()).await? {
             return Err(Error::UserExists);
         }
-        if store.username_taken(&username.key())? {
+        if store.username_taken(&username.key()).await? {
             return Err(Error::UsernameTaken);
         }
         let password_hash = self.inner.passwords.hash(&password, Lane::Stranger).await?;
@@ -379,7 +486,7 @@ impl Latchkey {
             self.now(),
         );
         user.email_verified = verified;
-        store.insert_user(&user)?;
+        store.insert_user(&user).await?;
         let event = self.event(AuditKind::Register, &client).user(&user.id);
         // A registration's verification mail follows, and its flush makes
         // both durable at once: one wait for the disk, not two.
@@ -400,15 +507,15 @@ impl Latchkey {
     /// # Errors
     /// [`Error::MissingToken`] for an empty token, [`Error::TokenExpired`],
     /// [`Error::InvalidToken`], [`Error::SessionRevoked`], [`Error::Storage`].
-    pub fn authenticate(&self, access_token: &str) -> Result<Authenticated> {
+    pub async fn authenticate(&self, access_token: &str) -> Result<Authenticated> {
         if access_token.is_empty() {
             return Err(Error::MissingToken);
         }
         let now = self.now();
-        let claims = self.inner.tokens.verify_access(access_token, now)?;
+        let claims = self.tokens().verify_access(access_token, now)?;
         let store = &self.inner.store;
-        let session = store.session(&claims.sid)?;
-        let user = store.user(&claims.sub)?;
+        let session = store.session(&claims.sid).await?;
+        let user = store.user(&claims.sub).await?;
         match (session, user) {
             (Some(session), Some(user)) if session.is_live_for(&user, now) => {
                 Ok(Authenticated { claims, user })
@@ -421,28 +528,29 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::UserNotFound`], [`Error::Storage`].
-    pub fn user(&self, id: &str) -> Result<User> {
-        self.inner.store.user(id)?.ok_or(Error::UserNotFound)
+    pub async fn user(&self, id: &str) -> Result<User> {
+        self.inner.store.user(id).await?.ok_or(Error::UserNotFound)
     }
 
     /// The stored record of a refresh token, looked up by the token itself.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn refresh_record(&self, refresh_token: &str) -> Result<Option<RefreshRecord>> {
+    pub async fn refresh_record(&self, refresh_token: &str) -> Result<Option<RefreshRecord>> {
         self.inner
             .store
             .refresh_record(&TokenDigest::of(refresh_token))
+            .await
     }
 
     /// How many refresh records (live, revoked or expired-but-unswept) are stored.
-    pub fn refresh_record_count(&self) -> usize {
-        self.inner.store.refresh_record_count()
+    pub async fn refresh_record_count(&self) -> usize {
+        self.inner.store.refresh_record_count().await
     }
 
     /// How many sessions (live, revoked or expired-but-unswept) are stored.
-    pub fn session_count(&self) -> usize {
-        self.inner.store.session_count()
+    pub async fn session_count(&self) -> usize {
+        self.inner.store.session_count().await
     }
 
     /// Counts the live sessions (neither revoked nor expired) for the
@@ -453,8 +561,8 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn count_live_sessions(&self) -> Result<usize> {
-        let live = self.inner.store.live_session_count(self.now())?;
+    pub async fn count_live_sessions(&self) -> Result<usize> {
+        let live = self.inner.store.live_session_count(self.now()).await?;
         self.inner.metrics.set_live_sessions(live);
         Ok(live)
     }
@@ -462,10 +570,10 @@ impl Latchkey {
     /// Every metric in the Prometheus (OpenMetrics) text format, as
     /// `GET /metrics` serves it: for an embedding app that serves them
     /// elsewhere.
-    pub fn metrics_text(&self) -> String {
+    pub async fn metrics_text(&self) -> String {
         let metrics = &self.inner.metrics;
         metrics.set_hash_waiting(self.inner.passwords.waiting());
-        metrics.set_outbox_depth(self.inner.store.outbox_len());
+        metrics.set_outbox_depth(self.inner.store.outbox_len().await);
         metrics.encode()
     }
 
@@ -477,22 +585,23 @@ impl Latchkey {
     /// Deletes every expired refresh record and session, and every audit
     /// event older than the retention, in small transactions with a short
     /// pause between them, so that requests keep their latency while a large
-    /// backlog goes. Blocking: call it from a blocking context (the sweeper does).
+    /// backlog goes.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn sweep_expired(&self) -> Result<Swept> {
+    pub async fn sweep_expired(&self) -> Result<Swept> {
         let now = self.now();
         let store = &self.inner.store;
         let audit_cutoff = now.saturating_sub(self.inner.config.audit_retention.as_secs());
         let swept = Swept {
-            refresh_tokens: drain(|| store.sweep_expired_refresh(now, SWEEP_BATCH))?,
-            sessions: drain(|| store.sweep_expired_sessions(now, SWEEP_BATCH))?,
-            audit_events: drain(|| store.sweep_audit(audit_cutoff, SWEEP_BATCH))?,
-            mail_tokens: drain(|| store.sweep_mail_tokens(now, SWEEP_BATCH))?,
+            refresh_tokens: drain(|| store.sweep_expired_refresh(now, SWEEP_BATCH)).await?,
+            sessions: drain(|| store.sweep_expired_sessions(now, SWEEP_BATCH)).await?,
+            audit_events: drain(|| store.sweep_audit(audit_cutoff, SWEEP_BATCH)).await?,
+            mail_tokens: drain(|| store.sweep_mail_tokens(now, SWEEP_BATCH)).await?,
             failed_mails: store
-                .sweep_failed_mail(now.saturating_sub(recovery::FAILED_MAIL_RETENTION.as_secs()))?,
-            challenges: drain(|| store.sweep_challenges(now, SWEEP_BATCH))?,
+                .sweep_failed_mail(now.saturating_sub(recovery::FAILED_MAIL_RETENTION.as_secs()))
+                .await?,
+            challenges: drain(|| store.sweep_challenges(now, SWEEP_BATCH)).await?,
         };
         self.inner.metrics.swept(SweptCounts {
             refresh_tokens: swept.refresh_tokens,
@@ -507,7 +616,7 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn audit_events(
+    pub async fn audit_events(
         &self,
         since: UnixTime,
         user_id: Option<&str>,
@@ -516,56 +625,68 @@ impl Latchkey {
         let (events, _) = self
             .inner
             .store
-            .audit_page(since, None, user_id, limit, usize::MAX)?;
+            .audit_page(since, None, user_id, limit, usize::MAX)
+            .await?;
         Ok(events)
     }
 
-    /// The access-token signing keys kept in the data directory, newest
-    /// first: the active one, then retired ones still published.
+    /// The access-token signing keys kept in the data directory (or the
+    /// database), newest first: the active one, then retired ones still
+    /// published.
     ///
     /// # Errors
-    /// [`Error::Config`] when the data directory has no key ring (latchkey
-    /// signs with HS256 there, or has never served from it) or the key file
-    /// is unusable.
-    pub fn signing_keys(&self) -> Result<Vec<SigningKeyInfo>> {
-        let ring = self.key_ring()?;
+    /// [`Error::Config`] when there is no key ring (latchkey signs with
+    /// HS256 there, or has never served from it) or it is unusable.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyInfo>> {
+        let ring = self
+            .inner
+            .vault
+            .with_secrets(|home| self.key_ring(home))
+            .await?;
         Ok(ring.keys.iter().rev().map(SigningKeyInfo::from).collect())
     }
 
     /// Makes a new signing key active in the data directory, of `alg` or, by
     /// default, of the active key's algorithm. The retired key stays
-    /// published and valid until the access tokens it signed expire. A
-    /// running server picks the new key up at its next start, so rotate
-    /// with an offline core (`latchkey keys rotate`).
+    /// published and valid until the access tokens it signed expire. On
+    /// sled, a running server picks the new key up at its next start, so
+    /// rotate with an offline core (`latchkey keys rotate`); on PostgreSQL,
+    /// every node takes it up within seconds ([`Latchkey::reload_keys`]).
     ///
     /// # Errors
-    /// As [`Latchkey::signing_keys`], [`Error::Storage`] when the key file
+    /// As [`Latchkey::signing_keys`], [`Error::Storage`] when the ring
     /// cannot be written.
-    pub fn rotate_signing_key(&self, alg: Option<SigningAlg>) -> Result<RotatedKey> {
-        let data_dir = &self.inner.config.data_dir;
-        let mut ring = self.key_ring()?;
-        let retired = ring.active().map(SigningKeyInfo::from);
-        let alg = alg
-            .or(retired.as_ref().map(|key| key.alg))
-            .ok_or_else(|| Error::Config("the key ring has no active key".into()))?;
-        let active = SigningKeyInfo::from(ring.rotate(alg, self.now())?);
-        ring.save(data_dir)?;
-        Ok(RotatedKey { active, retired })
+    pub async fn rotate_signing_key(&self, alg: Option<SigningAlg>) -> Result<RotatedKey> {
+        let now = self.now();
+        self.inner
+            .vault
+            .with_secrets(|home| {
+                let mut ring = self.key_ring(home)?;
+                let retired = ring.active().map(SigningKeyInfo::from);
+                let alg = alg
+                    .or(retired.as_ref().map(|key| key.alg))
+                    .ok_or_else(|| Error::Config("the key ring has no active key".into()))?;
+                let active = SigningKeyInfo::from(ring.rotate(alg, now)?);
+                ring.save(home)?;
+                Ok(RotatedKey { active, retired })
+            })
+            .await
     }
 
-    fn key_ring(&self) -> Result<KeyRing> {
-        let data_dir = &self.inner.config.data_dir;
-        KeyRing::load(data_dir)?.ok_or_else(|| {
+    fn key_ring(&self, home: &secrets::SecretHome) -> Result<KeyRing> {
+        let place = match self.inner.vault.shares_secrets() {
+            true => "the database".to_owned(),
+            false => self.inner.config.data_dir.display().to_string(),
+        };
+        KeyRing::load(home)?.ok_or_else(|| {
             let hs256 = self.inner.config.jwt_secret.is_some()
-                || data_dir.join(crate::tokens::ACCESS_SECRET_FILE).exists();
+                || matches!(home.read(crate::tokens::ACCESS_SECRET_FILE), Ok(Some(_)));
             Error::Config(match hs256 {
                 true => format!(
-                    "{} has no signing keys: latchkey signs with HS256 there (JWT_SECRET), which has no key pair to rotate",
-                    data_dir.display()
+                    "{place} has no signing keys: latchkey signs with HS256 there (JWT_SECRET), which has no key pair to rotate"
                 ),
                 false => format!(
-                    "{} has no signing keys yet: latchkey makes its first key pair when it first serves",
-                    data_dir.display()
+                    "{place} has no signing keys yet: latchkey makes its first key pair when it first serves"
                 ),
             })
         })
@@ -576,13 +697,13 @@ impl Latchkey {
     ///
     /// # Errors
     /// The reason, in a sentence: [`Error::Storage`] or [`Error::Config`].
-    pub fn ready(&self) -> Result<()> {
+    pub async fn ready(&self) -> Result<()> {
         if self.inner.offline {
             return Err(Error::Config(
                 "opened offline: no signing keys are loaded".into(),
             ));
         }
-        self.inner.store.ready()
+        self.inner.store.ready().await
     }
 
     /// Fills the store with `count` sessions of `user_id`, each with one
@@ -594,7 +715,12 @@ impl Latchkey {
     /// [`Error::UserNotFound`], [`Error::Storage`].
     #[cfg(feature = "bench")]
     #[doc(hidden)]
-    pub fn seed_sessions(&self, user_id: &str, count: usize, expires_at: UnixTime) -> Result<()> {
+    pub async fn seed_sessions(
+        &self,
+        user_id: &str,
+        count: usize,
+        expires_at: UnixTime,
+    ) -> Result<()> {
         const BATCH: usize = 2_000;
         let now = self.now();
         let client = ClientInfo::default();
@@ -616,7 +742,7 @@ impl Latchkey {
                     amr: &[],
                 })
                 .collect();
-            self.inner.store.seed_sessions(user_id, &batch)?;
+            self.inner.store.seed_sessions(user_id, &batch).await?;
             left -= size;
         }
         self.flush()
@@ -638,7 +764,7 @@ impl Latchkey {
     /// Appends `event` to the audit log; with [`Durability::Wait`], returns
     /// once it and every write made before it are on disk.
     async fn record(&self, event: AuditEvent, durability: Durability) -> Result<()> {
-        self.inner.store.append_audit(&event)?;
+        self.inner.store.append_audit(&event).await?;
         if durability == Durability::Wait {
             self.inner.store.durable().await?;
         }
@@ -684,7 +810,7 @@ impl Latchkey {
         refresh: &IssuedRefresh,
         now: UnixTime,
     ) -> Result<TokenPair> {
-        let access = self.inner.tokens.issue_access(user, session_id, amr, now)?;
+        let access = self.tokens().issue_access(user, session_id, amr, now)?;
         Ok(TokenPair {
             access_token: access.token,
             expires_in: access.expires_in,
@@ -701,14 +827,17 @@ impl Latchkey {
 /// cores with the requests instead of taking its turn whole. (Not a
 /// low-priority thread: preempted inside a commit, it would stall every
 /// request waiting to read.)
-fn drain(mut batch: impl FnMut() -> Result<usize>) -> Result<usize> {
+async fn drain<F>(mut batch: impl FnMut() -> F) -> Result<usize>
+where
+    F: Future<Output = Result<usize>>,
+{
     let mut total = 0;
     loop {
-        let removed = batch()?;
+        let removed = batch().await?;
         total += removed;
         if removed < SWEEP_BATCH {
             return Ok(total);
         }
-        std::thread::sleep(SWEEP_PAUSE);
+        tokio::time::sleep(SWEEP_PAUSE).await;
     }
 }

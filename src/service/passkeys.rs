@@ -57,12 +57,17 @@ impl Latchkey {
         name: Option<&str>,
         client: ClientInfo,
     ) -> Result<Ceremony> {
-        self.recent_sign_in(user_id, session_id)?;
+        self.recent_sign_in(user_id, session_id).await?;
         // Each start stores a challenge: the per-IP login limit bounds them.
         self.limited(self.inner.limits.passkey(client.ip), Some(user_id), &client)
             .await?;
-        let user = self.inner.store.user(user_id)?.ok_or(Error::UserNotFound)?;
-        let factors = self.inner.store.factors(user_id)?;
+        let user = self
+            .inner
+            .store
+            .user(user_id)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        let factors = self.inner.store.factors(user_id).await?;
         if factors.passkeys.len() >= MAX_PASSKEYS {
             return Err(Error::PasskeyLimitReached);
         }
@@ -100,56 +105,57 @@ impl Latchkey {
         let now = self.now();
         let passkeys = &self.inner.passkeys;
         let digest = TokenDigest::of(challenge_id);
-        let (user, record) =
-            self.inner
-                .store
-                .settle_challenge(&digest, user_id, |challenge, user, factors| {
-                    let used_up = |error| Judged {
-                        settle: Settle::Remove,
-                        answer: Err(error),
+        let (user, record) = self
+            .inner
+            .store
+            .settle_challenge(&digest, user_id, |challenge, user, factors| {
+                let used_up = |error| Judged {
+                    settle: Settle::Remove,
+                    answer: Err(error),
+                    notice: None,
+                };
+                let invalid = |why: &str| Error::PasskeyRegistrationInvalid(why.to_owned());
+                let Some(challenge) = challenge.filter(|challenge| {
+                    now < challenge.expires_at && challenge.user_id.as_deref() == Some(user_id)
+                }) else {
+                    // Someone else's challenge is left alone for its owner.
+                    let settle = match challenge {
+                        Some(challenge) if challenge.user_id.as_deref() != Some(user_id) => {
+                            Settle::Keep(challenge.clone())
+                        }
+                        _ => Settle::Remove,
+                    };
+                    return Judged {
+                        settle,
+                        answer: Err(invalid("unknown, used or expired challengeId")),
                         notice: None,
                     };
-                    let invalid = |why: &str| Error::PasskeyRegistrationInvalid(why.to_owned());
-                    let Some(challenge) = challenge.filter(|challenge| {
-                        now < challenge.expires_at && challenge.user_id.as_deref() == Some(user_id)
-                    }) else {
-                        // Someone else's challenge is left alone for its owner.
-                        let settle = match challenge {
-                            Some(challenge) if challenge.user_id.as_deref() != Some(user_id) => {
-                                Settle::Keep(challenge.clone())
-                            }
-                            _ => Settle::Remove,
-                        };
-                        return Judged {
-                            settle,
-                            answer: Err(invalid("unknown, used or expired challengeId")),
-                            notice: None,
-                        };
-                    };
-                    let ChallengeKind::PasskeyRegistration { state, name } = &challenge.kind else {
-                        return used_up(invalid("challengeId is not a registration's"));
-                    };
-                    let Some(user) = user else {
-                        return used_up(Error::UserNotFound);
-                    };
-                    if factors.passkeys.len() >= MAX_PASSKEYS {
-                        return used_up(Error::PasskeyLimitReached);
-                    }
-                    let record = match passkeys.finish_registration(response, state, name, now) {
-                        Ok(record) => record,
-                        Err(error) => return used_up(error),
-                    };
-                    if factors.passkeys.iter().any(|known| known.id == record.id) {
-                        return used_up(invalid("this passkey is already registered"));
-                    }
-                    factors.passkeys.push(record.clone());
-                    let added = notice(user, FactorChange::PasskeyAdded(record.name.clone()), now);
-                    Judged {
-                        settle: Settle::Remove,
-                        answer: Ok(record),
-                        notice: Some(added),
-                    }
-                })?;
+                };
+                let ChallengeKind::PasskeyRegistration { state, name } = &challenge.kind else {
+                    return used_up(invalid("challengeId is not a registration's"));
+                };
+                let Some(user) = user else {
+                    return used_up(Error::UserNotFound);
+                };
+                if factors.passkeys.len() >= MAX_PASSKEYS {
+                    return used_up(Error::PasskeyLimitReached);
+                }
+                let record = match passkeys.finish_registration(response, state, name, now) {
+                    Ok(record) => record,
+                    Err(error) => return used_up(error),
+                };
+                if factors.passkeys.iter().any(|known| known.id == record.id) {
+                    return used_up(invalid("this passkey is already registered"));
+                }
+                factors.passkeys.push(record.clone());
+                let added = notice(user, FactorChange::PasskeyAdded(record.name.clone()), now);
+                Judged {
+                    settle: Settle::Remove,
+                    answer: Ok(record),
+                    notice: Some(added),
+                }
+            })
+            .await?;
         let user = user.ok_or(Error::UserNotFound)?;
         self.factor_changed(
             &user,
@@ -165,8 +171,8 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>> {
-        Ok(self.inner.store.factors(user_id)?.passkeys)
+    pub async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>> {
+        Ok(self.inner.store.factors(user_id).await?.passkeys)
     }
 
     /// Removes the passkey `passkey_id` of `user_id`, whose session
@@ -182,18 +188,22 @@ impl Latchkey {
         passkey_id: &str,
         client: ClientInfo,
     ) -> Result<()> {
-        self.recent_sign_in(user_id, session_id)?;
+        self.recent_sign_in(user_id, session_id).await?;
         let now = self.now();
-        let (user, ()) = self.inner.store.change_factors(user_id, |user, factors| {
-            let at = factors
-                .passkeys
-                .iter()
-                .position(|record| record.id == passkey_id)
-                .ok_or(Error::PasskeyNotFound)?;
-            let removed = factors.passkeys.remove(at);
-            let notice = notice(user, FactorChange::PasskeyRemoved(removed.name), now);
-            Ok(((), Some(notice)))
-        })?;
+        let (user, ()) = self
+            .inner
+            .store
+            .change_factors(user_id, |user, factors| {
+                let at = factors
+                    .passkeys
+                    .iter()
+                    .position(|record| record.id == passkey_id)
+                    .ok_or(Error::PasskeyNotFound)?;
+                let removed = factors.passkeys.remove(at);
+                let notice = notice(user, FactorChange::PasskeyRemoved(removed.name), now);
+                Ok(((), Some(notice)))
+            })
+            .await?;
         self.factor_changed(
             &user,
             AuditKind::PasskeyRemoved,
@@ -224,12 +234,12 @@ impl Latchkey {
         let user = match email {
             Some(email) => {
                 let email = Email::parse(email)?;
-                self.inner.store.user_by_email(email.as_str())?
+                self.inner.store.user_by_email(email.as_str()).await?
             }
             None => None,
         };
         let allowed = match &user {
-            Some(user) => self.inner.store.factors(&user.id)?.passkeys,
+            Some(user) => self.inner.store.factors(&user.id).await?.passkeys,
             None => Vec::new(),
         };
         let (options, state) = self.inner.passkeys.start_sign_in(&allowed)?;
@@ -284,7 +294,10 @@ impl Latchkey {
         let now = self.now();
         let digest = TokenDigest::of(challenge_id);
         let store = &self.inner.store;
-        let challenge = store.challenge(&digest)?.ok_or(Error::PasskeyInvalid)?;
+        let challenge = store
+            .challenge(&digest)
+            .await?
+            .ok_or(Error::PasskeyInvalid)?;
         let assertion = self.inner.passkeys.read_assertion(response)?;
         // The account: the one the sign-in started for, else the one the
         // authenticator names; they must agree when both are there.
@@ -295,29 +308,32 @@ impl Latchkey {
             (None, None) => return Err(Error::PasskeyInvalid),
         };
         let passkeys = &self.inner.passkeys;
-        let settled = store.settle_challenge(&digest, &user_id, |challenge, user, factors| {
-            let answer = judge_sign_in(challenge, user, &assertion, now, |state, record| {
-                let at = factors
-                    .passkeys
-                    .iter()
-                    .position(|known| known.id == record)
-                    .ok_or(Error::PasskeyInvalid)?;
-                let mut updated = factors.passkeys[at].clone();
-                let signed_in = passkeys.finish_sign_in(&assertion, state, &mut updated, now)?;
-                factors.passkeys[at] = updated;
-                Ok(signed_in)
-            });
-            Judged {
-                settle: Settle::Remove,
-                answer,
-                notice: None,
-            }
-        });
+        let settled = store
+            .settle_challenge(&digest, &user_id, |challenge, user, factors| {
+                let answer = judge_sign_in(challenge, user, &assertion, now, |state, record| {
+                    let at = factors
+                        .passkeys
+                        .iter()
+                        .position(|known| known.id == record)
+                        .ok_or(Error::PasskeyInvalid)?;
+                    let mut updated = factors.passkeys[at].clone();
+                    let signed_in =
+                        passkeys.finish_sign_in(&assertion, state, &mut updated, now)?;
+                    factors.passkeys[at] = updated;
+                    Ok(signed_in)
+                });
+                Judged {
+                    settle: Settle::Remove,
+                    answer,
+                    notice: None,
+                }
+            })
+            .await;
         let (user, signed_in) = match settled {
             Ok((Some(user), signed_in)) => (user, signed_in),
             Ok((None, _)) => return Err(Error::PasskeyInvalid),
             Err(error @ (Error::PasskeyInvalid | Error::PasskeyCounterRegressed)) => {
-                let known = store.user(&user_id)?;
+                let known = store.user(&user_id).await?;
                 if error == Error::PasskeyCounterRegressed {
                     let event = self
                         .event(AuditKind::PasskeyCounterRegressed, &client)
@@ -368,7 +384,7 @@ impl Latchkey {
                 Error::InvalidCredentials => Error::PasskeyInvalid,
                 other => other,
             })?;
-        pair.device_token = Some(self.inner.tokens.devices().issue(&user.email, now));
+        pair.device_token = Some(self.tokens().devices().issue(&user.email, now));
         Ok(pair)
     }
 
@@ -377,12 +393,13 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::ReauthenticationRequired`], [`Error::Storage`].
-    pub(super) fn recent_sign_in(&self, user_id: &str, session_id: &str) -> Result<()> {
+    pub(super) async fn recent_sign_in(&self, user_id: &str, session_id: &str) -> Result<()> {
         let now = self.now();
         let recent = self
             .inner
             .store
-            .session(session_id)?
+            .session(session_id)
+            .await?
             .is_some_and(|session| {
                 session.user_id == user_id
                     && now.saturating_sub(session.created_at) <= RECENT_SIGN_IN_SECONDS
@@ -403,7 +420,7 @@ impl Latchkey {
             created_at: now,
             expires_at: now.saturating_add(CEREMONY_SECONDS),
         };
-        self.inner.store.put_challenge(&digest, &challenge)?;
+        self.inner.store.put_challenge(&digest, &challenge).await?;
         self.inner.store.durable().await?;
         Ok(id)
     }

@@ -55,28 +55,32 @@ impl Latchkey {
     #[tracing::instrument(skip_all)]
     pub async fn verify_email(&self, token: &str, client: ClientInfo) -> Result<User> {
         let now = self.now();
-        let (user, _) = self.inner.store.redeem_mail_token(
-            &crate::model::TokenDigest::of(token),
-            &self.ending(now, RevokeReason::PasswordChange),
-            |token, user| {
-                let (token, mut user) = usable(
-                    token,
-                    user,
-                    MailPurpose::VerifyEmail,
-                    now,
-                    Error::VerificationTokenInvalid,
-                    Error::VerificationTokenExpired,
-                )?;
-                if token.email != user.email || user.disabled {
-                    return Err(Error::VerificationTokenInvalid);
-                }
-                user.email_verified = true;
-                Ok(Redeemed {
-                    user,
-                    mails: Vec::new(),
-                })
-            },
-        )?;
+        let (user, _) = self
+            .inner
+            .store
+            .redeem_mail_token(
+                &crate::model::TokenDigest::of(token),
+                &self.ending(now, RevokeReason::PasswordChange),
+                |token, user| {
+                    let (token, mut user) = usable(
+                        token,
+                        user,
+                        MailPurpose::VerifyEmail,
+                        now,
+                        Error::VerificationTokenInvalid,
+                        Error::VerificationTokenExpired,
+                    )?;
+                    if token.email != user.email || user.disabled {
+                        return Err(Error::VerificationTokenInvalid);
+                    }
+                    user.email_verified = true;
+                    Ok(Redeemed {
+                        user,
+                        mails: Vec::new(),
+                    })
+                },
+            )
+            .await?;
         let event = self.event(AuditKind::EmailVerified, &client).user(&user.id);
         self.record(event, Durability::Wait).await?;
         tracing::info!(user_id = %user.id, "email verified");
@@ -135,10 +139,10 @@ impl Latchkey {
         let digest = crate::model::TokenDigest::of(token);
         // The policy needs the user's names: look before hashing, decide in
         // the transaction.
-        let Some(found) = self.inner.store.mail_token(&digest)? else {
+        let Some(found) = self.inner.store.mail_token(&digest).await? else {
             return Err(Error::ResetTokenInvalid);
         };
-        let user = self.user(&found.user_id).map_err(|err| match err {
+        let user = self.user(&found.user_id).await.map_err(|err| match err {
             Error::UserNotFound => Error::ResetTokenInvalid,
             other => other,
         })?;
@@ -149,36 +153,40 @@ impl Latchkey {
             .hash(&new_password, Lane::Stranger)
             .await?;
         let now = self.now();
-        let (user, ended) = self.inner.store.redeem_mail_token(
-            &digest,
-            &self.ending(now, RevokeReason::PasswordChange),
-            |token, user| {
-                let (token, mut user) = usable(
-                    token,
-                    user,
-                    MailPurpose::ResetPassword,
-                    now,
-                    Error::ResetTokenInvalid,
-                    Error::ResetTokenExpired,
-                )?;
-                if user.disabled
-                    || token.email != user.email
-                    || token.security_stamp != user.security_stamp
-                {
-                    return Err(Error::ResetTokenInvalid);
-                }
-                user.set_password(hash.clone(), token.password_version)
-                    .map_err(|_| Error::ResetTokenInvalid)?;
-                user.email_verified = true;
-                // Proof of the mailbox: a locked second factor opens again.
-                user.password_resets = user.password_resets.wrapping_add(1);
-                let notice = self.notice(&user, MailKind::PasswordChangedNotice, now);
-                Ok(Redeemed {
-                    user,
-                    mails: vec![notice],
-                })
-            },
-        )?;
+        let (user, ended) = self
+            .inner
+            .store
+            .redeem_mail_token(
+                &digest,
+                &self.ending(now, RevokeReason::PasswordChange),
+                |token, user| {
+                    let (token, mut user) = usable(
+                        token,
+                        user,
+                        MailPurpose::ResetPassword,
+                        now,
+                        Error::ResetTokenInvalid,
+                        Error::ResetTokenExpired,
+                    )?;
+                    if user.disabled
+                        || token.email != user.email
+                        || token.security_stamp != user.security_stamp
+                    {
+                        return Err(Error::ResetTokenInvalid);
+                    }
+                    user.set_password(hash.clone(), token.password_version)
+                        .map_err(|_| Error::ResetTokenInvalid)?;
+                    user.email_verified = true;
+                    // Proof of the mailbox: a locked second factor opens again.
+                    user.password_resets = user.password_resets.wrapping_add(1);
+                    let notice = self.notice(&user, MailKind::PasswordChangedNotice, now);
+                    Ok(Redeemed {
+                        user,
+                        mails: vec![notice],
+                    })
+                },
+            )
+            .await?;
         self.inner.metrics.sessions_ended(ended);
         let event = self
             .event(AuditKind::PasswordReset, &client)
@@ -217,7 +225,7 @@ impl Latchkey {
                 "newEmail: that is already the account's address".into(),
             ));
         }
-        if self.inner.store.email_taken(new_email.as_str())? {
+        if self.inner.store.email_taken(new_email.as_str()).await? {
             return Err(Error::UserExists);
         }
         if self.mail_allowed(MailPurpose::ChangeEmail, new_email.as_str(), &client) {
@@ -229,7 +237,8 @@ impl Latchkey {
                 new_email.as_str(),
                 vec![notice],
                 None,
-            )?;
+            )
+            .await?;
             let event = self
                 .event(AuditKind::EmailChangeRequested, &client)
                 .user(&user.id)
@@ -255,37 +264,42 @@ impl Latchkey {
         let before = self
             .inner
             .store
-            .mail_token(&crate::model::TokenDigest::of(token))?
+            .mail_token(&crate::model::TokenDigest::of(token))
+            .await?
             .map(|token| token.current_email);
-        let (user, _) = self.inner.store.redeem_mail_token(
-            &crate::model::TokenDigest::of(token),
-            &self.ending(now, RevokeReason::PasswordChange),
-            |token, user| {
-                let (token, mut user) = usable(
-                    token,
-                    user,
-                    MailPurpose::ChangeEmail,
-                    now,
-                    Error::EmailChangeTokenInvalid,
-                    Error::EmailChangeTokenExpired,
-                )?;
-                // A password change or reset, a log-out-everywhere or a
-                // disable since the request voids it: the owner's remedies
-                // when the notice says someone else asked.
-                if token.current_email != user.email
-                    || user.disabled
-                    || token.security_stamp != user.security_stamp
-                {
-                    return Err(Error::EmailChangeTokenInvalid);
-                }
-                user.email = token.email;
-                user.email_verified = true;
-                Ok(Redeemed {
-                    user,
-                    mails: Vec::new(),
-                })
-            },
-        )?;
+        let (user, _) = self
+            .inner
+            .store
+            .redeem_mail_token(
+                &crate::model::TokenDigest::of(token),
+                &self.ending(now, RevokeReason::PasswordChange),
+                |token, user| {
+                    let (token, mut user) = usable(
+                        token,
+                        user,
+                        MailPurpose::ChangeEmail,
+                        now,
+                        Error::EmailChangeTokenInvalid,
+                        Error::EmailChangeTokenExpired,
+                    )?;
+                    // A password change or reset, a log-out-everywhere or a
+                    // disable since the request voids it: the owner's remedies
+                    // when the notice says someone else asked.
+                    if token.current_email != user.email
+                        || user.disabled
+                        || token.security_stamp != user.security_stamp
+                    {
+                        return Err(Error::EmailChangeTokenInvalid);
+                    }
+                    user.email = token.email;
+                    user.email_verified = true;
+                    Ok(Redeemed {
+                        user,
+                        mails: Vec::new(),
+                    })
+                },
+            )
+            .await?;
         let from = before.unwrap_or_default();
         let event = self
             .event(AuditKind::EmailChanged, &client)
@@ -304,7 +318,8 @@ impl Latchkey {
             &user.email,
             Vec::new(),
             None,
-        )?;
+        )
+        .await?;
         let event = self
             .event(AuditKind::VerificationSent, client)
             .user(&user.id);
@@ -324,7 +339,7 @@ impl Latchkey {
     /// [`Error::Storage`].
     pub async fn deliver_outbox(&self) -> Result<usize> {
         let now = self.now();
-        let due = self.inner.store.outbox_due(now, OUTBOX_BATCH)?;
+        let due = self.inner.store.outbox_due(now, OUTBOX_BATCH).await?;
         let handled = due.len();
         // Mails written as files leave the outbox once the batch is durable.
         let mut written = Vec::new();
@@ -344,7 +359,7 @@ impl Latchkey {
                         client,
                         at: entry.created_at,
                     };
-                    self.resolve(&key, email, *purpose, &asked)?;
+                    self.resolve(&key, email, *purpose, &asked).await?;
                 }
             }
         }
@@ -352,7 +367,7 @@ impl Latchkey {
             match self.inner.mailer.sync_files().await {
                 Ok(()) => {
                     for key in &written {
-                        self.inner.store.outbox_remove(key)?;
+                        self.inner.store.outbox_remove(key).await?;
                     }
                 }
                 // Left in the outbox: written again next time.
@@ -372,8 +387,8 @@ impl Latchkey {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
-        self.inner.store.outbox()
+    pub async fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.inner.store.outbox().await
     }
 
     /// Waits until something is queued (or `timeout` passes).
@@ -434,7 +449,7 @@ impl Latchkey {
             client,
         };
         let entry = OutboxEntry::new(new_id(), job, self.now());
-        self.inner.store.queue(&[entry], None)?;
+        self.inner.store.queue(&[entry], None).await?;
         self.inner.store.durable().await?;
         self.wake_outbox();
         Ok(())
@@ -442,7 +457,7 @@ impl Latchkey {
 
     /// Stores a new token for `user` with its mail to `to` (and `more`
     /// mails), replacing the outbox entry `done`, in one transaction.
-    fn issue(
+    async fn issue(
         &self,
         user: &User,
         purpose: MailPurpose,
@@ -479,6 +494,7 @@ impl Latchkey {
         self.inner
             .store
             .issue_mail_token(&digest, &record, &mails, done)
+            .await
     }
 
     /// A notice (no link, no token) to `user`'s current address.
@@ -500,31 +516,32 @@ impl Latchkey {
 
     /// Turns a queued request into a token and its mail, for an account
     /// that should get one; drops it otherwise.
-    fn resolve(
+    async fn resolve(
         &self,
         key: &OutboxKey,
         email: &str,
         purpose: MailPurpose,
         asked: &Asked<'_>,
     ) -> Result<()> {
-        let user = self.inner.store.user_by_email(email)?;
+        let user = self.inner.store.user_by_email(email).await?;
         let wanted = match (&user, purpose) {
             (Some(user), MailPurpose::ResetPassword) => !user.disabled,
             (Some(user), MailPurpose::VerifyEmail) => !user.disabled && !user.email_verified,
             _ => false,
         };
         let Some(user) = user.filter(|_| wanted) else {
-            self.inner.store.queue(&[], Some(key))?;
+            self.inner.store.queue(&[], Some(key)).await?;
             return Ok(());
         };
-        self.issue(&user, purpose, &user.email, Vec::new(), Some(key))?;
+        self.issue(&user, purpose, &user.email, Vec::new(), Some(key))
+            .await?;
         let kind = match purpose {
             MailPurpose::ResetPassword => AuditKind::PasswordResetRequested,
             _ => AuditKind::VerificationSent,
         };
         // Audited as of the request, from its client, not as of the sender's turn.
         let event = AuditEvent::new(kind, asked.at, asked.client).user(&user.id);
-        self.inner.store.append_audit(&event)?;
+        self.inner.store.append_audit(&event).await?;
         Ok(())
     }
 
@@ -542,7 +559,7 @@ impl Latchkey {
                 self.inner.metrics.mail(MailOutcome::Delivered);
                 match delivered {
                     Delivered::Relay => {
-                        self.inner.store.outbox_remove(key)?;
+                        self.inner.store.outbox_remove(key).await?;
                         tracing::info!(mail_id = %entry.id, kind = mail.kind.as_str(), user_id = %mail.user_id, "mail handed to the SMTP relay");
                     }
                     Delivered::File(path) => {
@@ -570,7 +587,7 @@ impl Latchkey {
                     entry.next_attempt_at = now.saturating_add(pause);
                     tracing::warn!(mail_id = %entry.id, kind = mail.kind.as_str(), user_id = %mail.user_id, attempts = entry.attempts, retry_in_s = pause, error = %reason, "mail not delivered; will retry");
                 }
-                self.inner.store.outbox_update(key, &entry)?;
+                self.inner.store.outbox_update(key, &entry).await?;
                 // The first failure and the last go to the audit log, not
                 // every retry of an outage.
                 if entry.attempts == 1 || give_up {
@@ -587,7 +604,7 @@ impl Latchkey {
                             mail.kind.as_str(),
                             entry.attempts
                         ));
-                    self.inner.store.append_audit(&event)?;
+                    self.inner.store.append_audit(&event).await?;
                 }
             }
         }

@@ -202,7 +202,7 @@ impl Latchkey {
         self.limited(self.inner.limits.refresh(client.ip), None, &client)
             .await?;
         let now = self.now();
-        let tokens = &self.inner.tokens;
+        let tokens = self.tokens();
         let claims = tokens.verify_refresh(token, now)?;
         // A token from before sessions had a deadline starts one now.
         let session_ends = claims
@@ -222,21 +222,25 @@ impl Latchkey {
             client: &client,
             require_verified: self.inner.config.require_verified_email,
         };
-        let outcome = self.inner.store.exchange_refresh(
-            &TokenDigest::of(token),
-            &claims.fam,
-            &claims.sub,
-            |stored| {
-                let user = stored.user.clone();
-                let amr = stored
-                    .session
-                    .as_ref()
-                    .map(|session| session.amr.clone())
-                    .unwrap_or_default();
-                let (exchange, rotation) = decide_rotation(&presented, stored)?;
-                Ok((exchange, (rotation, (user, amr))))
-            },
-        );
+        let outcome = self
+            .inner
+            .store
+            .exchange_refresh(
+                &TokenDigest::of(token),
+                &claims.fam,
+                &claims.sub,
+                |stored| {
+                    let user = stored.user.clone();
+                    let amr = stored
+                        .session
+                        .as_ref()
+                        .map(|session| session.amr.clone())
+                        .unwrap_or_default();
+                    let (exchange, rotation) = decide_rotation(&presented, stored)?;
+                    Ok((exchange, (rotation, (user, amr))))
+                },
+            )
+            .await;
         let (rotation, (user, amr)) = match outcome {
             Ok(outcome) => outcome,
             Err(err) => {
@@ -298,20 +302,24 @@ impl Latchkey {
             return Ok(());
         };
         let now = self.now();
-        let Ok(claims) = self.inner.tokens.verify_refresh(token, now) else {
+        let Ok(claims) = self.tokens().verify_refresh(token, now) else {
             return Ok(());
         };
-        let ended = self.inner.store.exchange_refresh(
-            &TokenDigest::of(token),
-            &claims.fam,
-            &claims.sub,
-            |stored| {
-                let (exchange, changed) =
-                    decide_logout(&claims, stored.record, stored.session, now);
-                let session_ended = exchange.session.is_some();
-                Ok((exchange, (changed, session_ended)))
-            },
-        )?;
+        let ended = self
+            .inner
+            .store
+            .exchange_refresh(
+                &TokenDigest::of(token),
+                &claims.fam,
+                &claims.sub,
+                |stored| {
+                    let (exchange, changed) =
+                        decide_logout(&claims, stored.record, stored.session, now);
+                    let session_ended = exchange.session.is_some();
+                    Ok((exchange, (changed, session_ended)))
+                },
+            )
+            .await?;
         let (ended, session_ended) = ended;
         if session_ended {
             self.inner.metrics.sessions_ended(1);

@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use super::{Store, TreeId, decode, encode, storage_error, time_key};
+use super::{Backend, Store, TreeId, decode, encode, time_key};
 use crate::error::Result;
 use crate::model::{AuditEvent, UnixTime};
 
@@ -11,14 +11,18 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
-    pub(crate) fn append_audit(&self, event: &AuditEvent) -> Result<()> {
-        self.has_room()?;
-        let opened = self.opened()?;
-        let id = opened.db.generate_id().map_err(|err| self.failed(err))?;
-        self.tree(TreeId::Audit)?
-            .insert(time_key(event.at, &id.to_be_bytes()), encode(event)?)
-            .map(drop)
-            .map_err(|err| self.failed(err))
+    pub(crate) async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
+        let id = match &self.backend {
+            Backend::Sled(sled) => {
+                sled.has_room()?;
+                let opened = sled.opened()?;
+                opened.db.generate_id().map_err(|err| sled.failed(err))?
+            }
+            Backend::Pg(pg) => pg.next_id().await?,
+        };
+        let key = time_key(event.at, &id.to_be_bytes());
+        self.write_one(TreeId::Audit, &key, Some(&encode(event)?))
+            .await
     }
 
     /// Audit events at or after `since` and after the position `after` (a
@@ -29,35 +33,49 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
-    pub(crate) fn audit_page(
+    pub(crate) async fn audit_page(
         &self,
         since: UnixTime,
         after: Option<&[u8]>,
         user_id: Option<&str>,
         limit: usize,
-        budget: usize,
+        mut budget: usize,
     ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>)> {
         let since = since.to_be_bytes();
         let start = match after {
-            Some(after) if after >= &since[..] => Bound::Excluded(after.to_vec()),
-            _ => Bound::Included(since.to_vec()),
+            Some(after) if after >= &since[..] => Bound::Excluded(after),
+            _ => Bound::Included(&since[..]),
         };
         let mut events = Vec::new();
         let mut last: Option<Vec<u8>> = None;
-        for (read, entry) in self
-            .tree(TreeId::Audit)?
-            .range((start, Bound::Unbounded))
-            .enumerate()
-        {
-            if events.len() >= limit || read >= budget {
-                return Ok((events, last));
+        // Read in pages: `budget` may be unbounded.
+        let mut from = start.map(<[u8]>::to_vec);
+        loop {
+            let page_size = budget.min(super::PAGE).max(1);
+            let page = self
+                .scan(
+                    TreeId::Audit,
+                    from.as_ref().map(Vec::as_slice),
+                    Bound::Unbounded,
+                    page_size.saturating_add(1),
+                )
+                .await?;
+            let complete = page.len() <= page_size;
+            for (key, value) in page.into_iter().take(page_size) {
+                if events.len() >= limit || budget == 0 {
+                    return Ok((events, last));
+                }
+                budget -= 1;
+                let event: AuditEvent = decode(&value)?;
+                if user_id.is_none_or(|user| event.user_id.as_deref() == Some(user)) {
+                    events.push(event);
+                }
+                last = Some(key);
             }
-            let (key, value) = entry.map_err(storage_error)?;
-            let event: AuditEvent = decode(&value)?;
-            if user_id.is_none_or(|user| event.user_id.as_deref() == Some(user)) {
-                events.push(event);
+            if complete {
+                break;
             }
-            last = Some(key.to_vec());
+            from = Bound::Excluded(last.clone().unwrap_or_default());
         }
         Ok((events, None))
     }

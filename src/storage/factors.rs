@@ -50,8 +50,11 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn factors(&self, user_id: &str) -> Result<Factors> {
-        Ok(super::get(&*self.tree(TreeId::Factors)?, user_id.as_bytes())?.unwrap_or_default())
+    pub(crate) async fn factors(&self, user_id: &str) -> Result<Factors> {
+        Ok(self
+            .get(TreeId::Factors, user_id.as_bytes())
+            .await?
+            .unwrap_or_default())
     }
 
     /// Applies `change` to the factors of `user_id` as stored now, with the
@@ -62,7 +65,7 @@ impl Store {
     /// # Errors
     /// [`Error::UserNotFound`], whatever `change` returns (nothing is
     /// written then), [`Error::Storage`].
-    pub(crate) fn change_factors<T>(
+    pub(crate) async fn change_factors<T>(
         &self,
         user_id: &str,
         change: impl Fn(&User, &mut Factors) -> Result<(T, Option<OutboxEntry>)>,
@@ -79,13 +82,18 @@ impl Store {
             super::mail::put_entries(tx, notice.as_slice())?;
             Ok((user, value))
         })
+        .await
     }
 
     /// Stores a new challenge under `digest`.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn put_challenge(&self, digest: &TokenDigest, challenge: &Challenge) -> Result<()> {
+    pub(crate) async fn put_challenge(
+        &self,
+        digest: &TokenDigest,
+        challenge: &Challenge,
+    ) -> Result<()> {
         self.transaction(&[TreeId::Challenges, TreeId::ChallengeExpiry], |tx| {
             tx.put(TreeId::Challenges, &digest.0, challenge)?;
             tx.insert(
@@ -94,14 +102,15 @@ impl Store {
                 super::EMPTY,
             )
         })
+        .await
     }
 
     /// The challenge stored under `digest`, if any (expired or not).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn challenge(&self, digest: &TokenDigest) -> Result<Option<Challenge>> {
-        super::get(&*self.tree(TreeId::Challenges)?, &digest.0)
+    pub(crate) async fn challenge(&self, digest: &TokenDigest) -> Result<Option<Challenge>> {
+        self.get(TreeId::Challenges, &digest.0).await
     }
 
     /// Judges a step in one transaction: `judge` sees the challenge under
@@ -113,43 +122,45 @@ impl Store {
     ///
     /// # Errors
     /// Whatever `judge` answers, [`Error::Storage`].
-    pub(crate) fn settle_challenge<T>(
+    pub(crate) async fn settle_challenge<T>(
         &self,
         digest: &TokenDigest,
         user_id: &str,
         judge: impl Fn(Option<&Challenge>, Option<&User>, &mut Factors) -> Judged<T>,
     ) -> Result<(Option<User>, T)> {
-        let (user, answer) = self.transaction(SETTLE, |tx| {
-            let challenge = tx.get::<Challenge>(TreeId::Challenges, &digest.0)?;
-            let user = tx.get::<User>(TreeId::Users, user_id.as_bytes())?;
-            let stored = tx
-                .get::<Factors>(TreeId::Factors, user_id.as_bytes())?
-                .unwrap_or_default();
-            let mut factors = stored.clone();
-            let Judged {
-                settle,
-                answer,
-                notice,
-            } = judge(challenge.as_ref(), user.as_ref(), &mut factors);
-            super::mail::put_entries(tx, notice.as_slice())?;
-            match settle {
-                Settle::Keep(kept) => tx.put(TreeId::Challenges, &digest.0, &kept)?,
-                Settle::Remove => {
-                    if let Some(challenge) = &challenge {
-                        tx.remove(TreeId::Challenges, &digest.0)?;
-                        tx.remove(
-                            TreeId::ChallengeExpiry,
-                            &time_key(challenge.expires_at, &digest.0),
-                        )?;
+        let (user, answer) = self
+            .transaction(SETTLE, |tx| {
+                let challenge = tx.get::<Challenge>(TreeId::Challenges, &digest.0)?;
+                let user = tx.get::<User>(TreeId::Users, user_id.as_bytes())?;
+                let stored = tx
+                    .get::<Factors>(TreeId::Factors, user_id.as_bytes())?
+                    .unwrap_or_default();
+                let mut factors = stored.clone();
+                let Judged {
+                    settle,
+                    answer,
+                    notice,
+                } = judge(challenge.as_ref(), user.as_ref(), &mut factors);
+                super::mail::put_entries(tx, notice.as_slice())?;
+                match settle {
+                    Settle::Keep(kept) => tx.put(TreeId::Challenges, &digest.0, &kept)?,
+                    Settle::Remove => {
+                        if let Some(challenge) = &challenge {
+                            tx.remove(TreeId::Challenges, &digest.0)?;
+                            tx.remove(
+                                TreeId::ChallengeExpiry,
+                                &time_key(challenge.expires_at, &digest.0),
+                            )?;
+                        }
                     }
                 }
-            }
-            let user = match user {
-                Some(user) if factors != stored => Some(put_factors(tx, user, &factors)?),
-                other => other,
-            };
-            Ok((user, answer))
-        })?;
+                let user = match user {
+                    Some(user) if factors != stored => Some(put_factors(tx, user, &factors)?),
+                    other => other,
+                };
+                Ok((user, answer))
+            })
+            .await?;
         Ok((user, answer?))
     }
 
@@ -157,20 +168,9 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn sweep_challenges(&self, now: UnixTime, limit: usize) -> Result<usize> {
-        let expired =
-            super::sweep::expired_keys(&*self.tree(TreeId::ChallengeExpiry)?, now, limit)?;
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        self.transaction(&[TreeId::Challenges, TreeId::ChallengeExpiry], |tx| {
-            for key in &expired {
-                tx.remove(TreeId::Challenges, &key[8..])?;
-                tx.remove(TreeId::ChallengeExpiry, key)?;
-            }
-            Ok(())
-        })?;
-        Ok(expired.len())
+    pub(crate) async fn sweep_challenges(&self, now: UnixTime, limit: usize) -> Result<usize> {
+        self.sweep_index(TreeId::ChallengeExpiry, TreeId::Challenges, now, limit)
+            .await
     }
 }
 

@@ -4,7 +4,7 @@
 //! the notices that follow.
 
 use super::users::mark_ended;
-use super::{Ending, Store, TreeId, Tx, TxResult, abort, decode, storage_error, time_key};
+use super::{Ending, Store, TreeId, Tx, TxResult, abort, decode, time_key};
 use crate::error::{Error, Result};
 use crate::model::{MailToken, OutboxEntry, TokenDigest, UnixTime, User};
 
@@ -48,13 +48,18 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn queue(&self, entries: &[OutboxEntry], done: Option<&OutboxKey>) -> Result<()> {
+    pub(crate) async fn queue(
+        &self,
+        entries: &[OutboxEntry],
+        done: Option<&OutboxKey>,
+    ) -> Result<()> {
         self.transaction(&[TreeId::Outbox], |tx| {
             if let Some(done) = done {
                 tx.remove(TreeId::Outbox, &done.0)?;
             }
             put_entries(tx, entries)
         })
+        .await
     }
 
     /// Stores a mailed token under `digest` with the mail that carries it
@@ -63,7 +68,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn issue_mail_token(
+    pub(crate) async fn issue_mail_token(
         &self,
         digest: &TokenDigest,
         token: &MailToken,
@@ -82,6 +87,7 @@ impl Store {
             }
             put_entries(tx, mails)
         })
+        .await
     }
 
     /// Redeems the token `digest` in one transaction: `decide` sees the
@@ -94,20 +100,29 @@ impl Store {
     ///
     /// # Errors
     /// Whatever `decide` returns, [`Error::UserExists`], [`Error::Storage`].
-    pub(crate) fn redeem_mail_token(
+    pub(crate) async fn redeem_mail_token(
         &self,
         digest: &TokenDigest,
         ending: &Ending,
         decide: impl Fn(Option<MailToken>, Option<User>) -> Result<Redeemed>,
     ) -> Result<(User, usize)> {
-        let token: Option<MailToken> = super::get(&*self.tree(TreeId::MailTokens)?, &digest.0)?;
+        let token: Option<MailToken> = self.get(TreeId::MailTokens, &digest.0).await?;
         // Listed before the transaction, as every change that ends sessions
         // does: one started in between carries the old stamp, dead anyway.
         let session_ids = match &token {
-            Some(token) => self.session_ids_of(&token.user_id)?,
+            Some(token) => self.session_ids_of(&token.user_id).await?,
             None => Vec::new(),
         };
-        self.transaction(REDEEM, |tx| {
+        let mut reads = vec![(TreeId::MailTokens, digest.0.to_vec())];
+        if let Some(token) = &token {
+            reads.push((TreeId::Users, token.user_id.as_bytes().to_vec()));
+        }
+        reads.extend(
+            session_ids
+                .iter()
+                .map(|id| (TreeId::Sessions, id.as_bytes().to_vec())),
+        );
+        self.transaction_locking(REDEEM, &reads, |tx| {
             let token = tx.get::<MailToken>(TreeId::MailTokens, &digest.0)?;
             let before = match &token {
                 Some(token) => tx.get::<User>(TreeId::Users, token.user_id.as_bytes())?,
@@ -121,11 +136,7 @@ impl Store {
             };
             let user = redeemed.user;
             if user.email != before.email {
-                if tx
-                    .tree(TreeId::UsersByEmail)?
-                    .get(user.email.as_bytes())?
-                    .is_some()
-                {
+                if tx.contains(TreeId::UsersByEmail, user.email.as_bytes())? {
                     return Err(abort(Error::UserExists));
                 }
                 tx.remove(TreeId::UsersByEmail, before.email.as_bytes())?;
@@ -150,14 +161,15 @@ impl Store {
             put_entries(tx, &redeemed.mails)?;
             Ok((user, ended))
         })
+        .await
     }
 
     /// The mailed token stored under `digest`, if any.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn mail_token(&self, digest: &TokenDigest) -> Result<Option<MailToken>> {
-        super::get(&*self.tree(TreeId::MailTokens)?, &digest.0)
+    pub(crate) async fn mail_token(&self, digest: &TokenDigest) -> Result<Option<MailToken>> {
+        self.get(TreeId::MailTokens, &digest.0).await
     }
 
     /// Up to `limit` outbox entries due at `now` (not given up on), oldest
@@ -165,22 +177,20 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn outbox_due(
+    pub(crate) async fn outbox_due(
         &self,
         now: UnixTime,
         limit: usize,
     ) -> Result<Vec<(OutboxKey, OutboxEntry)>> {
         let mut due = Vec::new();
-        for item in self.tree(TreeId::Outbox)?.iter() {
-            let (key, value) = item.map_err(storage_error)?;
-            let entry: OutboxEntry = decode(&value)?;
-            if entry.failed_at.is_none() && entry.next_attempt_at <= now {
+        self.each(TreeId::Outbox, |key, value| {
+            let entry: OutboxEntry = decode(value)?;
+            if due.len() < limit && entry.failed_at.is_none() && entry.next_attempt_at <= now {
                 due.push((OutboxKey(key.to_vec()), entry));
-                if due.len() == limit {
-                    break;
-                }
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(due)
     }
 
@@ -188,75 +198,67 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn outbox(&self) -> Result<Vec<OutboxEntry>> {
-        self.tree(TreeId::Outbox)?
-            .iter()
-            .map(|item| decode(&item.map_err(storage_error)?.1))
-            .collect()
+    pub(crate) async fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        let mut entries = Vec::new();
+        self.each(TreeId::Outbox, |_, value| {
+            entries.push(decode(value)?);
+            Ok(())
+        })
+        .await?;
+        Ok(entries)
     }
 
     /// How many entries the outbox holds.
-    pub(crate) fn outbox_len(&self) -> usize {
-        self.tree(TreeId::Outbox).map_or(0, |tree| tree.len())
+    pub(crate) async fn outbox_len(&self) -> usize {
+        self.count(TreeId::Outbox).await.unwrap_or(0)
     }
 
     /// Rewrites an outbox entry (after a failed attempt).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn outbox_update(&self, key: &OutboxKey, entry: &OutboxEntry) -> Result<()> {
+    pub(crate) async fn outbox_update(&self, key: &OutboxKey, entry: &OutboxEntry) -> Result<()> {
         self.transaction(&[TreeId::Outbox], |tx| {
             tx.put(TreeId::Outbox, &key.0, entry)
         })
+        .await
     }
 
     /// Removes an outbox entry (delivered).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn outbox_remove(&self, key: &OutboxKey) -> Result<()> {
-        self.tree(TreeId::Outbox)?
-            .remove(&key.0)
-            .map(drop)
-            .map_err(storage_error)
+    pub(crate) async fn outbox_remove(&self, key: &OutboxKey) -> Result<()> {
+        self.write_one(TreeId::Outbox, &key.0, None).await
     }
 
     /// Deletes up to `limit` mailed tokens expired at `now`; returns how many.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn sweep_mail_tokens(&self, now: UnixTime, limit: usize) -> Result<usize> {
-        let expired =
-            super::sweep::expired_keys(&*self.tree(TreeId::MailTokenExpiry)?, now, limit)?;
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        self.transaction(&[TreeId::MailTokens, TreeId::MailTokenExpiry], |tx| {
-            for key in &expired {
-                tx.remove(TreeId::MailTokens, &key[8..])?;
-                tx.remove(TreeId::MailTokenExpiry, key)?;
-            }
-            Ok(())
-        })?;
-        Ok(expired.len())
+    pub(crate) async fn sweep_mail_tokens(&self, now: UnixTime, limit: usize) -> Result<usize> {
+        self.sweep_index(TreeId::MailTokenExpiry, TreeId::MailTokens, now, limit)
+            .await
     }
 
     /// Deletes the outbox entries given up on before `before`; returns how many.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn sweep_failed_mail(&self, before: UnixTime) -> Result<usize> {
-        let tree = self.tree(TreeId::Outbox)?;
-        let mut removed = 0;
-        for item in tree.iter() {
-            let (key, value) = item.map_err(storage_error)?;
-            let entry: OutboxEntry = decode(&value)?;
+    pub(crate) async fn sweep_failed_mail(&self, before: UnixTime) -> Result<usize> {
+        let mut gone = Vec::new();
+        self.each(TreeId::Outbox, |key, value| {
+            let entry: OutboxEntry = decode(value)?;
             if entry.failed_at.is_some_and(|failed| failed < before) {
-                tree.remove(&key).map_err(storage_error)?;
-                removed += 1;
+                gone.push(key.to_vec());
             }
+            Ok(())
+        })
+        .await?;
+        for key in &gone {
+            self.write_one(TreeId::Outbox, key, None).await?;
         }
-        Ok(removed)
+        Ok(gone.len())
     }
 }
 

@@ -1,6 +1,13 @@
-//! Persistent state on sled: the only importer of `sled`. Typed records in,
-//! typed records out; every write that belongs together happens in one
-//! sled transaction.
+//! Persistent state: the only importer of `sled` and of `sqlx`. Typed
+//! records in, typed records out; every write that belongs together happens
+//! in one transaction.
+//!
+//! Two backends keep the same trees: sled, embedded in the data directory
+//! (the default), and PostgreSQL (`DATABASE_URL`, for several nodes on one
+//! database; see `pg`), where each tree is a table of `key bytea primary
+//! key, value bytea`. The operations of [`Store`] are written once, against
+//! the small key-value contract of this module: point reads, ordered range
+//! scans and transactions over point reads and writes ([`Tx`]).
 //!
 //! Trees (declared once, in [`trees!`] below) and their key layout:
 //!
@@ -27,9 +34,11 @@
 //! per-session and per-user indexes let an account's data be found without
 //! scanning everyone's.
 //!
-//! Files by concern: `open` (opening, the format marker, grouped flushes),
-//! `users`, `sessions` (sessions and refresh records), `audit`, `mail`,
-//! `factors` (second factors, passkeys and their challenges), `sweep`.
+//! Files by concern: `open` (opening sled, the format marker, grouped
+//! flushes), `pg` (the PostgreSQL backend, its migrations, shared secrets
+//! and leader locks), `dump` (export and import), `users`, `sessions`
+//! (sessions and refresh records), `audit`, `mail`, `factors` (second
+//! factors, passkeys and their challenges), `sweep`.
 //!
 //! sled runs every transaction under one global lock, so transactions are
 //! serialized with each other: a value read inside one is current until it
@@ -57,13 +66,18 @@
 //! [`Challenge`]: crate::model::Challenge
 
 mod audit;
+mod dump;
 mod factors;
 mod mail;
 mod open;
+mod pg;
 mod sessions;
 mod sweep;
 mod users;
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -71,22 +85,26 @@ use std::sync::{Arc, Mutex, RwLock, mpsc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
 
 use crate::error::{Error, Result};
 
+pub(crate) use dump::{DUMP_FORMAT, DUMP_VERSION, DumpLine};
 pub(crate) use factors::{Judged, Settle};
 pub(crate) use mail::{OutboxKey, Redeemed};
+pub(crate) use pg::{Leader, PgOptions, Role};
 pub(crate) use sessions::{Exchange, NewSession, Stored};
 pub(crate) use users::Ending;
 
-/// Declares every tree once: the [`TreeId`] variants, their sled names and
-/// the list [`Store`] opens. Adding a tree is one line here (and a row in
-/// the module doc's table).
+/// Declares every tree once: the [`TreeId`] variants, their names and the
+/// list [`Store`] opens. Adding a tree is one line here, a row in the module
+/// doc's table, and a PostgreSQL migration creating its table.
 macro_rules! trees {
     ($($(#[doc = $doc:literal])* $id:ident = $name:literal,)+) => {
-        /// One of latchkey's sled trees.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        /// One of latchkey's trees.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub(crate) enum TreeId {
             $($(#[doc = $doc])* $id,)+
         }
@@ -95,11 +113,16 @@ macro_rules! trees {
             /// Every tree, in declaration order (the order [`Store`] holds them in).
             pub(crate) const ALL: &'static [TreeId] = &[$(TreeId::$id,)+];
 
-            /// The tree's name in sled.
+            /// The tree's name (in sled; PostgreSQL's table is `latchkey_` ‖ name).
             pub(crate) fn name(self) -> &'static str {
                 match self {
                     $(TreeId::$id => $name,)+
                 }
+            }
+
+            /// The tree with this name.
+            pub(crate) fn named(name: &str) -> Option<TreeId> {
+                TreeId::ALL.iter().copied().find(|id| id.name() == name)
             }
         }
     };
@@ -140,18 +163,30 @@ trees! {
     ChallengeExpiry = "challenge_expiry",
 }
 
-/// A cheap-to-clone handle on latchkey's database.
+/// A cheap-to-clone handle on latchkey's database, on either backend.
 #[derive(Clone)]
 pub(crate) struct Store {
-    inner: Arc<Shared>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sled(Sled),
+    Pg(Arc<pg::Pg>),
 }
 
 /// Told of each grouped flush: how many writers it made durable, and how
 /// long it took.
 pub(crate) type OnFlush = Box<dyn Fn(usize, std::time::Duration) + Send + Sync>;
 
-/// What every clone of a [`Store`] shares: the open database, swapped for a
-/// fresh one when a failed write has left sled unusable (see `open`).
+/// The sled backend: a handle on what every clone shares.
+#[derive(Clone)]
+struct Sled {
+    inner: Arc<Shared>,
+}
+
+/// What every clone of a sled store shares: the open database, swapped for
+/// a fresh one when a failed write has left sled unusable (see `open`).
 struct Shared {
     dir: PathBuf,
     /// sled's page-cache bound, kept for reopening.
@@ -163,6 +198,9 @@ struct Shared {
     /// Set when a write failed with an I/O error (a full or read-only disk):
     /// sled refuses every later write until it is opened again.
     faulted: AtomicBool,
+    /// Every write holds it shared; an export holds it alone, so that what
+    /// it reads is one consistent state (sled has no snapshots).
+    gate: RwLock<()>,
     /// Dropping it stops the recovery thread.
     _stop: Mutex<mpsc::Sender<()>>,
 }
@@ -175,21 +213,10 @@ pub(super) struct Opened {
     flusher: open::Flusher,
 }
 
-/// A tree of the database as opened now; dereferences to the sled tree.
-pub(super) struct TreeHandle {
-    opened: Arc<Opened>,
-    index: usize,
-}
+/// Keys and values read by a scan, in key order.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-impl std::ops::Deref for TreeHandle {
-    type Target = sled::Tree;
-
-    fn deref(&self) -> &sled::Tree {
-        &self.opened.trees[self.index]
-    }
-}
-
-impl Store {
+impl Sled {
     /// The database as opened now.
     fn opened(&self) -> Result<Arc<Opened>> {
         let slot = self
@@ -201,11 +228,8 @@ impl Store {
             .ok_or_else(|| Error::Storage("the database is being reopened".into()))
     }
 
-    fn tree(&self, id: TreeId) -> Result<TreeHandle> {
-        Ok(TreeHandle {
-            opened: self.opened()?,
-            index: id as usize,
-        })
+    fn tree(&self, id: TreeId) -> Result<sled::Tree> {
+        Ok(self.opened()?.trees[id as usize].clone())
     }
 
     /// Refuses a write while the data directory's disk has less than
@@ -225,12 +249,7 @@ impl Store {
         }
     }
 
-    /// Whether the store takes writes now: open, not waiting to recover
-    /// from a failed write, and with room on its disk.
-    ///
-    /// # Errors
-    /// [`Error::Storage`] saying why not.
-    pub(crate) fn ready(&self) -> Result<()> {
+    fn ready(&self) -> Result<()> {
         self.opened()?;
         if self.inner.faulted.load(Ordering::SeqCst) {
             return Err(Error::Storage(
@@ -248,71 +267,325 @@ impl Store {
         storage_error(err)
     }
 
-    /// Runs `body` as one sled transaction over the trees `ids`; inside,
-    /// [`Tx::tree`] reaches each of them by id.
+    /// Holds the write gate shared for the time of one write.
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.inner
+            .gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn transaction<T>(&self, ids: &[TreeId], body: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
         self.has_room()?;
         let opened = self.opened()?;
+        let _writing = self.writing();
         let trees: Vec<&sled::Tree> = ids.iter().map(|id| &opened.trees[*id as usize]).collect();
         trees
             .as_slice()
-            .transaction(|view| body(&Tx { ids, trees: view }))
+            .transaction(|view| {
+                body(&Tx {
+                    ids,
+                    view: View::Sled(view),
+                })
+                .map_err(|err| match err {
+                    TxError::Abort(err) => ConflictableTransactionError::Abort(err),
+                    TxError::Sled(err) => err.into(),
+                    TxError::Unread => ConflictableTransactionError::Abort(Error::Internal(
+                        "a sled transaction asked for a prefetch".into(),
+                    )),
+                })
+            })
             .map_err(|err| match err {
                 TransactionError::Abort(err) => err,
                 TransactionError::Storage(err) => self.failed(err),
             })
     }
+
+    fn scan(
+        &self,
+        id: TreeId,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries> {
+        let tree = self.tree(id)?;
+        let owned = |bound: Bound<&[u8]>| bound.map(<[u8]>::to_vec);
+        tree.range::<Vec<u8>, _>((owned(start), owned(end)))
+            .take(limit)
+            .map(|entry| {
+                entry
+                    .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(storage_error)
+            })
+            .collect()
+    }
 }
 
-/// The trees of one transaction.
-struct Tx<'a> {
+impl Store {
+    /// Opens the PostgreSQL database at `url`, applying its migrations.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when it cannot be reached or migrated (or was
+    /// migrated by a newer latchkey).
+    pub(crate) async fn connect(url: &str, options: &PgOptions) -> Result<Store> {
+        let pg = pg::Pg::connect(url, options).await?;
+        Ok(Store {
+            backend: Backend::Pg(Arc::new(pg)),
+        })
+    }
+
+    /// Which backend this is, for logs: `sled` or `postgres`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sled(_) => "sled",
+            Backend::Pg(_) => "postgres",
+        }
+    }
+
+    /// Whether the store takes writes now: for sled, open, not waiting to
+    /// recover from a failed write, and with room on its disk; for
+    /// PostgreSQL, answering.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] saying why not.
+    pub(crate) async fn ready(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.ready(),
+            Backend::Pg(pg) => pg.ready().await,
+        }
+    }
+
+    /// The stored bytes under `key` in tree `id`.
+    async fn read(&self, id: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match &self.backend {
+            Backend::Sled(sled) => Ok(sled
+                .tree(id)?
+                .get(key)
+                .map_err(storage_error)?
+                .map(|value| value.to_vec())),
+            Backend::Pg(pg) => pg.read(id, key).await,
+        }
+    }
+
+    /// The record under `key` in tree `id`.
+    async fn get<T: DeserializeOwned>(&self, id: TreeId, key: &[u8]) -> Result<Option<T>> {
+        match self.read(id, key).await? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries of tree `id` between `start` and `end`, in key order.
+    async fn scan(
+        &self,
+        id: TreeId,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.scan(id, start, end, limit),
+            Backend::Pg(pg) => pg.scan(id, start, end, limit).await,
+        }
+    }
+
+    /// The parts after `prefix` of every key in tree `id` that starts with it.
+    async fn suffixes(&self, id: TreeId, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let end = prefix_end(prefix);
+        let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self
+            .scan(id, Bound::Included(prefix), end, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key[prefix.len()..].to_vec())
+            .collect())
+    }
+
+    /// Every entry of tree `id`, read in pages of [`PAGE`] (no snapshot:
+    /// each page is current when read), handed to `visit` in key order.
+    async fn each(
+        &self,
+        id: TreeId,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let page = self.scan(id, start, Bound::Unbounded, PAGE).await?;
+            for (key, value) in &page {
+                visit(key, value)?;
+            }
+            if page.len() < PAGE {
+                return Ok(());
+            }
+            after = page.last().map(|(key, _)| key.clone());
+        }
+    }
+
+    /// How many entries tree `id` holds.
+    async fn count(&self, id: TreeId) -> Result<usize> {
+        match &self.backend {
+            Backend::Sled(sled) => Ok(sled.tree(id)?.len()),
+            Backend::Pg(pg) => pg.count(id).await,
+        }
+    }
+
+    /// Runs `body` as one transaction over the trees `ids`; inside,
+    /// [`Tx`] reads and writes each of them by id. `body` may run more than
+    /// once (sled retries on conflict; PostgreSQL runs it again after each
+    /// read it had to fetch), so it must not have side effects; only the
+    /// writes of its last run are committed.
+    async fn transaction<T>(
+        &self,
+        ids: &[TreeId],
+        body: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T> {
+        self.transaction_locking(ids, &[], body).await
+    }
+
+    /// Like [`Store::transaction`], telling the backend which keys `body`
+    /// will read, so PostgreSQL fetches (and locks) them in one round trip
+    /// instead of one each.
+    async fn transaction_locking<T>(
+        &self,
+        ids: &[TreeId],
+        reads: &[(TreeId, Vec<u8>)],
+        body: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.transaction(ids, body),
+            Backend::Pg(pg) => pg.transaction(ids, reads, body).await,
+        }
+    }
+
+    /// Writes (or with `None` removes) one entry outside any other transaction.
+    async fn write_one(&self, id: TreeId, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.transaction(&[id], |tx| match value {
+            Some(value) => tx.insert(id, key, value),
+            None => tx.remove(id, key),
+        })
+        .await
+    }
+}
+
+/// The trees of one transaction, as its backend sees them.
+pub(super) struct Tx<'a> {
     ids: &'a [TreeId],
-    trees: &'a [TransactionalTree],
+    view: View<'a>,
+}
+
+enum View<'a> {
+    Sled(&'a [TransactionalTree]),
+    Pg(&'a Staged<'a>),
+}
+
+/// One run of a transaction body on PostgreSQL: the rows fetched (and
+/// locked) so far, and the writes of this run, applied at commit.
+pub(super) struct Staged<'a> {
+    fetched: &'a HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
+    writes: RefCell<BTreeMap<(TreeId, Vec<u8>), Option<Vec<u8>>>>,
+    /// The first key this run wanted and had not fetched.
+    unread: RefCell<Option<(TreeId, Vec<u8>)>>,
 }
 
 impl Tx<'_> {
-    /// The transactional view of tree `id`; a tree the transaction did not
-    /// ask for is a bug, reported as an internal error.
-    fn tree(&self, id: TreeId) -> TxResult<&TransactionalTree> {
-        self.ids
-            .iter()
-            .position(|held| *held == id)
-            .and_then(|index| self.trees.get(index))
-            .ok_or_else(|| {
-                abort(Error::Internal(format!(
-                    "transaction without the {} tree",
-                    id.name()
-                )))
-            })
+    /// The position of tree `id` in the transaction; a tree the transaction
+    /// did not ask for is a bug, reported as an internal error.
+    fn position(&self, id: TreeId) -> TxResult<usize> {
+        self.ids.iter().position(|held| *held == id).ok_or_else(|| {
+            abort(Error::Internal(format!(
+                "transaction without the {} tree",
+                id.name()
+            )))
+        })
+    }
+
+    fn read(&self, id: TreeId, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
+        let index = self.position(id)?;
+        match self.view {
+            View::Sled(trees) => Ok(trees[index].get(key)?.map(|value| value.to_vec())),
+            View::Pg(staged) => {
+                let wanted = (id, key.to_vec());
+                if let Some(written) = staged.writes.borrow().get(&wanted) {
+                    return Ok(written.clone());
+                }
+                match staged.fetched.get(&wanted) {
+                    Some(value) => Ok(value.clone()),
+                    None => {
+                        *staged.unread.borrow_mut() = Some(wanted);
+                        Err(TxError::Unread)
+                    }
+                }
+            }
+        }
+    }
+
+    fn contains(&self, id: TreeId, key: &[u8]) -> TxResult<bool> {
+        Ok(self.read(id, key)?.is_some())
     }
 
     fn get<T: DeserializeOwned>(&self, id: TreeId, key: &[u8]) -> TxResult<Option<T>> {
-        match self.tree(id)?.get(key)? {
+        match self.read(id, key)? {
             Some(bytes) => decode(&bytes).map(Some).map_err(abort),
             None => Ok(None),
         }
     }
 
     fn put<T: Serialize>(&self, id: TreeId, key: &[u8], value: &T) -> TxResult<()> {
-        self.tree(id)?.insert(key, encode(value).map_err(abort)?)?;
-        Ok(())
+        self.insert(id, key, &encode(value).map_err(abort)?)
     }
 
     fn insert(&self, id: TreeId, key: &[u8], value: &[u8]) -> TxResult<()> {
-        self.tree(id)?.insert(key, value)?;
-        Ok(())
+        self.write(id, key, Some(value))
     }
 
     fn remove(&self, id: TreeId, key: &[u8]) -> TxResult<()> {
-        self.tree(id)?.remove(key)?;
+        self.write(id, key, None)
+    }
+
+    fn write(&self, id: TreeId, key: &[u8], value: Option<&[u8]>) -> TxResult<()> {
+        let index = self.position(id)?;
+        match self.view {
+            View::Sled(trees) => {
+                match value {
+                    Some(value) => trees[index].insert(key, value)?,
+                    None => trees[index].remove(key)?,
+                };
+            }
+            View::Pg(staged) => {
+                staged
+                    .writes
+                    .borrow_mut()
+                    .insert((id, key.to_vec()), value.map(<[u8]>::to_vec));
+            }
+        }
         Ok(())
     }
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
+/// Why a transaction body stopped.
+pub(super) enum TxError {
+    /// It decided to write nothing, with this error.
+    Abort(Error),
+    /// sled failed or saw a conflict (and will run the body again).
+    Sled(UnabortableTransactionError),
+    /// It needs a row PostgreSQL has not fetched yet (see [`Staged`]).
+    Unread,
+}
+
+impl From<UnabortableTransactionError> for TxError {
+    fn from(err: UnabortableTransactionError) -> Self {
+        TxError::Sled(err)
+    }
+}
+
+type TxResult<T> = Result<T, TxError>;
 
 /// Free bytes the data directory's disk must keep for writes to be accepted.
 const DISK_RESERVE: u64 = 8 << 20;
+
+/// Entries read per page when a whole tree is walked.
+const PAGE: usize = 1_000;
 
 /// The value of index entries, which carry everything in their key.
 const EMPTY: &[u8] = &[];
@@ -340,8 +613,21 @@ fn child_prefix(owner: &str) -> Vec<u8> {
     key
 }
 
-fn abort(err: Error) -> ConflictableTransactionError<Error> {
-    ConflictableTransactionError::Abort(err)
+/// The first key after every key that starts with `prefix` (`None`: no
+/// such key, the prefix being all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn abort(err: Error) -> TxError {
+    TxError::Abort(err)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -353,24 +639,19 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|err| Error::Storage(format!("unreadable record: {err}")))
 }
 
-fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
-    match tree.get(key).map_err(storage_error)? {
-        Some(bytes) => decode(&bytes).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// The parts after `prefix` of every key in `tree` that starts with it.
-fn suffixes(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
-    tree.scan_prefix(prefix)
-        .keys()
-        .map(|key| {
-            key.map(|key| key[prefix.len()..].to_vec())
-                .map_err(storage_error)
-        })
-        .collect()
-}
-
 fn storage_error(err: sled::Error) -> Error {
     Error::Storage(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_end_of_a_prefix_is_the_first_key_after_all_its_keys() {
+        assert_eq!(prefix_end(b"ab/"), Some(b"ab0".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
 }

@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{EMPTY, OnFlush, Opened, Shared, Store, TreeId, child_key, decode, storage_error};
+use super::{
+    Backend, EMPTY, OnFlush, Opened, Shared, Sled, Store, TreeId, child_key, decode, storage_error,
+};
 use crate::error::{Error, Result};
 use crate::model::RefreshRecord;
 
@@ -35,28 +37,33 @@ impl Store {
         let opened = Opened::open(dir, cache_bytes, &on_flush)?;
         keep_private(dir, existed);
         let (stop, stopped) = mpsc::channel();
-        let store = Store {
+        let sled = Sled {
             inner: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 cache_bytes,
                 on_flush,
                 slot: RwLock::new(Some(Arc::new(opened))),
                 faulted: AtomicBool::new(false),
+                gate: RwLock::new(()),
                 _stop: Mutex::new(stop),
             }),
         };
-        let shared = Arc::downgrade(&store.inner);
+        let shared = Arc::downgrade(&sled.inner);
         std::thread::Builder::new()
             .name("latchkey-recover".into())
             .spawn(move || recover_when_possible(&shared, &stopped))
             .map_err(|err| Error::Internal(format!("cannot start the recovery thread: {err}")))?;
-        Ok(store)
+        Ok(Store {
+            backend: Backend::Sled(sled),
+        })
     }
 
     /// Has `observe` told of every flush of the durable writes: how many
     /// writers it served and how long it took. Only the first call counts.
     pub(crate) fn observe_flushes(&self, observe: OnFlush) {
-        let _ = self.inner.on_flush.set(observe);
+        if let Backend::Sled(sled) = &self.backend {
+            let _ = sled.inner.on_flush.set(observe);
+        }
     }
 
     /// Waits until every write made before this call is on disk. Concurrent
@@ -65,10 +72,14 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] if the flush fails.
     pub(crate) async fn durable(&self) -> Result<()> {
-        let opened = self.opened()?;
+        // PostgreSQL's commits are durable when they return.
+        let Backend::Sled(sled) = &self.backend else {
+            return Ok(());
+        };
+        let opened = sled.opened()?;
         let flushed = opened.flusher.flush().await;
         if flushed.is_err() {
-            self.inner.faulted.store(true, Ordering::SeqCst);
+            sled.inner.faulted.store(true, Ordering::SeqCst);
         }
         flushed
     }
@@ -78,10 +89,15 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] if the flush fails.
     pub(crate) fn flush_blocking(&self) -> Result<()> {
-        let opened = self.opened()?;
-        opened.db.flush().map(drop).map_err(|err| self.failed(err))
+        let Backend::Sled(sled) = &self.backend else {
+            return Ok(());
+        };
+        let opened = sled.opened()?;
+        opened.db.flush().map(drop).map_err(|err| sled.failed(err))
     }
+}
 
+impl Sled {
     /// Opens the database afresh when a write has failed and the data
     /// directory takes writes again. Returns whether it did.
     fn recover(&self) -> bool {
@@ -141,7 +157,7 @@ fn recover_when_possible(shared: &std::sync::Weak<Shared>, stopped: &mpsc::Recei
         let Some(inner) = shared.upgrade() else {
             return;
         };
-        Store { inner }.recover();
+        Sled { inner }.recover();
     }
 }
 
@@ -417,6 +433,13 @@ impl Drop for Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sled(store: &Store) -> &Sled {
+        match &store.backend {
+            Backend::Sled(sled) => sled,
+            Backend::Pg(_) => unreachable!("a sled store"),
+        }
+    }
     use crate::model::ClientInfo;
 
     const TEST_CACHE: u64 = 8 << 20;
@@ -436,10 +459,10 @@ mod tests {
             db.flush().expect("flush");
         }
         let store = Store::open(dir.path(), TEST_CACHE).expect("opens");
-        let opened = store.opened().expect("open");
+        let opened = sled(&store).opened().expect("open");
         let marker = opened.db.get(FORMAT_KEY).expect("read").expect("marker");
         assert_eq!(marker.as_ref(), b"2");
-        let indexed = store
+        let indexed = sled(&store)
             .tree(TreeId::SessionTokens)
             .expect("tree")
             .contains_key(child_key("s1", &[9u8; 32]))
@@ -499,20 +522,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path(), TEST_CACHE).expect("opens");
         let record = RefreshRecord::issued("u1", "j1", "s1", 1, 100, &ClientInfo::default());
-        store
+        sled(&store)
             .tree(TreeId::RefreshTokens)
             .expect("tree")
             .insert([1u8; 32], serde_json::to_vec(&record).expect("json"))
             .expect("insert");
         store.flush_blocking().expect("flush");
-        assert!(!store.recover(), "a healthy store is left alone");
+        assert!(!sled(&store).recover(), "a healthy store is left alone");
         // As after a write that met a full disk.
-        store.inner.faulted.store(true, Ordering::SeqCst);
+        sled(&store).inner.faulted.store(true, Ordering::SeqCst);
         let held = store.clone();
-        assert!(store.recover(), "reopened once the directory takes writes");
-        assert!(!store.inner.faulted.load(Ordering::SeqCst));
-        let kept = held
-            .refresh_record(&crate::model::TokenDigest([1u8; 32]))
+        assert!(
+            sled(&store).recover(),
+            "reopened once the directory takes writes"
+        );
+        assert!(!sled(&store).inner.faulted.load(Ordering::SeqCst));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let kept = runtime
+            .block_on(held.refresh_record(&crate::model::TokenDigest([1u8; 32])))
             .expect("read");
         assert_eq!(kept, Some(record), "every clone sees the new opening");
     }

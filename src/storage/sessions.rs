@@ -2,10 +2,7 @@
 //! session, exchanging a refresh token, revoking one session, and reading
 //! them back.
 
-use super::{
-    EMPTY, Store, TreeId, Tx, TxResult, abort, child_key, child_prefix, decode, get, storage_error,
-    suffixes, time_key,
-};
+use super::{EMPTY, Store, TreeId, Tx, TxResult, abort, child_key, child_prefix, decode, time_key};
 use crate::error::{Error, Result};
 use crate::model::{ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime, User};
 
@@ -83,7 +80,7 @@ impl Store {
     ///
     /// # Errors
     /// Whatever `admit` returns, [`Error::Storage`].
-    pub(crate) fn start_session(
+    pub(crate) async fn start_session(
         &self,
         user_id: &str,
         new: &NewSession<'_>,
@@ -98,6 +95,7 @@ impl Store {
             put_new_session(tx, &user, new)?;
             Ok(user)
         })
+        .await
     }
 
     /// Starts many sessions of `user_id` at once, in one transaction, with
@@ -106,7 +104,11 @@ impl Store {
     /// # Errors
     /// [`Error::UserNotFound`], [`Error::Storage`].
     #[cfg(feature = "bench")]
-    pub(crate) fn seed_sessions(&self, user_id: &str, sessions: &[NewSession<'_>]) -> Result<()> {
+    pub(crate) async fn seed_sessions(
+        &self,
+        user_id: &str,
+        sessions: &[NewSession<'_>],
+    ) -> Result<()> {
         self.transaction(START, |tx| {
             let user = tx
                 .get::<User>(TreeId::Users, user_id.as_bytes())?
@@ -116,6 +118,7 @@ impl Store {
             }
             Ok(())
         })
+        .await
     }
 
     /// Reads the record of `digest` (and of its successor, if it was
@@ -128,21 +131,28 @@ impl Store {
     ///
     /// # Errors
     /// Whatever `decide` returns, [`Error::Storage`].
-    pub(crate) fn exchange_refresh<T>(
+    pub(crate) async fn exchange_refresh<T>(
         &self,
         digest: &TokenDigest,
         session_id: &str,
         user_id: &str,
         decide: impl Fn(Stored) -> Result<(Exchange, T)>,
     ) -> Result<T> {
-        self.transaction(EXCHANGE, |tx| {
+        // Read (and on PostgreSQL locked) in the order every change to a
+        // user and their sessions takes them: user, session, records.
+        let reads = [
+            (TreeId::Users, user_id.as_bytes().to_vec()),
+            (TreeId::Sessions, session_id.as_bytes().to_vec()),
+            (TreeId::RefreshTokens, digest.0.to_vec()),
+        ];
+        self.transaction_locking(EXCHANGE, &reads, |tx| {
+            let user = tx.get::<User>(TreeId::Users, user_id.as_bytes())?;
+            let session = tx.get::<Session>(TreeId::Sessions, session_id.as_bytes())?;
             let record = tx.get::<RefreshRecord>(TreeId::RefreshTokens, &digest.0)?;
             let successor = match record.as_ref().and_then(|record| record.successor) {
                 Some(next) => tx.get::<RefreshRecord>(TreeId::RefreshTokens, &next.0)?,
                 None => None,
             };
-            let session = tx.get::<Session>(TreeId::Sessions, session_id.as_bytes())?;
-            let user = tx.get::<User>(TreeId::Users, user_id.as_bytes())?;
             let stored = Stored {
                 record,
                 successor,
@@ -161,6 +171,7 @@ impl Store {
             }
             Ok(outcome)
         })
+        .await
     }
 
     /// Revokes session `session_id` of `user_id` if it is live. Returns
@@ -169,7 +180,7 @@ impl Store {
     /// # Errors
     /// [`Error::SessionNotFound`] for an unknown session or another user's
     /// (indistinguishable), [`Error::Storage`].
-    pub(crate) fn revoke_session(
+    pub(crate) async fn revoke_session(
         &self,
         user_id: &str,
         session_id: &str,
@@ -188,32 +199,36 @@ impl Store {
             tx.put(TreeId::Sessions, session_id.as_bytes(), &session)?;
             Ok(true)
         })
+        .await
     }
 
     /// The record of the refresh token with this digest.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn refresh_record(&self, digest: &TokenDigest) -> Result<Option<RefreshRecord>> {
-        get(&*self.tree(TreeId::RefreshTokens)?, &digest.0)
+    pub(crate) async fn refresh_record(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<RefreshRecord>> {
+        self.get(TreeId::RefreshTokens, &digest.0).await
     }
 
     /// The session with this id (live, revoked or expired-but-unswept).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn session(&self, id: &str) -> Result<Option<Session>> {
-        get(&*self.tree(TreeId::Sessions)?, id.as_bytes())
+    pub(crate) async fn session(&self, id: &str) -> Result<Option<Session>> {
+        self.get(TreeId::Sessions, id.as_bytes()).await
     }
 
     /// Every stored session of a user (live or not).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn sessions_of(&self, user_id: &str) -> Result<Vec<Session>> {
+    pub(crate) async fn sessions_of(&self, user_id: &str) -> Result<Vec<Session>> {
         let mut sessions = Vec::new();
-        for id in self.session_ids_of(user_id)? {
-            if let Some(session) = self.session(&id)? {
+        for id in self.session_ids_of(user_id).await? {
+            if let Some(session) = self.session(&id).await? {
                 sessions.push(session);
             }
         }
@@ -221,35 +236,38 @@ impl Store {
     }
 
     /// How many refresh records are stored, live or not.
-    pub(crate) fn refresh_record_count(&self) -> usize {
-        self.tree(TreeId::RefreshTokens)
-            .map_or(0, |tree| tree.len())
+    pub(crate) async fn refresh_record_count(&self) -> usize {
+        self.count(TreeId::RefreshTokens).await.unwrap_or(0)
     }
 
     /// How many sessions are stored, live or not.
-    pub(crate) fn session_count(&self) -> usize {
-        self.tree(TreeId::Sessions).map_or(0, |tree| tree.len())
+    pub(crate) async fn session_count(&self) -> usize {
+        self.count(TreeId::Sessions).await.unwrap_or(0)
     }
 
     /// How many stored sessions are live at `now`: neither revoked nor
     /// expired. Reads every session (outside any transaction, so no request
     /// waits for it): for the sweeper, not for requests.
-    pub(crate) fn live_session_count(&self, now: UnixTime) -> Result<usize> {
+    pub(crate) async fn live_session_count(&self, now: UnixTime) -> Result<usize> {
         let mut live = 0;
-        for entry in self.tree(TreeId::Sessions)?.iter() {
-            let (_, bytes) = entry.map_err(storage_error)?;
-            live += usize::from(decode::<Session>(&bytes)?.is_live(now));
-        }
+        self.each(TreeId::Sessions, |_, bytes| {
+            live += usize::from(decode::<Session>(bytes)?.is_live(now));
+            Ok(())
+        })
+        .await?;
         Ok(live)
     }
 
     /// Everything stored under a user's sessions, listed now (outside any
     /// transaction).
-    pub(super) fn owned_by(&self, user_id: &str) -> Result<Owned> {
-        let sessions = self.session_ids_of(user_id)?;
+    pub(super) async fn owned_by(&self, user_id: &str) -> Result<Owned> {
+        let sessions = self.session_ids_of(user_id).await?;
         let mut tokens = Vec::new();
         for id in &sessions {
-            for digest in suffixes(&*self.tree(TreeId::SessionTokens)?, &child_prefix(id))? {
+            for digest in self
+                .suffixes(TreeId::SessionTokens, &child_prefix(id))
+                .await?
+            {
                 tokens.push((id.clone(), digest));
             }
         }
@@ -272,6 +290,19 @@ pub(super) struct Owned {
 impl Owned {
     pub(super) fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.tokens.is_empty()
+    }
+
+    /// The rows [`Owned::remove`] reads, for PostgreSQL to fetch at once.
+    pub(super) fn reads(&self) -> Vec<(TreeId, Vec<u8>)> {
+        let sessions = self
+            .sessions
+            .iter()
+            .map(|id| (TreeId::Sessions, id.as_bytes().to_vec()));
+        let records = self
+            .tokens
+            .iter()
+            .map(|(_, digest)| (TreeId::RefreshTokens, digest.clone()));
+        sessions.chain(records).collect()
     }
 
     /// Removes all of it, with every index entry, inside `tx` (which must

@@ -2,7 +2,9 @@
 //! each time-ordered index: the sweeper's cost follows the number of expired
 //! records, not the number stored.
 
-use super::{Store, TreeId, child_key, storage_error};
+use std::ops::Bound;
+
+use super::{Backend, Store, TreeId, child_key};
 use crate::error::Result;
 use crate::model::{RefreshRecord, Session, UnixTime};
 
@@ -13,18 +15,18 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
-    pub(crate) fn sweep_expired_refresh(&self, now: UnixTime, limit: usize) -> Result<usize> {
-        let expired = expired_keys(&*self.tree(TreeId::RefreshExpiry)?, now, limit)?;
+    pub(crate) async fn sweep_expired_refresh(&self, now: UnixTime, limit: usize) -> Result<usize> {
+        let expired = self.expired_keys(TreeId::RefreshExpiry, now, limit).await?;
         if expired.is_empty() {
             return Ok(0);
         }
-        prefetch(&*self.tree(TreeId::RefreshTokens)?, &expired);
+        let reads = self.prefetch(TreeId::RefreshTokens, &expired).await;
         let trees = &[
             TreeId::RefreshTokens,
             TreeId::RefreshExpiry,
             TreeId::SessionTokens,
         ];
-        self.transaction(trees, |tx| {
+        self.transaction_locking(trees, &reads, |tx| {
             for key in &expired {
                 let digest = &key[8..];
                 if let Some(record) = tx.get::<RefreshRecord>(TreeId::RefreshTokens, digest)? {
@@ -34,7 +36,8 @@ impl Store {
                 tx.remove(TreeId::RefreshExpiry, key)?;
             }
             Ok(())
-        })?;
+        })
+        .await?;
         Ok(expired.len())
     }
 
@@ -43,18 +46,22 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
-    pub(crate) fn sweep_expired_sessions(&self, now: UnixTime, limit: usize) -> Result<usize> {
-        let expired = expired_keys(&*self.tree(TreeId::SessionExpiry)?, now, limit)?;
+    pub(crate) async fn sweep_expired_sessions(
+        &self,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<usize> {
+        let expired = self.expired_keys(TreeId::SessionExpiry, now, limit).await?;
         if expired.is_empty() {
             return Ok(0);
         }
-        prefetch(&*self.tree(TreeId::Sessions)?, &expired);
+        let reads = self.prefetch(TreeId::Sessions, &expired).await;
         let trees = &[
             TreeId::Sessions,
             TreeId::SessionExpiry,
             TreeId::UserSessions,
         ];
-        self.transaction(trees, |tx| {
+        self.transaction_locking(trees, &reads, |tx| {
             for key in &expired {
                 let id = &key[8..];
                 tx.remove(TreeId::SessionExpiry, key)?;
@@ -71,7 +78,8 @@ impl Store {
                 }
             }
             Ok(())
-        })?;
+        })
+        .await?;
         Ok(expired.len())
     }
 
@@ -79,38 +87,83 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`](crate::error::Error::Storage).
-    pub(crate) fn sweep_audit(&self, before: UnixTime, limit: usize) -> Result<usize> {
-        let audit = self.tree(TreeId::Audit)?;
-        let old = expired_keys(&audit, before.saturating_sub(1), limit)?;
-        let mut batch = sled::Batch::default();
-        for key in &old {
-            batch.remove(key.as_ref());
+    pub(crate) async fn sweep_audit(&self, before: UnixTime, limit: usize) -> Result<usize> {
+        let old = self
+            .expired_keys(TreeId::Audit, before.saturating_sub(1), limit)
+            .await?;
+        if old.is_empty() {
+            return Ok(0);
         }
-        audit.apply_batch(batch).map_err(|err| self.failed(err))?;
+        self.transaction(&[TreeId::Audit], |tx| {
+            for key in &old {
+                tx.remove(TreeId::Audit, key)?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(old.len())
     }
-}
 
-/// Reads the records an expiry index's `keys` (time, then id) point to, so
-/// that the transaction that deletes them finds them in the cache: a
-/// transaction holds every other reader of the database back while it runs,
-/// and must not wait for the disk meanwhile.
-fn prefetch(records: &sled::Tree, keys: &[sled::IVec]) {
-    for key in keys {
-        let _ = records.get(&key[8..]);
+    /// Deletes up to `limit` entries of `index` (expiry ‖ key) that have
+    /// expired at `now`, with the records of `records` they point to.
+    /// Returns how many.
+    pub(super) async fn sweep_index(
+        &self,
+        index: TreeId,
+        records: TreeId,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<usize> {
+        let expired = self.expired_keys(index, now, limit).await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.transaction(&[records, index], |tx| {
+            for key in &expired {
+                tx.remove(records, &key[8..])?;
+                tx.remove(index, key)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(expired.len())
     }
-}
 
-/// Up to `limit` keys of a time-ordered tree whose time is at or before `now`.
-pub(super) fn expired_keys(
-    tree: &sled::Tree,
-    now: UnixTime,
-    limit: usize,
-) -> Result<Vec<sled::IVec>> {
-    let upper = now.saturating_add(1).to_be_bytes();
-    tree.range(..upper.as_slice())
-        .keys()
-        .take(limit)
-        .map(|key| key.map_err(storage_error))
-        .collect()
+    /// Up to `limit` keys of a time-ordered tree whose time is at or before `now`.
+    async fn expired_keys(
+        &self,
+        index: TreeId,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let upper = now.saturating_add(1).to_be_bytes();
+        Ok(self
+            .scan(index, Bound::Unbounded, Bound::Excluded(&upper), limit)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// The records an expiry index's `keys` (time, then id) point to. On
+    /// PostgreSQL, the rows the sweeping transaction reads, to fetch and
+    /// lock at once; on sled, read now, so that the transaction finds them
+    /// in the cache (a sled transaction holds every other reader back while
+    /// it runs, and must not wait for the disk meanwhile).
+    async fn prefetch(&self, records: TreeId, keys: &[Vec<u8>]) -> Vec<(TreeId, Vec<u8>)> {
+        match &self.backend {
+            Backend::Sled(sled) => {
+                if let Ok(tree) = sled.tree(records) {
+                    for key in keys {
+                        let _ = tree.get(&key[8..]);
+                    }
+                }
+                Vec::new()
+            }
+            Backend::Pg(_) => keys
+                .iter()
+                .map(|key| (records, key[8..].to_vec()))
+                .collect(),
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::ops::Bound;
 
-use super::{Store, TreeId, Tx, TxResult, abort, child_prefix, get, storage_error, suffixes};
+use super::{Store, TreeId, Tx, TxResult, abort, child_prefix};
 use crate::error::{Error, Result};
 use crate::model::{RevokeReason, Session, UnixTime, User};
 
@@ -30,23 +30,15 @@ impl Store {
     /// # Errors
     /// [`Error::UserExists`] if the email is taken, [`Error::UsernameTaken`] if
     /// the username is (ignoring case), [`Error::Storage`] otherwise.
-    pub(crate) fn insert_user(&self, user: &User) -> Result<()> {
+    pub(crate) async fn insert_user(&self, user: &User) -> Result<()> {
         let username_key = user.username_key();
         self.transaction(
             &[TreeId::Users, TreeId::UsersByEmail, TreeId::UsersByUsername],
             |tx| {
-                if tx
-                    .tree(TreeId::UsersByEmail)?
-                    .get(user.email.as_bytes())?
-                    .is_some()
-                {
+                if tx.contains(TreeId::UsersByEmail, user.email.as_bytes())? {
                     return Err(abort(Error::UserExists));
                 }
-                if tx
-                    .tree(TreeId::UsersByUsername)?
-                    .get(username_key.as_bytes())?
-                    .is_some()
-                {
+                if tx.contains(TreeId::UsersByUsername, username_key.as_bytes())? {
                     return Err(abort(Error::UsernameTaken));
                 }
                 tx.put(TreeId::Users, user.id.as_bytes(), user)?;
@@ -62,47 +54,46 @@ impl Store {
                 )
             },
         )
+        .await
     }
 
     /// Whether an account uses this normalized email.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn email_taken(&self, email: &str) -> Result<bool> {
-        self.tree(TreeId::UsersByEmail)?
-            .contains_key(email.as_bytes())
-            .map_err(storage_error)
+    pub(crate) async fn email_taken(&self, email: &str) -> Result<bool> {
+        Ok(self
+            .read(TreeId::UsersByEmail, email.as_bytes())
+            .await?
+            .is_some())
     }
 
     /// Whether an account uses this lower-cased username.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn username_taken(&self, username_key: &str) -> Result<bool> {
-        self.tree(TreeId::UsersByUsername)?
-            .contains_key(username_key.as_bytes())
-            .map_err(storage_error)
+    pub(crate) async fn username_taken(&self, username_key: &str) -> Result<bool> {
+        Ok(self
+            .read(TreeId::UsersByUsername, username_key.as_bytes())
+            .await?
+            .is_some())
     }
 
     /// The user with this id.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn user(&self, id: &str) -> Result<Option<User>> {
-        get(&*self.tree(TreeId::Users)?, id.as_bytes())
+    pub(crate) async fn user(&self, id: &str) -> Result<Option<User>> {
+        self.get(TreeId::Users, id.as_bytes()).await
     }
 
     /// The user with this normalized email.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        match self
-            .tree(TreeId::UsersByEmail)?
-            .get(email.as_bytes())
-            .map_err(storage_error)?
-        {
-            Some(id) => get(&*self.tree(TreeId::Users)?, &id),
+    pub(crate) async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        match self.read(TreeId::UsersByEmail, email.as_bytes()).await? {
+            Some(id) => self.get(TreeId::Users, &id).await,
             None => Ok(None),
         }
     }
@@ -115,7 +106,7 @@ impl Store {
     /// # Errors
     /// [`Error::UserNotFound`], whatever `change` returns (nothing is
     /// written then), [`Error::Storage`].
-    pub(crate) fn update_user(
+    pub(crate) async fn update_user(
         &self,
         user_id: &str,
         ending: &Ending,
@@ -124,8 +115,14 @@ impl Store {
         // Listed before the transaction, so a session started in between is
         // not marked; it is dead all the same, because it carries the old
         // stamp (or, started after, the new one legitimately).
-        let session_ids = self.session_ids_of(user_id)?;
-        self.transaction(USER_AND_SESSIONS, |tx| {
+        let session_ids = self.session_ids_of(user_id).await?;
+        let mut reads = vec![(TreeId::Users, user_id.as_bytes().to_vec())];
+        reads.extend(
+            session_ids
+                .iter()
+                .map(|id| (TreeId::Sessions, id.as_bytes().to_vec())),
+        );
+        self.transaction_locking(USER_AND_SESSIONS, &reads, |tx| {
             let before: User = tx
                 .get(TreeId::Users, user_id.as_bytes())?
                 .ok_or_else(|| abort(Error::UserNotFound))?;
@@ -140,6 +137,7 @@ impl Store {
             tx.put(TreeId::Users, user.id.as_bytes(), &user)?;
             Ok((user, ended))
         })
+        .await
     }
 
     /// Deletes a user, with their email and username index entries, their
@@ -148,28 +146,33 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::UserNotFound`], whatever `check` returns, [`Error::Storage`].
-    pub(crate) fn delete_user(
+    pub(crate) async fn delete_user(
         &self,
         user_id: &str,
         check: impl Fn(&User) -> Result<()>,
     ) -> Result<User> {
-        let owned = self.owned_by(user_id)?;
-        let user = self.transaction(TreeId::ALL, |tx| {
-            let user: User = tx
-                .get(TreeId::Users, user_id.as_bytes())?
-                .ok_or_else(|| abort(Error::UserNotFound))?;
-            check(&user).map_err(abort)?;
-            tx.remove(TreeId::Users, user.id.as_bytes())?;
-            tx.remove(TreeId::UsersByEmail, user.email.as_bytes())?;
-            tx.remove(TreeId::UsersByUsername, user.username_key().as_bytes())?;
-            owned.remove(tx)?;
-            Ok(user)
-        })?;
+        let owned = self.owned_by(user_id).await?;
+        let mut reads = vec![(TreeId::Users, user_id.as_bytes().to_vec())];
+        reads.extend(owned.reads());
+        let user = self
+            .transaction_locking(TreeId::ALL, &reads, |tx| {
+                let user: User = tx
+                    .get(TreeId::Users, user_id.as_bytes())?
+                    .ok_or_else(|| abort(Error::UserNotFound))?;
+                check(&user).map_err(abort)?;
+                tx.remove(TreeId::Users, user.id.as_bytes())?;
+                tx.remove(TreeId::UsersByEmail, user.email.as_bytes())?;
+                tx.remove(TreeId::UsersByUsername, user.username_key().as_bytes())?;
+                owned.remove(tx)?;
+                Ok(user)
+            })
+            .await?;
         // A session started, or a token rotated, between the listing and the
         // transaction escaped it; none can appear now that the user is gone.
-        let stragglers = self.owned_by(user_id)?;
+        let stragglers = self.owned_by(user_id).await?;
         if !stragglers.is_empty() {
-            self.transaction(TreeId::ALL, |tx| stragglers.remove(tx))?;
+            self.transaction_locking(TreeId::ALL, &stragglers.reads(), |tx| stragglers.remove(tx))
+                .await?;
         }
         Ok(user)
     }
@@ -182,7 +185,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) fn users_page(
+    pub(crate) async fn users_page(
         &self,
         after: Option<&str>,
         query: Option<&str>,
@@ -190,22 +193,27 @@ impl Store {
         budget: usize,
     ) -> Result<(Vec<User>, Option<String>)> {
         let start = match after {
-            Some(email) => Bound::Excluded(email.as_bytes().to_vec()),
+            Some(email) => Bound::Excluded(email.as_bytes()),
             None => Bound::Unbounded,
         };
         let query = query.map(str::to_lowercase);
         let mut users = Vec::new();
         let mut last = None;
-        let by_email = self.tree(TreeId::UsersByEmail)?;
-        let users_tree = self.tree(TreeId::Users)?;
-        let entries = by_email.range::<Vec<u8>, _>((start, Bound::Unbounded));
-        for (read, entry) in entries.enumerate() {
+        // One entry more than the budget tells whether the walk is complete.
+        let entries = self
+            .scan(
+                TreeId::UsersByEmail,
+                start,
+                Bound::Unbounded,
+                budget.saturating_add(1),
+            )
+            .await?;
+        for (read, (email, id)) in entries.into_iter().enumerate() {
             if users.len() >= limit || read >= budget {
                 return Ok((users, last));
             }
-            let (email, id) = entry.map_err(storage_error)?;
             last = Some(String::from_utf8_lossy(&email).into_owned());
-            let Some(user) = get::<User>(&users_tree, &id)? else {
+            let Some(user) = self.get::<User>(TreeId::Users, &id).await? else {
                 continue;
             };
             let matches = query.as_deref().is_none_or(|query| {
@@ -219,13 +227,13 @@ impl Store {
     }
 
     /// The ids of every stored session of a user, through the per-user index.
-    pub(super) fn session_ids_of(&self, user_id: &str) -> Result<Vec<String>> {
-        Ok(
-            suffixes(&*self.tree(TreeId::UserSessions)?, &child_prefix(user_id))?
-                .into_iter()
-                .map(|id| String::from_utf8_lossy(&id).into_owned())
-                .collect(),
-        )
+    pub(super) async fn session_ids_of(&self, user_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .suffixes(TreeId::UserSessions, &child_prefix(user_id))
+            .await?
+            .into_iter()
+            .map(|id| String::from_utf8_lossy(&id).into_owned())
+            .collect())
     }
 }
 

@@ -9,8 +9,6 @@
 //! (`retired_at` + the access-token lifetime + clock leeway); after that it
 //! is dropped from the file at the next start or rotation.
 
-use std::path::Path;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
@@ -22,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::SigningAlg;
 use crate::error::{Error, Result};
 use crate::model::UnixTime;
-use crate::secrets;
+use crate::secrets::SecretHome;
 
 /// The key ring's file in the data directory.
 pub const KEY_FILE: &str = "signing_keys.json";
@@ -104,7 +102,7 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Loads the ring of `data_dir` and makes sure its active key uses
+    /// Loads the ring kept in `home` and makes sure its active key uses
     /// `alg`: generates the first key, or rotates to a key of `alg` when the
     /// configured algorithm changed. Drops retired keys older than
     /// `keep_retired_for` seconds. Writes the file when anything changed.
@@ -113,45 +111,52 @@ impl KeyRing {
     /// [`Error::Config`] for a readable-by-others or unreadable file,
     /// [`Error::Storage`] when it cannot be written.
     pub fn open(
-        data_dir: &Path,
+        home: &SecretHome,
         alg: SigningAlg,
         now: UnixTime,
         keep_retired_for: u64,
     ) -> Result<KeyRing> {
-        let mut ring = KeyRing::load(data_dir)?.unwrap_or_default();
+        let mut ring = KeyRing::load(home)?.unwrap_or_default();
         let mut changed = ring.prune(now, keep_retired_for);
         if ring.active().is_none_or(|active| active.alg != alg) {
             ring.rotate(alg, now)?;
             changed = true;
         }
         if changed {
-            ring.save(data_dir)?;
+            ring.save(home)?;
         }
         Ok(ring)
     }
 
-    /// The ring stored in `data_dir`, if there is one.
+    /// The ring kept in `home`, if there is one.
     ///
     /// # Errors
     /// As [`KeyRing::open`].
-    pub fn load(data_dir: &Path) -> Result<Option<KeyRing>> {
-        let path = data_dir.join(KEY_FILE);
-        let Some(text) = secrets::read_private(&path)? else {
+    pub fn load(home: &SecretHome) -> Result<Option<KeyRing>> {
+        let Some(text) = home.read(KEY_FILE)? else {
             return Ok(None);
         };
-        serde_json::from_str(text.expose())
-            .map(Some)
-            .map_err(|err| Error::Config(format!("{} is unreadable: {err}", path.display())))
+        KeyRing::parse(text.expose(), home)
     }
 
-    /// Writes the ring to `data_dir` (owner-only, atomically).
+    /// The ring in `text` (as kept in `home`, named in errors).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when it is unreadable.
+    pub fn parse(text: &str, home: &SecretHome) -> Result<Option<KeyRing>> {
+        serde_json::from_str(text).map(Some).map_err(|err| {
+            Error::Config(format!("{} is unreadable: {err}", home.describe(KEY_FILE)))
+        })
+    }
+
+    /// Writes the ring to `home` (owner-only, atomically).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn save(&self, data_dir: &Path) -> Result<()> {
+    pub fn save(&self, home: &SecretHome) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|err| Error::Internal(format!("cannot encode the key ring: {err}")))?;
-        secrets::replace_private(&data_dir.join(KEY_FILE), &text)
+        home.replace(KEY_FILE, &text)
     }
 
     /// The key that signs new tokens.
@@ -251,7 +256,13 @@ mod tests {
     fn a_ring_is_created_once_and_kept_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("dir");
-        let ring = KeyRing::open(dir.path(), SigningAlg::EdDsa, 1_000, 900).expect("ring");
+        let ring = KeyRing::open(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            SigningAlg::EdDsa,
+            1_000,
+            900,
+        )
+        .expect("ring");
         let kid = ring.active().expect("active").kid.clone();
         assert_eq!(kid.len(), 43, "a base64url SHA-256 thumbprint");
         let mode = std::fs::metadata(dir.path().join(KEY_FILE))
@@ -259,7 +270,13 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = KeyRing::open(dir.path(), SigningAlg::EdDsa, 2_000, 900).expect("ring");
+        let again = KeyRing::open(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            SigningAlg::EdDsa,
+            2_000,
+            900,
+        )
+        .expect("ring");
         assert_eq!(again.keys.len(), 1);
         assert_eq!(again.active().expect("active").kid, kid);
         assert!(!format!("{again:?}").contains(&again.keys[0].pkcs8));
@@ -268,11 +285,24 @@ mod tests {
     #[test]
     fn rotation_retires_the_old_key_until_its_tokens_expire() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut ring = KeyRing::open(dir.path(), SigningAlg::EdDsa, 1_000, 900).expect("ring");
+        let mut ring = KeyRing::open(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            SigningAlg::EdDsa,
+            1_000,
+            900,
+        )
+        .expect("ring");
         let old = ring.active().expect("active").kid.clone();
         ring.rotate(SigningAlg::Es256, 2_000).expect("rotate");
-        ring.save(dir.path()).expect("save");
-        let ring = KeyRing::open(dir.path(), SigningAlg::Es256, 2_899, 900).expect("ring");
+        ring.save(&SecretHome::Dir(dir.path().to_path_buf()))
+            .expect("save");
+        let ring = KeyRing::open(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            SigningAlg::Es256,
+            2_899,
+            900,
+        )
+        .expect("ring");
         assert_eq!(
             ring.keys.len(),
             2,
@@ -280,15 +310,33 @@ mod tests {
         );
         assert_eq!(ring.keys[0].kid, old);
         assert_eq!(ring.active().expect("active").alg, SigningAlg::Es256);
-        let ring = KeyRing::open(dir.path(), SigningAlg::Es256, 2_900, 900).expect("ring");
+        let ring = KeyRing::open(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            SigningAlg::Es256,
+            2_900,
+            900,
+        )
+        .expect("ring");
         assert_eq!(ring.keys.len(), 1, "then it is pruned");
     }
 
     #[test]
     fn a_changed_algorithm_rotates_at_start() {
         let dir = tempfile::tempdir().expect("dir");
-        KeyRing::open(dir.path(), SigningAlg::EdDsa, 1_000, 900).expect("ring");
-        let ring = KeyRing::open(dir.path(), SigningAlg::Es256, 1_100, 900).expect("ring");
+        KeyRing::open(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            SigningAlg::EdDsa,
+            1_000,
+            900,
+        )
+        .expect("ring");
+        let ring = KeyRing::open(
+            &SecretHome::Dir(dir.path().to_path_buf()),
+            SigningAlg::Es256,
+            1_100,
+            900,
+        )
+        .expect("ring");
         assert_eq!(ring.keys.len(), 2);
         assert_eq!(ring.keys[0].retired_at, Some(1_100));
         assert_eq!(ring.active().expect("active").alg, SigningAlg::Es256);

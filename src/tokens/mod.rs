@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, SigningAlg};
 use crate::error::{Error, Result};
 use crate::model::{RefreshRecord, Secret, TokenDigest, UnixTime, User};
-use crate::secrets;
+use crate::secrets::{self, SecretHome};
 use device::DeviceTokens;
 use keys::KeyRing;
 
@@ -164,10 +164,9 @@ impl AccessSigner {
     ///
     /// # Errors
     /// [`Error::Config`] or [`Error::Storage`] from the key files.
-    pub fn load(config: &Config, now: UnixTime) -> Result<AccessSigner> {
+    pub fn load(config: &Config, home: &SecretHome, now: UnixTime) -> Result<AccessSigner> {
         let existing = || {
-            KeyRing::load(&config.data_dir)
-                .map(|ring| ring.and_then(|ring| ring.active().map(|key| key.alg)))
+            KeyRing::load(home).map(|ring| ring.and_then(|ring| ring.active().map(|key| key.alg)))
         };
         let alg = match (config.signing_alg, &config.jwt_secret) {
             (Some(alg), _) => alg,
@@ -176,7 +175,7 @@ impl AccessSigner {
         };
         if alg == SigningAlg::Hs256 {
             let secret = secrets::load_or_create(
-                &config.data_dir,
+                home,
                 ACCESS_SECRET_FILE,
                 "JWT_SECRET",
                 config.jwt_secret.as_ref(),
@@ -184,7 +183,7 @@ impl AccessSigner {
             return Ok(AccessSigner::Secret(secret));
         }
         let keep_retired_for = access_ttl(config).saturating_add(CLOCK_LEEWAY_SECONDS);
-        KeyRing::open(&config.data_dir, alg, now, keep_retired_for).map(AccessSigner::Keys)
+        KeyRing::open(home, alg, now, keep_retired_for).map(AccessSigner::Keys)
     }
 }
 

@@ -371,7 +371,11 @@ async fn the_audit_log_is_readable_by_user_and_time() {
         .await;
     assert_eq!(since_start["events"].as_array().expect("events").len(), 2);
     // Following nextCursor two at a time reads the whole log, in order.
-    let whole = app.core.audit_events(0, None, usize::MAX).expect("audit");
+    let whole = app
+        .core
+        .audit_events(0, None, usize::MAX)
+        .await
+        .expect("audit");
     let mut paged = Vec::new();
     let mut path = "/api/admin/audit?since=2020-01-01T00:00:00Z&limit=2".to_owned();
     loop {

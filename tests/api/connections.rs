@@ -362,6 +362,7 @@ async fn logins_whose_clients_hung_up_are_not_hashed_and_a_full_queue_answers_50
     tokio::time::sleep(Duration::from_millis(500)).await;
     let hashed = app
         .audit_kinds()
+        .await
         .iter()
         .filter(|kind| *kind == "login_failed")
         .count();

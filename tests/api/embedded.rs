@@ -34,7 +34,7 @@ async fn start() -> Embedded {
         .public_url(format!("http://{address}/auth"))
         .build()
         .expect("config");
-    let core = Latchkey::open(config).expect("opens");
+    let core = Latchkey::open(config).await.expect("opens");
     let (stop, stopped) = oneshot::channel::<()>();
     let endpoint = example::app(core.clone());
     let config = core.config().clone();
@@ -291,7 +291,7 @@ async fn latchkey_nested_whole_under_a_prefix_points_its_cookies_and_its_swagger
         .hash_concurrency(2)
         .build()
         .expect("config");
-    let core = Latchkey::open(config).expect("opens");
+    let core = Latchkey::open(config).await.expect("opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

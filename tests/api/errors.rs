@@ -190,7 +190,7 @@ async fn me_with_a_signed_token_for_an_unknown_session_is_session_revoked() {
         header,
         &json!({"iss": "latchkey", "sub": "00000000-0000-4000-8000-000000000000", "email": "ghost@example.com",
                 "sid": "s", "iat": now, "exp": now + 60, "jti": "j"}),
-    );
+    ).await;
     app.assert_session_revoked(&token).await;
 }
 
@@ -227,7 +227,7 @@ async fn refresh_with_a_well_signed_but_unknown_token_is_not_recognized() {
     let app = spawn_app().await;
     let session = app.logged_in_user().await;
     let now = app.clock.now();
-    let forged = app.mint_refresh(&session.refresh_kid(), &json!({"iss": "latchkey", "sub": session.user_id, "fam": "f", "iat": now, "exp": now + 60, "jti": "never-issued"}));
+    let forged = app.mint_refresh(&session.refresh_kid(), &json!({"iss": "latchkey", "sub": session.user_id, "fam": "f", "iat": now, "exp": now + 60, "jti": "never-issued"})).await;
     assert_error(
         app.refresh_with(&forged).await,
         StatusCode::UNAUTHORIZED,

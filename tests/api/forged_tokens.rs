@@ -43,7 +43,9 @@ async fn assert_invalid(app: &TestApp, token: &str, case: &str) {
 async fn a_correctly_minted_token_is_accepted_so_the_forgeries_below_are_meaningful() {
     let app = spawn_app_with(hs256()).await;
     let session = app.logged_in_user().await;
-    let token = app.mint_access(access_header(&session), &claims(&app, &session));
+    let token = app
+        .mint_access(access_header(&session), &claims(&app, &session))
+        .await;
     assert_eq!(app.me(&token).await.status(), StatusCode::OK);
 }
 
@@ -68,7 +70,7 @@ async fn another_hmac_algorithm_with_the_right_secret_is_refused() {
     for alg in [Algorithm::HS384, Algorithm::HS512] {
         let mut header = access_header(&session);
         header.alg = alg;
-        let token = app.mint_access(header, &claims(&app, &session));
+        let token = app.mint_access(header, &claims(&app, &session)).await;
         assert_invalid(&app, &token, &format!("{alg:?}")).await;
     }
 }
@@ -80,7 +82,7 @@ async fn a_wrong_or_missing_type_is_refused() {
     for typ in [None, Some("JWT"), Some("refresh+jwt")] {
         let mut header = access_header(&session);
         header.typ = typ.map(str::to_owned);
-        let token = app.mint_access(header, &claims(&app, &session));
+        let token = app.mint_access(header, &claims(&app, &session)).await;
         assert_invalid(&app, &token, &format!("typ {typ:?}")).await;
     }
 }
@@ -114,7 +116,7 @@ async fn a_token_dated_in_the_future_is_refused() {
     future_iat["exp"] = json!(now + 7200);
     assert_invalid(
         &app,
-        &app.mint_access(access_header(&session), &future_iat),
+        &app.mint_access(access_header(&session), &future_iat).await,
         "future iat",
     )
     .await;
@@ -122,7 +124,7 @@ async fn a_token_dated_in_the_future_is_refused() {
     future_nbf["nbf"] = json!(now + 3600);
     assert_invalid(
         &app,
-        &app.mint_access(access_header(&session), &future_nbf),
+        &app.mint_access(access_header(&session), &future_nbf).await,
         "future nbf",
     )
     .await;
@@ -150,7 +152,7 @@ async fn headers_pointing_at_other_keys_are_refused() {
         ("x5u", with_x5u),
         ("crit", with_crit),
     ] {
-        assert_invalid(&app, &app.mint_access(header, &body), case).await;
+        assert_invalid(&app, &app.mint_access(header, &body).await, case).await;
     }
 }
 
@@ -231,21 +233,21 @@ async fn with_an_audience_a_token_for_another_audience_or_none_is_refused() {
     other["aud"] = json!("https://other.example");
     assert_invalid(
         &app,
-        &app.mint_access(access_header(&session), &other),
+        &app.mint_access(access_header(&session), &other).await,
         "other aud",
     )
     .await;
     let missing = claims(&app, &session);
     assert_invalid(
         &app,
-        &app.mint_access(access_header(&session), &missing),
+        &app.mint_access(access_header(&session), &missing).await,
         "no aud",
     )
     .await;
     let mut listed = claims(&app, &session);
     listed["aud"] = json!(["https://other.example", "https://api.example"]);
     assert_eq!(
-        app.me(&app.mint_access(access_header(&session), &listed))
+        app.me(&app.mint_access(access_header(&session), &listed).await)
             .await
             .status(),
         StatusCode::OK,
@@ -261,7 +263,7 @@ async fn a_token_without_or_with_another_issuer_is_refused() {
     other["iss"] = json!("https://elsewhere.example");
     assert_invalid(
         &app,
-        &app.mint_access(access_header(&session), &other),
+        &app.mint_access(access_header(&session), &other).await,
         "other iss",
     )
     .await;
@@ -269,7 +271,7 @@ async fn a_token_without_or_with_another_issuer_is_refused() {
     missing.as_object_mut().expect("object").remove("iss");
     assert_invalid(
         &app,
-        &app.mint_access(access_header(&session), &missing),
+        &app.mint_access(access_header(&session), &missing).await,
         "no iss",
     )
     .await;

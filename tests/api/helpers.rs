@@ -326,7 +326,9 @@ pub async fn spawn_configured(change: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts a server with `config` on `data_dir` (which the caller keeps alive).
 pub async fn spawn_config(data_dir: &Path, config: Config, clock: Clock) -> TestApp {
-    let core = Latchkey::open_with_clock(config, clock.clone()).expect("core opens");
+    let core = Latchkey::open_with_clock(config, clock.clone())
+        .await
+        .expect("core opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -377,10 +379,13 @@ impl TestApp {
         Session::from_token_response(self.login(email, PASSWORD).await).await
     }
 
-    /// A secret the server generated in its data dir.
-    pub fn stored_secret(&self, name: &str) -> String {
-        std::fs::read_to_string(self.data_dir.join(name))
-            .expect("secret file")
+    /// A secret the server generated (in its data dir, or its database).
+    pub async fn stored_secret(&self, name: &str) -> String {
+        self.core
+            .stored_secret(name)
+            .await
+            .expect("readable")
+            .expect("secret stored")
             .trim()
             .to_owned()
     }
@@ -388,23 +393,23 @@ impl TestApp {
     /// Signs `claims` with the server's own access key for `header.alg`
     /// (the HS256 secret, or the active EdDSA/ES256 private key), as an
     /// attacker who stole it (or latchkey itself) could.
-    pub fn mint_access(&self, header: Header, claims: &Value) -> String {
+    pub async fn mint_access(&self, header: Header, claims: &Value) -> String {
         let key = match header.alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                EncodingKey::from_secret(self.stored_secret("jwt_secret").as_bytes())
+                EncodingKey::from_secret(self.stored_secret("jwt_secret").await.as_bytes())
             }
-            Algorithm::EdDSA => EncodingKey::from_ed_der(&self.active_private_key()),
-            Algorithm::ES256 => EncodingKey::from_ec_der(&self.active_private_key()),
+            Algorithm::EdDSA => EncodingKey::from_ed_der(&self.active_private_key().await),
+            Algorithm::ES256 => EncodingKey::from_ec_der(&self.active_private_key().await),
             other => panic!("no server key for {other:?}"),
         };
         jsonwebtoken::encode(&header, claims, &key).expect("encode")
     }
 
     /// The active signing key pair's PKCS#8 DER, from the data dir's key ring.
-    pub fn active_private_key(&self) -> Vec<u8> {
+    pub async fn active_private_key(&self) -> Vec<u8> {
         use base64::Engine;
         let ring: Value =
-            serde_json::from_str(&self.stored_secret("signing_keys.json")).expect("ring");
+            serde_json::from_str(&self.stored_secret("signing_keys.json").await).expect("ring");
         let active = ring["keys"]
             .as_array()
             .expect("keys")
@@ -418,9 +423,10 @@ impl TestApp {
     }
 
     /// The kinds of every audit event so far, oldest first.
-    pub fn audit_kinds(&self) -> Vec<String> {
+    pub async fn audit_kinds(&self) -> Vec<String> {
         self.core
             .audit_events(0, None, usize::MAX)
+            .await
             .expect("audit")
             .iter()
             .map(|event| event.kind.as_str().to_owned())
@@ -428,9 +434,10 @@ impl TestApp {
     }
 
     /// The audit log as JSON objects (`kind`, `detail`, `ip`…), oldest first.
-    pub fn audit_events(&self) -> Vec<Value> {
+    pub async fn audit_events(&self) -> Vec<Value> {
         self.core
             .audit_events(0, None, usize::MAX)
+            .await
             .expect("audit")
             .iter()
             .map(|event| serde_json::to_value(event).expect("json"))
@@ -438,9 +445,10 @@ impl TestApp {
     }
 
     /// Signs refresh-token `claims` with the server's refresh secret under `kid`.
-    pub fn mint_refresh(&self, kid: &str, claims: &Value) -> String {
+    pub async fn mint_refresh(&self, kid: &str, claims: &Value) -> String {
         let header = token_header(Algorithm::HS256, "refresh+jwt", Some(kid));
-        let key = EncodingKey::from_secret(self.stored_secret("refresh_token_secret").as_bytes());
+        let key =
+            EncodingKey::from_secret(self.stored_secret("refresh_token_secret").await.as_bytes());
         jsonwebtoken::encode(&header, claims, &key).expect("encode")
     }
 }

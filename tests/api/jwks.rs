@@ -172,9 +172,11 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_kid
         test_config(&dir, &Options::default()),
         clock.clone(),
     )
+    .await
     .expect("offline");
     let rotated = offline
         .rotate_signing_key(Some(SigningAlg::EdDsa))
+        .await
         .expect("rotate");
     assert_eq!(rotated.retired.map(|key| key.kid), Some(old_kid.clone()));
     drop(offline);
@@ -224,9 +226,10 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_kid
     app.stop().await;
     let app = spawn_on(&dir, &Options::default(), clock).await;
     app.stop().await;
-    let offline =
-        latchkey::Latchkey::open_offline(test_config(&dir, &Options::default())).expect("offline");
-    assert_eq!(offline.signing_keys().expect("keys").len(), 1);
+    let offline = latchkey::Latchkey::open_offline(test_config(&dir, &Options::default()))
+        .await
+        .expect("offline");
+    assert_eq!(offline.signing_keys().await.expect("keys").len(), 1);
     drop(temp);
 }
 
@@ -279,7 +282,7 @@ async fn key_confusion_and_foreign_keys_are_refused() {
     .await;
 
     // The real key still works, so the refusals above are meaningful.
-    let genuine = app.mint_access(eddsa, &claims);
+    let genuine = app.mint_access(eddsa, &claims).await;
     assert_eq!(app.me(&genuine).await.status(), StatusCode::OK);
 }
 

@@ -244,7 +244,7 @@ async fn registration_mails_a_verification_link_that_works_once_and_only_by_post
         code_of(again).await,
         (StatusCode::BAD_REQUEST, "verification_token_invalid".into())
     );
-    let kinds = app.audit_kinds();
+    let kinds = app.audit_kinds().await;
     assert!(
         kinds.contains(&"verification_sent".to_owned())
             && kinds.contains(&"email_verified".to_owned())
@@ -382,7 +382,7 @@ async fn a_password_reset_mails_a_link_that_sets_the_password_and_ends_every_ses
         code_of(reused).await,
         (StatusCode::BAD_REQUEST, "reset_token_invalid".into())
     );
-    let kinds = app.audit_kinds();
+    let kinds = app.audit_kinds().await;
     for kind in ["password_reset_requested", "password_reset"] {
         assert!(kinds.contains(&kind.to_owned()), "{kind} in {kinds:?}");
     }
@@ -556,7 +556,11 @@ async fn an_email_change_is_confirmed_from_the_new_address_and_noticed_at_the_ol
         code_of(again).await,
         (StatusCode::BAD_REQUEST, "email_change_token_invalid".into())
     );
-    assert!(app.audit_kinds().contains(&"email_changed".to_owned()));
+    assert!(
+        app.audit_kinds()
+            .await
+            .contains(&"email_changed".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -669,15 +673,15 @@ async fn mails_queued_while_the_smtp_server_is_down_are_each_delivered_once_it_i
     }
     // Every mail has failed at least once, and waits for its retry.
     for _ in 0..200 {
-        let outbox = app.core.outbox().expect("outbox");
+        let outbox = app.core.outbox().await.expect("outbox");
         if outbox.len() == 3 && outbox.iter().all(|entry| entry.attempts >= 1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let outbox = app.core.outbox().expect("outbox");
+    let outbox = app.core.outbox().await.expect("outbox");
     assert!(outbox.iter().all(|entry| entry.attempts >= 1), "{outbox:?}");
-    assert!(app.audit_kinds().contains(&"mail_failed".to_owned()));
+    assert!(app.audit_kinds().await.contains(&"mail_failed".to_owned()));
 
     // The relay comes back; the retries deliver, each mail once.
     let sink = Sink::start_on(port);
@@ -688,7 +692,7 @@ async fn mails_queued_while_the_smtp_server_is_down_are_each_delivered_once_it_i
     app.clock.advance(Duration::from_secs(3600));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(sink.mails().len(), 3, "{:?}", sink.mails());
-    assert!(app.core.outbox().expect("outbox").is_empty());
+    assert!(app.core.outbox().await.expect("outbox").is_empty());
     let scrape = app.get("/metrics").await.text().await.expect("text");
     for line in [
         r#"latchkey_mails_total{outcome="delivered"} 3"#,
@@ -867,6 +871,7 @@ async fn a_pending_email_change_dies_with_a_password_change_or_a_logout_everywhe
     );
     let requested = app
         .audit_events()
+        .await
         .into_iter()
         .find(|event| event["kind"] == "email_change_requested")
         .expect("requested");
@@ -909,7 +914,7 @@ async fn a_reset_link_stays_dead_when_a_disabled_account_is_enabled_again() {
         code_of(revived).await,
         (StatusCode::BAD_REQUEST, "reset_token_invalid".into())
     );
-    let audit = app.audit_events();
+    let audit = app.audit_events().await;
     let requested = audit
         .iter()
         .find(|event| event["kind"] == "password_reset_requested")
@@ -1017,7 +1022,7 @@ async fn a_relay_that_never_answers_holds_up_neither_requests_nor_shutdown() {
         stopping.elapsed()
     );
     // The mail is still queued, for the next start.
-    assert_eq!(core.outbox().expect("outbox").len(), 1);
+    assert_eq!(core.outbox().await.expect("outbox").len(), 1);
 }
 
 #[tokio::test]

@@ -251,7 +251,7 @@ async fn totp_is_pending_until_confirmed_then_every_password_login_needs_a_code(
     assert_eq!(current["amr"], json!(["pwd", "otp", "mfa"]));
     assert_eq!(session.access_claims()["amr"], json!(["pwd"]));
 
-    let kinds = app.audit_kinds();
+    let kinds = app.audit_kinds().await;
     for kind in ["totp_enabled", "mfa_challenged", "login_succeeded"] {
         assert!(kinds.iter().any(|seen| seen == kind), "{kind}: {kinds:?}");
     }
@@ -330,6 +330,7 @@ async fn a_recovery_code_works_once_and_a_renewal_ends_the_old_set() {
     .await;
     assert!(
         app.audit_events()
+            .await
             .iter()
             .any(|event| event["kind"] == "recovery_code_used" && event["detail"] == "left=9")
     );
@@ -449,7 +450,12 @@ async fn removing_totp_takes_a_code_and_logins_are_password_only_again() {
         )
         .await;
     assert_error(again, StatusCode::CONFLICT, "mfa_not_enabled", None).await;
-    assert!(app.audit_kinds().iter().any(|kind| kind == "totp_disabled"));
+    assert!(
+        app.audit_kinds()
+            .await
+            .iter()
+            .any(|kind| kind == "totp_disabled")
+    );
 }
 
 #[tokio::test]
@@ -498,7 +504,12 @@ async fn an_administrator_resets_a_users_factors_and_the_user_is_told() {
             .any(|mail| mail.subject() == "Your second factors were reset"),
         "{mails:?}"
     );
-    assert!(app.audit_kinds().iter().any(|kind| kind == "mfa_reset"));
+    assert!(
+        app.audit_kinds()
+            .await
+            .iter()
+            .any(|kind| kind == "mfa_reset")
+    );
     // The reset ended alice's sessions; and it is not for her to do.
     app.assert_session_revoked(&session.access_token).await;
     let alice = Session::from_token_response(app.login("alice@example.com", PASSWORD).await).await;
@@ -670,6 +681,7 @@ async fn a_run_of_wrong_codes_is_told_then_locks_the_factor_until_a_reset() {
     app.assert_session_revoked(&session.access_token).await;
     let event = app
         .audit_events()
+        .await
         .into_iter()
         .find(|event| event["kind"] == "mfa_reset")
         .expect("mfa_reset event");

@@ -24,11 +24,13 @@ async fn liveness_and_readiness_answer_json() {
     );
 }
 
-#[test]
-fn a_core_opened_offline_is_not_ready_and_says_why() {
+#[tokio::test]
+async fn a_core_opened_offline_is_not_ready_and_says_why() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let core = Latchkey::open_offline(Config::with_data_dir(dir.path())).expect("opens");
-    let reason = core.ready().expect_err("offline").to_string();
+    let core = Latchkey::open_offline(Config::with_data_dir(dir.path()))
+        .await
+        .expect("opens");
+    let reason = core.ready().await.expect_err("offline").to_string();
     assert!(reason.contains("offline"), "{reason}");
 }
 
@@ -216,13 +218,10 @@ async fn the_sweeper_counts_what_it_removes_and_recounts_live_sessions() {
     app.clock
         .advance(std::time::Duration::from_secs(8 * 86_400));
     let core = app.core.clone();
-    let swept = tokio::task::spawn_blocking(move || {
-        let swept = core.sweep_expired().expect("sweeps");
-        let live = core.count_live_sessions().expect("counts");
-        (swept, live)
-    })
-    .await
-    .expect("task");
+    let swept = (
+        core.sweep_expired().await.expect("sweeps"),
+        core.count_live_sessions().await.expect("counts"),
+    );
     assert_eq!(swept.0.sessions, 1);
     assert_eq!(swept.1, 0);
     let scrape = app.get("/metrics").await.text().await.expect("text");

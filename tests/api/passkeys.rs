@@ -166,7 +166,7 @@ async fn a_registered_passkey_signs_in_with_an_email_and_without_one() {
         )
         .await;
     assert!(listed["passkeys"][0]["lastUsedAt"].is_string());
-    let kinds = app.audit_kinds();
+    let kinds = app.audit_kinds().await;
     assert!(
         kinds.iter().any(|kind| kind == "passkey_added"),
         "{kinds:?}"
@@ -252,6 +252,7 @@ async fn a_cloned_authenticator_is_refused_once_its_counter_falls_behind() {
     .await;
     assert!(
         app.audit_kinds()
+            .await
             .iter()
             .any(|kind| kind == "passkey_counter_regressed")
     );

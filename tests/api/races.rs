@@ -47,9 +47,10 @@ async fn staggered_logins(
 
 /// How many logins were refused inside their session's transaction because
 /// the account changed while their hash was being checked (`detail`).
-fn refused_meanwhile(app: &TestApp, detail: &str) -> usize {
+async fn refused_meanwhile(app: &TestApp, detail: &str) -> usize {
     app.core
         .audit_events(0, None, usize::MAX)
+        .await
         .expect("audit")
         .iter()
         .filter(|event| event.detail.as_deref() == Some(detail))
@@ -108,7 +109,7 @@ async fn no_login_with_the_old_password_survives_a_password_change() {
         "some logins started sessions before the changes"
     );
     assert!(
-        refused_meanwhile(&app, "password_changed_meanwhile") > 0,
+        refused_meanwhile(&app, "password_changed_meanwhile").await > 0,
         "some logins verified the old password while it was being changed"
     );
     assert_eq!(
@@ -154,7 +155,7 @@ async fn no_login_survives_a_disable_that_has_answered() {
         "some logins started sessions before the disables"
     );
     assert!(
-        refused_meanwhile(&app, "disabled_meanwhile") > 0,
+        refused_meanwhile(&app, "disabled_meanwhile").await > 0,
         "some logins were being checked while the account was disabled"
     );
     app.assert_session_revoked(&alice.access_token).await;

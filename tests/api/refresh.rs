@@ -28,10 +28,16 @@ async fn a_rotated_token_within_the_grace_gets_its_unused_successor_again() {
     );
     assert_eq!(app.me(&retried.access_token).await.status(), StatusCode::OK);
     assert!(
-        app.audit_kinds().contains(&"refresh_raced".to_owned()),
+        app.audit_kinds()
+            .await
+            .contains(&"refresh_raced".to_owned()),
         "the race is audited"
     );
-    assert_eq!(app.core.refresh_record_count(), 2, "nothing new stored");
+    assert_eq!(
+        app.core.refresh_record_count().await,
+        2,
+        "nothing new stored"
+    );
     // The successor goes on as usual.
     Session::from_token_response(app.refresh_with(&second.refresh_token).await).await;
 }
@@ -99,6 +105,7 @@ async fn a_rotated_token_after_the_grace_revokes_the_whole_family() {
     let events = app
         .core
         .audit_events(0, Some(&stolen.user_id), 100)
+        .await
         .expect("audit");
     let reuse = events
         .iter()
@@ -153,7 +160,7 @@ async fn with_the_default_grace_twenty_concurrent_refreshes_all_stay_in_one_sess
         let pair = Session::from_token_response(response).await;
         assert_eq!(pair.session_id(), session.session_id());
     }
-    assert_eq!(app.core.session_count(), 1);
+    assert_eq!(app.core.session_count().await, 1);
 }
 
 #[tokio::test]
@@ -175,7 +182,11 @@ async fn a_logged_out_token_is_revoked_and_revokes_nothing_else() {
     .await;
     app.assert_session_revoked(&ended.access_token).await;
     Session::from_token_response(app.refresh_with(&kept.refresh_token).await).await;
-    assert!(!app.audit_kinds().contains(&"reuse_detected".to_owned()));
+    assert!(
+        !app.audit_kinds()
+            .await
+            .contains(&"reuse_detected".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -214,6 +225,7 @@ async fn the_refresh_token_is_stored_only_as_its_blake3_digest_with_its_metadata
     let record = app
         .core
         .refresh_record(&session.refresh_token)
+        .await
         .expect("read")
         .expect("stored");
     assert!(record.revoked_at.is_none() && record.replaced_by.is_none());
@@ -229,11 +241,13 @@ async fn the_refresh_token_is_stored_only_as_its_blake3_digest_with_its_metadata
     let old = app
         .core
         .refresh_record(&session.refresh_token)
+        .await
         .expect("read")
         .expect("kept");
     let new = app
         .core
         .refresh_record(&rotated.refresh_token)
+        .await
         .expect("read")
         .expect("stored");
     assert!(old.revoked_at.is_some());
@@ -269,7 +283,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let path = entry.expect("entry").path();
         if path.is_dir() {
             files.extend(walk(&path));
-        } else {
+        } else if path.is_file() {
+            // (Not the export socket.)
             files.push(path);
         }
     }

@@ -44,7 +44,7 @@ async fn login_attempts_from_one_ip_beyond_the_limit_get_429_with_retry_after() 
     }
     // Even the right password waits: the limit is on attempts, not failures.
     assert_rate_limited(app.login("alice@example.com", PASSWORD).await).await;
-    assert!(app.audit_kinds().contains(&"rate_limited".to_owned()));
+    assert!(app.audit_kinds().await.contains(&"rate_limited".to_owned()));
 }
 
 #[tokio::test]
@@ -200,9 +200,10 @@ async fn login_from(app: &TestApp, forwarded_for: &str) -> reqwest::Response {
         .expect("request")
 }
 
-fn last_login_ip(app: &TestApp) -> Option<String> {
+async fn last_login_ip(app: &TestApp) -> Option<String> {
     app.core
         .audit_events(0, None, usize::MAX)
+        .await
         .expect("audit")
         .into_iter()
         .rev()
@@ -222,7 +223,7 @@ async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored() {
         login_from(&app, "203.0.113.7").await.status(),
         StatusCode::OK
     );
-    assert_eq!(last_login_ip(&app).as_deref(), Some("127.0.0.1"));
+    assert_eq!(last_login_ip(&app).await.as_deref(), Some("127.0.0.1"));
     // A new made-up address per attempt does not escape the per-IP limit.
     assert_eq!(
         login_from(&app, "203.0.113.8").await.status(),
@@ -241,10 +242,11 @@ async fn a_trusted_proxy_is_believed_about_the_client_address() {
     app.register("alice", "alice@example.com", PASSWORD).await;
     let login = login_from(&app, "6.6.6.6, 203.0.113.7").await;
     let session = Session::from_token_response(login).await;
-    assert_eq!(last_login_ip(&app).as_deref(), Some("203.0.113.7"));
+    assert_eq!(last_login_ip(&app).await.as_deref(), Some("203.0.113.7"));
     let record = app
         .core
         .refresh_record(&session.refresh_token)
+        .await
         .expect("read")
         .expect("stored");
     assert_eq!(record.client.ip, Some([203, 0, 113, 7].into()));
@@ -402,13 +404,19 @@ async fn the_sweeper_deletes_audit_events_past_the_retention() {
     })
     .await;
     app.logged_in_user().await;
-    let before = app.audit_kinds();
+    let before = app.audit_kinds().await;
     assert_eq!(before, ["register", "verification_sent", "login_succeeded"]);
     app.clock.advance(Duration::from_secs(1800));
-    assert_eq!(app.core.sweep_expired().expect("sweep").audit_events, 0);
+    assert_eq!(
+        app.core.sweep_expired().await.expect("sweep").audit_events,
+        0
+    );
     app.clock.advance(Duration::from_secs(1801));
-    assert_eq!(app.core.sweep_expired().expect("sweep").audit_events, 3);
-    assert!(app.audit_kinds().is_empty());
+    assert_eq!(
+        app.core.sweep_expired().await.expect("sweep").audit_events,
+        3
+    );
+    assert!(app.audit_kinds().await.is_empty());
 }
 
 #[tokio::test]
@@ -417,7 +425,7 @@ async fn audit_events_record_who_where_and_why_but_never_a_password() {
     let session = app.logged_in_user().await;
     app.login("alice@example.com", "not the password").await;
     app.login("nobody@example.com", "not the password").await;
-    let events = app.core.audit_events(0, None, 100).expect("audit");
+    let events = app.core.audit_events(0, None, 100).await.expect("audit");
     let failures: Vec<_> = events
         .iter()
         .filter(|event| event.kind == AuditKind::LoginFailed)
@@ -435,6 +443,7 @@ async fn audit_events_record_who_where_and_why_but_never_a_password() {
     let only_alice = app
         .core
         .audit_events(0, Some(&session.user_id), 100)
+        .await
         .expect("audit");
     assert!(
         only_alice

@@ -259,11 +259,15 @@ async fn deleting_my_account_removes_it_its_sessions_and_its_tokens() {
     )
     .await;
     assert_eq!(
-        app.core.refresh_record_count(),
+        app.core.refresh_record_count().await,
         bobs_records,
         "alice's records are gone"
     );
-    assert_eq!(app.core.session_count(), 1, "only bob's session is left");
+    assert_eq!(
+        app.core.session_count().await,
+        1,
+        "only bob's session is left"
+    );
     assert_alive(&app, &bob).await;
     // The email and username are free again.
     assert_eq!(

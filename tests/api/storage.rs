@@ -59,23 +59,25 @@ async fn the_sweeper_removes_expired_refresh_records_and_keeps_live_ones() {
     let old = app.logged_in("alice", "alice@example.com").await;
     app.clock.advance(Duration::from_secs(30));
     let live = app.logged_in("bob", "bob@example.com").await;
-    assert_eq!(app.core.refresh_record_count(), 2);
+    assert_eq!(app.core.refresh_record_count().await, 2);
 
     app.clock.advance(Duration::from_secs(40));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while app.core.refresh_record_count() > 1 {
+    while app.core.refresh_record_count().await > 1 {
         assert!(Instant::now() < deadline, "the sweeper did not run");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
         app.core
             .refresh_record(&old.refresh_token)
+            .await
             .expect("read")
             .is_none()
     );
     assert!(
         app.core
             .refresh_record(&live.refresh_token)
+            .await
             .expect("read")
             .is_some()
     );
@@ -94,14 +96,17 @@ async fn a_sweep_deletes_only_what_has_expired() {
     let first = app.logged_in_user().await;
     // Rotating leaves the old (revoked) record until it expires.
     let second = Session::from_token_response(app.refresh_with(&first.refresh_token).await).await;
-    assert_eq!(app.core.sweep_expired().expect("sweep"), Swept::default());
-    assert_eq!(app.core.refresh_record_count(), 2);
-    assert_eq!(app.core.session_count(), 1);
+    assert_eq!(
+        app.core.sweep_expired().await.expect("sweep"),
+        Swept::default()
+    );
+    assert_eq!(app.core.refresh_record_count().await, 2);
+    assert_eq!(app.core.session_count().await, 1);
     app.clock.advance(Duration::from_secs(60));
-    let swept = app.core.sweep_expired().expect("sweep");
+    let swept = app.core.sweep_expired().await.expect("sweep");
     assert_eq!((swept.refresh_tokens, swept.sessions), (2, 1));
-    assert_eq!(app.core.refresh_record_count(), 0);
-    assert_eq!(app.core.session_count(), 0);
+    assert_eq!(app.core.refresh_record_count().await, 0);
+    assert_eq!(app.core.session_count().await, 0);
     assert_error(
         app.refresh_with(&second.refresh_token).await,
         StatusCode::UNAUTHORIZED,
@@ -156,7 +161,7 @@ async fn concurrent_registrations_of_one_username_create_one_user() {
 #[tokio::test]
 async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
     let app = spawn_app().await;
-    let second = Latchkey::open(Config::with_data_dir(&app.data_dir));
+    let second = Latchkey::open(Config::with_data_dir(&app.data_dir)).await;
     match second {
         Err(Error::DataDirLocked(path)) => assert!(path.contains("data")),
         Err(other) => panic!("expected DataDirLocked, got {other}"),
@@ -169,7 +174,9 @@ async fn a_corrupt_database_is_refused_with_an_error_not_a_panic() {
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().join("data");
     {
-        let core = Latchkey::open(Config::with_data_dir(&dir)).expect("fresh data dir opens");
+        let core = Latchkey::open(Config::with_data_dir(&dir))
+            .await
+            .expect("fresh data dir opens");
         core.create_user(
             "alice",
             "alice@example.com",
@@ -192,7 +199,7 @@ async fn a_corrupt_database_is_refused_with_an_error_not_a_panic() {
         })
         .collect();
     std::fs::write(dir.join("db"), garbage).expect("overwrite the database");
-    match Latchkey::open(Config::with_data_dir(&dir)) {
+    match Latchkey::open(Config::with_data_dir(&dir)).await {
         Err(Error::Storage(message)) => assert!(message.contains("corrupt"), "{message}"),
         Err(other) => panic!("expected a storage error, got {other}"),
         Ok(_) => panic!("a corrupt database opened"),
