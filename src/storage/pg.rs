@@ -143,6 +143,24 @@ impl Pg {
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
+        // A schema of its own, named first on the search path
+        // (`?options[search_path]=latchkey` in DATABASE_URL), is created.
+        let wanted: Option<String> = sqlx::query_scalar(
+            "SELECT trim(both '\"' from split_part(current_setting('search_path'), ',', 1))",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed)?;
+        if let Some(schema) = wanted.filter(|name| !name.is_empty() && !name.starts_with('$')) {
+            let create = format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+                schema.replace('"', "\"\"")
+            );
+            sqlx::raw_sql(AssertSqlSafe(create))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+        }
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS latchkey_migrations (
                 version integer PRIMARY KEY,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use latchkey::{Clock, Config, Latchkey};
+use latchkey::{Clock, Config, Latchkey, Secret};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -304,7 +304,37 @@ pub fn test_config(data_dir: &Path, options: &Options) -> Config {
         ..Config::with_data_dir(data_dir)
     };
     (options.tweak)(&mut config);
+    on_test_database(&mut config, data_dir);
     config
+}
+
+/// With `LATCHKEY_TEST_DATABASE_URL` set, points `config` at PostgreSQL: a
+/// schema of its own, named after `data_dir` (so a server restarted on the
+/// same directory finds its data again), created by latchkey itself.
+pub fn on_test_database(config: &mut Config, data_dir: &Path) {
+    if let Some(url) = test_database_url(data_dir) {
+        config.database_url = Some(Secret::new(url));
+        config.master_key = Some(Secret::new(TEST_MASTER_KEY));
+    }
+}
+
+/// The master key of test servers on PostgreSQL.
+pub const TEST_MASTER_KEY: &str = "a test master key, at least thirty-two bytes long";
+
+/// The URL of the schema the test database keeps for `data_dir`, when
+/// `LATCHKEY_TEST_DATABASE_URL` is set.
+pub fn test_database_url(data_dir: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let base = std::env::var("LATCHKEY_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{base}{separator}options[search_path]=t_{:016x}",
+        hasher.finish()
+    ))
 }
 
 /// Starts a server on `data_dir` (which the caller keeps alive).
