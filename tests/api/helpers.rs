@@ -132,6 +132,29 @@ impl Api {
         Session::from_token_response(response).await
     }
 
+    /// A refresh that may fail to get an answer (a node killed meanwhile).
+    pub async fn try_refresh_with(&self, refresh_token: &str) -> reqwest::Result<Response> {
+        self.client
+            .post(self.url("/api/auth/refresh"))
+            .header("Cookie", format!("refresh_token={refresh_token}"))
+            .send()
+            .await
+    }
+
+    /// A registration that may fail to get an answer.
+    pub async fn try_register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Result<Response> {
+        self.client
+            .post(self.url("/api/auth/register"))
+            .json(&json!({"username": username, "email": email, "password": password}))
+            .send()
+            .await
+    }
+
     pub async fn refresh_with(&self, refresh_token: &str) -> Response {
         self.client
             .post(self.url("/api/auth/refresh"))
