@@ -13,6 +13,7 @@ mod hostile_input;
 mod jwks;
 mod mail;
 mod mfa;
+mod moving;
 mod nodes;
 mod openapi;
 mod operations;

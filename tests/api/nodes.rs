@@ -165,16 +165,23 @@ async fn a_key_rotated_from_the_command_line_signs_on_one_node_and_verifies_on_t
     // Within the reload interval, A signs with the new key and B verifies it.
     let deadline = Instant::now() + Duration::from_secs(20);
     let fresh = loop {
-        let session = Session::from_token_response(a.login("bob@example.com", PASSWORD).await).await;
+        let session =
+            Session::from_token_response(a.login("bob@example.com", PASSWORD).await).await;
         if kid_of(&session.access_token) != old_kid {
             break session;
         }
-        assert!(Instant::now() < deadline, "node A never took up the new key");
+        assert!(
+            Instant::now() < deadline,
+            "node A never took up the new key"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while b.me(&fresh.access_token).await.status() != StatusCode::OK {
-        assert!(Instant::now() < deadline, "node B never took up the new key");
+        assert!(
+            Instant::now() < deadline,
+            "node B never took up the new key"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The old key still verifies its tokens on both, and both publish both keys.
