@@ -21,7 +21,12 @@
 //! - argon2id verifications and hashes with latchkey's parameters, one
 //!   thread per core, in this process;
 //! - a sled transaction over two trees plus a flush, at the same concurrency
-//!   as the refresh chains, in this process.
+//!   as the refresh chains, in this process;
+//! - with `--database-url postgres://…` (the `postgres` rows): a raw
+//!   PostgreSQL transaction of the shape latchkey's refresh runs (three
+//!   rows read and locked, one statement writing five rows in four
+//!   tables, commit), at the same concurrency, from this process; and the
+//!   register-shaped one, for the notes.
 //!
 //! The million-session figures are seeded through the library
 //! (`Latchkey::seed_sessions`, behind the `bench` feature), not over HTTP.
@@ -58,8 +63,12 @@ struct Args {
     rounds: usize,
     phase: Duration,
     sessions: usize,
-    /// Only these groups of rows (`me`, `hashing`, `refresh`, `sessions`).
+    /// Only these groups of rows (`me`, `hashing`, `refresh`, `sessions`,
+    /// `postgres`).
     only: Vec<String>,
+    /// The PostgreSQL server for the `postgres` rows (each run in a schema
+    /// of its own); without it they are skipped.
+    database_url: Option<String>,
 }
 
 impl Args {
@@ -76,6 +85,7 @@ fn args() -> Result<Args, String> {
         phase: Duration::from_secs(4),
         sessions: 1_000_000,
         only: Vec::new(),
+        database_url: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -87,6 +97,7 @@ fn args() -> Result<Args, String> {
                 args.sessions = 20_000;
             }
             "--binary" => args.binary = given.next().map(PathBuf::from),
+            "--database-url" => args.database_url = given.next(),
             "--only" => args.only.extend(
                 given
                     .next()
@@ -752,6 +763,12 @@ async fn bench(args: &Args) -> u64 {
         }
     }
 
+    if args.wants("postgres")
+        && let Some(url) = &args.database_url
+    {
+        postgres_rows(args, &binary, url, scratch.path(), &mut table, &mut notes).await;
+    }
+
     if args.wants("sessions") {
         // A million sessions: startup, memory, disk, and the sweep.
         let seeded = scratch.path().join("seeded");
@@ -1049,4 +1066,277 @@ fn p99_against(
         format!("{:.2}×", p99 / figure.max(1e-9)),
         goal,
     );
+}
+
+// ---------------------------------------------------------------- postgres
+
+/// The URL of a new schema on `url` (latchkey creates the schema named
+/// first on its search path).
+fn fresh_schema(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{separator}options[search_path]=bench_{name}_{}",
+        unix_now()
+    )
+}
+
+const MASTER_KEY: &str = "the benchmark's master key, thirty-two bytes or more";
+
+/// A latchkey node on the PostgreSQL schema `url`.
+fn pg_node(binary: &Path, dir: &Path, url: &str) -> Server {
+    Server::start_with(
+        binary,
+        dir,
+        &["--rate-limits", "off"],
+        &[("DATABASE_URL", url), ("LATCHKEY_MASTER_KEY", MASTER_KEY)],
+    )
+    .expect("latchkey on PostgreSQL")
+}
+
+/// Refresh, register and /me on PostgreSQL: latchkey's refresh against a
+/// raw transaction of the same shape, its registration against argon2 (the
+/// limit), and /me on one node and on two.
+async fn postgres_rows(
+    args: &Args,
+    binary: &Path,
+    url: &str,
+    scratch: &Path,
+    table: &mut Table,
+    notes: &mut Vec<String>,
+) {
+    let chains = 16;
+    let schema = fresh_schema(url, "refresh");
+    let server = pg_node(binary, &scratch.join("pg-refresh"), &schema);
+    let mut chain: Vec<_> = account(server.address, "pgchain", chains)
+        .await
+        .into_iter()
+        .map(|(_, cookie)| Job::Refresh(cookie))
+        .collect();
+    let raw_schema = fresh_schema(url, "raw");
+    let raw_pool = raw_pg_pool(&raw_schema, chains).await;
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..args.rounds {
+        raw.push(raw_pg(&raw_pool, args.phase, chains, Shape::Refresh).await);
+        let sample = load_jobs(server.address, &mut chain, args.phase).await;
+        table.check("refresh on PostgreSQL", &sample);
+        ours.push(sample);
+    }
+    rate_against(
+        table,
+        &format!("POST /refresh on PostgreSQL, {chains} chains"),
+        ours,
+        "raw PG tx (refresh shape), same c.",
+        raw,
+        "≥ 0.70×",
+    );
+
+    let mut registers = Vec::new();
+    let mut raw = Vec::new();
+    for round in 0..args.rounds {
+        raw.push(raw_argon2(args.phase, false));
+        let jobs = (0..16)
+            .map(|n| Job::Register {
+                prefix: format!("pg{round}c{n}"),
+                n: 0,
+            })
+            .collect();
+        let sample = load(server.address, jobs, args.phase).await;
+        table.check("register on PostgreSQL", &sample);
+        registers.push(sample);
+    }
+    rate_against(
+        table,
+        "POST /register on PostgreSQL, 16 conn.",
+        registers,
+        "raw argon2id hash, all cores",
+        raw,
+        "≥ 0.85×",
+    );
+    let register_tx = raw_pg(&raw_pool, args.phase, 16, Shape::Register).await;
+    notes.push(format!(
+        "postgres: a raw register-shaped transaction (two absent rows read, four rows written, commit) runs {register_tx:.0}/s at 16 connections: the hash, not the database, bounds registration"
+    ));
+
+    // /me: one node, then two nodes on the same schema, 32 connections.
+    let token = account(server.address, "pgme", 1).await[0].0.clone();
+    let second = pg_node(binary, &scratch.join("pg-second"), &schema);
+    let mut one = Vec::new();
+    let mut two = Vec::new();
+    for _ in 0..args.rounds {
+        let sample = load(server.address, vec![Job::Me(token.clone()); 32], args.phase).await;
+        table.check("/me on one PostgreSQL node", &sample);
+        one.push(sample);
+        let split = tokio::spawn(load(
+            second.address,
+            vec![Job::Me(token.clone()); 16],
+            args.phase,
+        ));
+        let mut sample = load(server.address, vec![Job::Me(token.clone()); 16], args.phase).await;
+        let other = split.await.expect("second node");
+        table.check("/me on two PostgreSQL nodes", &sample);
+        table.check("/me on two PostgreSQL nodes", &other);
+        sample.latencies_us.extend(other.latencies_us);
+        sample.elapsed = sample.elapsed.max(other.elapsed);
+        two.push(sample);
+    }
+    let one_rates: Vec<Sample> = one;
+    let baseline: Vec<f64> = one_rates.iter().map(Sample::rate).collect();
+    rate_against(
+        table,
+        "GET /me on PostgreSQL, 1 node, 32 c.",
+        one_rates,
+        "(for the row below)",
+        baseline.clone(),
+        "—",
+    );
+    rate_against(
+        table,
+        "GET /me on PostgreSQL, 2 nodes, 16+16 c.",
+        two,
+        "1 node, 32 connections",
+        baseline,
+        "≥ 0.90× (same 2 cores)",
+    );
+    drop(second);
+    drop(server);
+}
+
+/// What a raw transaction does.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// As latchkey's refresh: read and lock a user, a session and a
+    /// refresh record; write the old record, the new one, its expiry and
+    /// session index entries and the session (one statement); commit.
+    Refresh,
+    /// As latchkey's registration: look up an email and a username (both
+    /// absent); write the user, both index entries, a mailed token, its
+    /// expiry entry and the mail (one statement); commit.
+    Register,
+}
+
+/// A pool on a new schema holding tables shaped like latchkey's.
+async fn raw_pg_pool(url: &str, connections: usize) -> sqlx::PgPool {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(connections + 1).unwrap_or(32))
+        .connect(url)
+        .await
+        .expect("raw PostgreSQL pool");
+    let schema = url.rsplit('=').next().unwrap_or("bench").to_owned();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&pool)
+    .await
+    .expect("schema");
+    for table in ["users", "sessions", "records", "expiry", "index", "outbox"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS raw_{table} (key bytea PRIMARY KEY, value bytea NOT NULL)"
+        )))
+        .execute(&pool)
+        .await
+        .expect("table");
+    }
+    pool
+}
+
+/// Transactions of `shape` per second: `concurrency` tasks, each on rows of its own.
+async fn raw_pg(pool: &sqlx::PgPool, phase: Duration, concurrency: usize, shape: Shape) -> f64 {
+    let stop = Instant::now() + phase;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mine = |what: &str| format!("{what}-{worker}-{}", unix_now()).into_bytes();
+                let (user, session, record) = (mine("user"), mine("session"), mine("record"));
+                for (table, key) in [("users", &user), ("sessions", &session), ("records", &record)] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO raw_{table} (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+                    )))
+                    .bind(key)
+                    .bind(vec![7u8; 400])
+                    .execute(&pool)
+                    .await
+                    .expect("seed row");
+                }
+                let mut done = 0u64;
+                while Instant::now() < stop {
+                    let mut tx = pool.begin().await.expect("begin");
+                    let mut fresh = [0u8; 32];
+                    rand::fill(&mut fresh);
+                    match shape {
+                        Shape::Refresh => {
+                            for (table, key) in
+                                [("users", &user), ("sessions", &session), ("records", &record)]
+                            {
+                                let _: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+                                    format!("SELECT value FROM raw_{table} WHERE key = $1 FOR UPDATE"),
+                                ))
+                                .bind(key)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .expect("read");
+                            }
+                            sqlx::query(
+                                "WITH w0 AS (INSERT INTO raw_records (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (key) DO UPDATE SET value = excluded.value), \
+                                 w1 AS (INSERT INTO raw_expiry (key, value) SELECT * FROM unnest($3::bytea[], $4::bytea[]) ON CONFLICT (key) DO UPDATE SET value = excluded.value), \
+                                 w2 AS (INSERT INTO raw_index (key, value) SELECT * FROM unnest($3::bytea[], $4::bytea[]) ON CONFLICT (key) DO UPDATE SET value = excluded.value), \
+                                 w3 AS (INSERT INTO raw_sessions (key, value) SELECT * FROM unnest($5::bytea[], $6::bytea[]) ON CONFLICT (key) DO UPDATE SET value = excluded.value) SELECT 1",
+                            )
+                            .bind(vec![record.clone(), fresh.to_vec()])
+                            .bind(vec![vec![7u8; 400], vec![8u8; 400]])
+                            .bind(vec![fresh.to_vec()])
+                            .bind(vec![Vec::<u8>::new()])
+                            .bind(vec![session.clone()])
+                            .bind(vec![vec![9u8; 400]])
+                            .execute(&mut *tx)
+                            .await
+                            .expect("write");
+                        }
+                        Shape::Register => {
+                            for _ in 0..2 {
+                                let mut absent = [0u8; 16];
+                                rand::fill(&mut absent);
+                                let _: Option<Vec<u8>> = sqlx::query_scalar(
+                                    "SELECT value FROM raw_index WHERE key = $1 FOR UPDATE",
+                                )
+                                .bind(absent.to_vec())
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .expect("read");
+                            }
+                            let keys: Vec<Vec<u8>> = (0..3u8)
+                                .map(|n| {
+                                    let mut key = fresh.to_vec();
+                                    key.push(n);
+                                    key
+                                })
+                                .collect();
+                            sqlx::query(
+                                "WITH w0 AS (INSERT INTO raw_users (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])), \
+                                 w1 AS (INSERT INTO raw_index (key, value) SELECT * FROM unnest($3::bytea[], $4::bytea[])), \
+                                 w2 AS (INSERT INTO raw_outbox (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])) SELECT 1",
+                            )
+                            .bind(vec![keys[0].clone()])
+                            .bind(vec![vec![7u8; 600]])
+                            .bind(vec![keys[1].clone(), keys[2].clone()])
+                            .bind(vec![vec![1u8; 36], vec![2u8; 36]])
+                            .execute(&mut *tx)
+                            .await
+                            .expect("write");
+                        }
+                    }
+                    tx.commit().await.expect("commit");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("raw task");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
 }

@@ -48,8 +48,23 @@ impl Server {
     /// # Errors
     /// A sentence saying why it did not start.
     pub fn start(binary: &Path, data_dir: &Path, args: &[&str]) -> Result<Server, String> {
+        Server::start_with(binary, data_dir, args, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set
+    /// (`DATABASE_URL`…).
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let spawned = Instant::now();
         let mut child = Command::new(binary)
+            .envs(env.iter().copied())
             .args(["--port", "0"])
             .args(args)
             .arg("--data-dir")

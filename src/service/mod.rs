@@ -514,8 +514,7 @@ impl Latchkey {
         let now = self.now();
         let claims = self.tokens().verify_access(access_token, now)?;
         let store = &self.inner.store;
-        let session = store.session(&claims.sid).await?;
-        let user = store.user(&claims.sub).await?;
+        let (session, user) = store.session_and_user(&claims.sid, &claims.sub).await?;
         match (session, user) {
             (Some(session), Some(user)) if session.is_live_for(&user, now) => {
                 Ok(Authenticated { claims, user })

@@ -8,12 +8,12 @@
 use crate::error::{Error, Result};
 use crate::metrics::RefreshOutcome;
 use crate::model::{
-    AuditKind, ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime,
+    AuditEvent, AuditKind, ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime,
 };
 use crate::storage::{Exchange, Stored};
 use crate::tokens::RefreshClaims;
 
-use super::{Durability, Latchkey, TokenPair};
+use super::{Latchkey, TokenPair};
 
 /// How a refresh exchange went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +239,7 @@ impl Latchkey {
                     let (exchange, rotation) = decide_rotation(&presented, stored)?;
                     Ok((exchange, (rotation, (user, amr))))
                 },
+                |(rotation, _)| Some(self.rotation_event(rotation, &claims, &client)),
             )
             .await;
         let (rotation, (user, amr)) = match outcome {
@@ -248,25 +249,16 @@ impl Latchkey {
                 return Err(err);
             }
         };
-        let event = |kind| {
-            self.event(kind, &client)
-                .user(&claims.sub)
-                .session(&claims.fam)
-        };
+        // The exchange's transaction wrote its audit event; one wait makes both durable.
+        self.inner.store.durable().await?;
         let user =
             user.ok_or_else(|| Error::Internal("a refresh went through without a user".into()));
         let (user, kind, next) = match rotation {
             Rotation::Reused { revoked_now } => {
                 tracing::warn!(user_id = %claims.sub, session_id = %claims.fam, jti = %claims.jti, revoked_now, "refresh token reuse detected: session revoked");
-                let detail = match revoked_now {
-                    true => format!("jti={}; session revoked", claims.jti),
-                    false => format!("jti={}; session already revoked", claims.jti),
-                };
                 if revoked_now {
                     self.inner.metrics.sessions_ended(1);
                 }
-                let reuse = event(AuditKind::ReuseDetected).detail(detail);
-                self.record(reuse, Durability::Wait).await?;
                 return Err(Error::RefreshTokenReused);
             }
             Rotation::Raced { digest, next } => {
@@ -283,10 +275,34 @@ impl Latchkey {
             Rotation::Rotated => (user?, AuditKind::Refresh, next),
         };
         let pair = self.token_pair(&user, &claims.fam, &amr, &next, now)?;
-        self.record(event(kind), Durability::Wait).await?;
         let raced = kind == AuditKind::RefreshRaced;
         tracing::info!(user_id = %user.id, session_id = %claims.fam, jti = %next.jti, raced, "refresh answered");
         Ok((pair, raced))
+    }
+
+    /// The audit event of an exchange's outcome.
+    fn rotation_event(
+        &self,
+        rotation: &Rotation,
+        claims: &RefreshClaims,
+        client: &ClientInfo,
+    ) -> AuditEvent {
+        let event = |kind| {
+            self.event(kind, client)
+                .user(&claims.sub)
+                .session(&claims.fam)
+        };
+        match rotation {
+            Rotation::Reused { revoked_now } => {
+                let detail = match revoked_now {
+                    true => format!("jti={}; session revoked", claims.jti),
+                    false => format!("jti={}; session already revoked", claims.jti),
+                };
+                event(AuditKind::ReuseDetected).detail(detail)
+            }
+            Rotation::Raced { .. } => event(AuditKind::RefreshRaced),
+            Rotation::Rotated => event(AuditKind::Refresh),
+        }
     }
 
     /// Ends the session of a refresh token: the session is revoked, so every
@@ -318,18 +334,21 @@ impl Latchkey {
                     let session_ended = exchange.session.is_some();
                     Ok((exchange, (changed, session_ended)))
                 },
+                |(changed, _)| {
+                    changed.then(|| {
+                        self.event(AuditKind::Logout, &client)
+                            .user(&claims.sub)
+                            .session(&claims.fam)
+                    })
+                },
             )
             .await?;
+        self.inner.store.durable().await?;
         let (ended, session_ended) = ended;
         if session_ended {
             self.inner.metrics.sessions_ended(1);
         }
         if ended {
-            let event = self
-                .event(AuditKind::Logout, &client)
-                .user(&claims.sub)
-                .session(&claims.fam);
-            self.record(event, Durability::Wait).await?;
             tracing::info!(user_id = %claims.sub, session_id = %claims.fam, "logged out");
         }
         Ok(())

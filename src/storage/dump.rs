@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Store, TreeId};
+use super::{Backend, Store, TreeEntry, TreeId};
 use crate::error::{Error, Result};
 
 /// The `format` of a dump's first line.
@@ -82,7 +82,7 @@ impl DumpLine {
     ///
     /// # Errors
     /// [`Error::Config`] for an unknown tree or bad base64 (a damaged dump).
-    pub(crate) fn into_entry(self) -> Result<Option<(TreeId, Vec<u8>, Vec<u8>)>> {
+    pub(crate) fn into_entry(self) -> Result<Option<TreeEntry>> {
         let DumpLine::Entry {
             tree,
             key,
@@ -169,7 +169,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub(crate) async fn put_entries(&self, entries: &[(TreeId, Vec<u8>, Vec<u8>)]) -> Result<()> {
+    pub(crate) async fn put_entries(&self, entries: &[TreeEntry]) -> Result<()> {
         self.transaction(TreeId::ALL, |tx| {
             for (id, key, value) in entries {
                 tx.insert(*id, key, value)?;

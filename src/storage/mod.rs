@@ -216,6 +216,18 @@ pub(super) struct Opened {
 /// Keys and values read by a scan, in key order.
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// A row: its tree and key.
+type Row = (TreeId, Vec<u8>);
+
+/// Rows fetched for a transaction body (`None`: absent).
+type Fetched = HashMap<Row, Option<Vec<u8>>>;
+
+/// Rows written by a transaction body (`None`: removed), in order.
+type Writes = BTreeMap<Row, Option<Vec<u8>>>;
+
+/// An entry of any tree: tree, key, value (as an export hands them out).
+pub(crate) type TreeEntry = (TreeId, Vec<u8>, Vec<u8>);
+
 impl Sled {
     /// The database as opened now.
     fn opened(&self) -> Result<Arc<Opened>> {
@@ -367,6 +379,24 @@ impl Store {
         }
     }
 
+    /// The stored bytes under each of `rows`, in order: one round trip on
+    /// PostgreSQL.
+    async fn read_many(&self, rows: &[(TreeId, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
+        match &self.backend {
+            Backend::Sled(sled) => rows
+                .iter()
+                .map(|(id, key)| {
+                    Ok(sled
+                        .tree(*id)?
+                        .get(key)
+                        .map_err(storage_error)?
+                        .map(|value| value.to_vec()))
+                })
+                .collect(),
+            Backend::Pg(pg) => pg.read_many(rows).await,
+        }
+    }
+
     /// The record under `key` in tree `id`.
     async fn get<T: DeserializeOwned>(&self, id: TreeId, key: &[u8]) -> Result<Option<T>> {
         match self.read(id, key).await? {
@@ -449,7 +479,7 @@ impl Store {
     async fn transaction_locking<T>(
         &self,
         ids: &[TreeId],
-        reads: &[(TreeId, Vec<u8>)],
+        reads: &[Row],
         body: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T> {
         match &self.backend {
@@ -482,10 +512,10 @@ enum View<'a> {
 /// One run of a transaction body on PostgreSQL: the rows fetched (and
 /// locked) so far, and the writes of this run, applied at commit.
 pub(super) struct Staged<'a> {
-    fetched: &'a HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
-    writes: RefCell<BTreeMap<(TreeId, Vec<u8>), Option<Vec<u8>>>>,
+    fetched: &'a Fetched,
+    writes: RefCell<Writes>,
     /// The first key this run wanted and had not fetched.
-    unread: RefCell<Option<(TreeId, Vec<u8>)>>,
+    unread: RefCell<Option<Row>>,
 }
 
 impl Tx<'_> {

@@ -22,8 +22,8 @@
 //! failures, deadlocks and those conflicts are retried, with a short random
 //! pause, up to [`ATTEMPTS`] times.
 //!
-//! Also here: the table of sealed secrets shared by every node, the ids of
-//! audit events (a sequence), consistent snapshots for export, and the
+//! Also here: the table of sealed secrets shared by every node,
+//! consistent snapshots for export, and the
 //! advisory locks that let one node at a time run the sweeper and the
 //! outbox sender ([`Leader`]).
 
@@ -33,9 +33,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row as _};
 
-use super::{Entries, Staged, TreeId, Tx, TxError, TxResult, View};
+use super::{Entries, Fetched, Row, Staged, TreeId, Tx, TxError, TxResult, View, Writes};
 use crate::error::{Error, Result};
 
 /// How a node connects: pool size and the waits it tolerates.
@@ -59,7 +59,7 @@ impl Default for PgOptions {
 
 /// The migrations, in order: (version, what it does, SQL). Never edit one
 /// that has shipped; add the next.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "trees, secrets and ids", MIGRATION_1)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "trees and secrets", MIGRATION_1)];
 
 const MIGRATION_1: &str = "
 CREATE TABLE latchkey_users (key bytea PRIMARY KEY, value bytea NOT NULL);
@@ -83,7 +83,6 @@ CREATE TABLE latchkey_secrets (
     sealed bytea NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE SEQUENCE latchkey_ids;
 ";
 
 /// Advisory-lock keys (one namespace: "latc" in ASCII, then the role).
@@ -99,10 +98,10 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    fn lock_key(self) -> i64 {
+    fn name(self) -> &'static str {
         match self {
-            Role::Sweeper => 0x6c61_7463_0000_0002,
-            Role::Sender => 0x6c61_7463_0000_0003,
+            Role::Sweeper => "sweeper",
+            Role::Sender => "sender",
         }
     }
 }
@@ -112,6 +111,11 @@ const ATTEMPTS: u32 = 30;
 
 pub(super) struct Pg {
     pool: PgPool,
+    /// The advisory-lock keys of [`Role::Sweeper`] and [`Role::Sender`]:
+    /// derived from the schema, because advisory locks are per database,
+    /// and two deployments in two schemas of one database must not stand
+    /// by for each other.
+    locks: [i64; 2],
 }
 
 impl Pg {
@@ -130,8 +134,20 @@ impl Pg {
             .connect_with(connect)
             .await
             .map_err(|err| Error::Storage(format!("cannot connect to PostgreSQL: {err}")))?;
-        let pg = Pg { pool };
+        let mut pg = Pg {
+            pool,
+            locks: [0; 2],
+        };
         pg.migrate().await?;
+        for role in [Role::Sweeper, Role::Sender] {
+            pg.locks[role as usize] = sqlx::query_scalar(
+                "SELECT hashtextextended('latchkey ' || current_schema() || ' ' || $1, 0)",
+            )
+            .bind(role.name())
+            .fetch_one(&pg.pool)
+            .await
+            .map_err(failed)?;
+        }
         Ok(pg)
     }
 
@@ -219,6 +235,28 @@ impl Pg {
             .map_err(failed)
     }
 
+    pub(super) async fn read_many(&self, rows: &[(TreeId, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
+        let columns: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .map(|(index, (id, _))| {
+                format!(
+                    "(SELECT value FROM {} WHERE key = ${})",
+                    table(*id),
+                    index + 1
+                )
+            })
+            .collect();
+        let mut query = sqlx::query(AssertSqlSafe(format!("SELECT {}", columns.join(", "))));
+        for (_, key) in rows {
+            query = query.bind(*key);
+        }
+        let row = query.fetch_one(&self.pool).await.map_err(failed)?;
+        (0..rows.len())
+            .map(|index| row.try_get::<Option<Vec<u8>>, _>(index).map_err(failed))
+            .collect()
+    }
+
     pub(super) async fn scan(
         &self,
         id: TreeId,
@@ -238,19 +276,10 @@ impl Pg {
         Ok(usize::try_from(count).unwrap_or(0))
     }
 
-    /// A new id, unique across every node.
-    pub(super) async fn next_id(&self) -> Result<u64> {
-        let id: i64 = sqlx::query_scalar("SELECT nextval('latchkey_ids')")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(failed)?;
-        Ok(id.unsigned_abs())
-    }
-
     pub(super) async fn transaction<T>(
         &self,
         ids: &[TreeId],
-        reads: &[(TreeId, Vec<u8>)],
+        reads: &[Row],
         body: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T> {
         let mut attempt = 0;
@@ -276,11 +305,11 @@ impl Pg {
     async fn attempt<T>(
         &self,
         ids: &[TreeId],
-        reads: &[(TreeId, Vec<u8>)],
+        reads: &[Row],
         body: &impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> std::result::Result<T, Failure> {
         let mut tx = self.pool.begin().await.map_err(Failure::of)?;
-        let mut fetched: HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
+        let mut fetched: Fetched = HashMap::new();
         fetch_locked(&mut tx, reads, &mut fetched).await?;
         loop {
             let next = {
@@ -393,7 +422,7 @@ impl Pg {
     pub(super) async fn lead(&self, role: Role) -> Result<Option<Leader>> {
         let mut conn = self.pool.acquire().await.map_err(failed)?.detach();
         let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(role.lock_key())
+            .bind(self.locks[role as usize])
             .fetch_one(&mut conn)
             .await
             .map_err(failed)?;
@@ -423,8 +452,8 @@ impl Leader {
 }
 
 enum Next<T> {
-    Commit(T, BTreeMap<(TreeId, Vec<u8>), Option<Vec<u8>>>),
-    Fetch((TreeId, Vec<u8>)),
+    Commit(T, Writes),
+    Fetch(Row),
     Fail(Error),
 }
 
@@ -454,8 +483,8 @@ impl Failure {
 /// `None` in `fetched`.
 async fn fetch_locked(
     tx: &mut PgConnection,
-    keys: &[(TreeId, Vec<u8>)],
-    fetched: &mut HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
+    keys: &[Row],
+    fetched: &mut Fetched,
 ) -> std::result::Result<(), Failure> {
     let mut by_tree: BTreeMap<TreeId, Vec<Vec<u8>>> = BTreeMap::new();
     for (id, key) in keys {
@@ -489,8 +518,8 @@ async fn fetch_locked(
 /// upserts (keys read as present, so locked, or never read).
 async fn apply(
     tx: &mut PgConnection,
-    fetched: &HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
-    writes: BTreeMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
+    fetched: &Fetched,
+    writes: Writes,
 ) -> std::result::Result<(), Failure> {
     #[derive(Default)]
     struct Parts {

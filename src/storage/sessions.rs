@@ -4,7 +4,9 @@
 
 use super::{EMPTY, Store, TreeId, Tx, TxResult, abort, child_key, child_prefix, decode, time_key};
 use crate::error::{Error, Result};
-use crate::model::{ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime, User};
+use crate::model::{
+    AuditEvent, ClientInfo, RefreshRecord, RevokeReason, Session, TokenDigest, UnixTime, User,
+};
 
 /// What the core decides when a refresh token is exchanged: what to write
 /// back (each part optional).
@@ -51,6 +53,7 @@ pub(crate) struct NewSession<'a> {
 
 /// The trees a refresh exchange reads and writes.
 const EXCHANGE: &[TreeId] = &[
+    TreeId::Audit,
     TreeId::Users,
     TreeId::RefreshTokens,
     TreeId::RefreshExpiry,
@@ -127,7 +130,9 @@ impl Store {
     /// current values and returns the [`Exchange`] to write plus a value for
     /// the caller, or an error that aborts with nothing written. Two
     /// exchanges of one token are serialized, so the second `decide` sees
-    /// what the first wrote. `decide` must not have side effects.
+    /// what the first wrote. `decide` must not have side effects. The
+    /// event `audit` makes of the outcome is written in the same
+    /// transaction (one commit per refresh, on either backend).
     ///
     /// # Errors
     /// Whatever `decide` returns, [`Error::Storage`].
@@ -137,7 +142,9 @@ impl Store {
         session_id: &str,
         user_id: &str,
         decide: impl Fn(Stored) -> Result<(Exchange, T)>,
+        audit: impl Fn(&T) -> Option<AuditEvent>,
     ) -> Result<T> {
+        let audit_id = self.audit_id()?;
         // Read (and on PostgreSQL locked) in the order every change to a
         // user and their sessions takes them: user, session, records.
         let reads = [
@@ -168,6 +175,9 @@ impl Store {
             }
             if let Some(updated) = &exchange.session {
                 put_session(tx, session.as_ref(), updated)?;
+            }
+            if let Some(event) = audit(&outcome) {
+                tx.put(TreeId::Audit, &time_key(event.at, &audit_id), &event)?;
             }
             Ok(outcome)
         })
@@ -211,6 +221,26 @@ impl Store {
         digest: &TokenDigest,
     ) -> Result<Option<RefreshRecord>> {
         self.get(TreeId::RefreshTokens, &digest.0).await
+    }
+
+    /// A session and a user, read together (one round trip on PostgreSQL):
+    /// what every authenticated request looks at.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub(crate) async fn session_and_user(
+        &self,
+        session_id: &str,
+        user_id: &str,
+    ) -> Result<(Option<Session>, Option<User>)> {
+        let rows = [
+            (TreeId::Sessions, session_id.as_bytes()),
+            (TreeId::Users, user_id.as_bytes()),
+        ];
+        let mut found = self.read_many(&rows).await?.into_iter();
+        let session = found.next().flatten().map(|bytes| decode(&bytes));
+        let user = found.next().flatten().map(|bytes| decode(&bytes));
+        Ok((session.transpose()?, user.transpose()?))
     }
 
     /// The session with this id (live, revoked or expired-but-unswept).
@@ -293,7 +323,7 @@ impl Owned {
     }
 
     /// The rows [`Owned::remove`] reads, for PostgreSQL to fetch at once.
-    pub(super) fn reads(&self) -> Vec<(TreeId, Vec<u8>)> {
+    pub(super) fn reads(&self) -> Vec<super::Row> {
         let sessions = self
             .sessions
             .iter()

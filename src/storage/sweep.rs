@@ -150,7 +150,7 @@ impl Store {
     /// lock at once; on sled, read now, so that the transaction finds them
     /// in the cache (a sled transaction holds every other reader back while
     /// it runs, and must not wait for the disk meanwhile).
-    async fn prefetch(&self, records: TreeId, keys: &[Vec<u8>]) -> Vec<(TreeId, Vec<u8>)> {
+    async fn prefetch(&self, records: TreeId, keys: &[Vec<u8>]) -> Vec<super::Row> {
         match &self.backend {
             Backend::Sled(sled) => {
                 if let Ok(tree) = sled.tree(records) {

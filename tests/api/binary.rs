@@ -122,6 +122,11 @@ impl Server {
         self.base.split("://").nth(1).expect("address").to_owned()
     }
 
+    /// The log lines so far.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
     /// A client of this server.
     pub(crate) fn api(&self) -> Api {
         Api::new(self.base.clone())

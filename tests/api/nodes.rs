@@ -28,20 +28,72 @@ fn shared_database(dir: &Path, test: &str) -> Option<String> {
 
 /// A node on `url`, with its own data directory under `dir`.
 fn node(dir: &Path, name: &str, url: &str) -> Server {
+    node_with(dir, name, url, &[])
+}
+
+/// [`node`] with more flags.
+fn node_with(dir: &Path, name: &str, url: &str, more: &[&str]) -> Server {
     let data_dir = dir.join(name);
     std::fs::create_dir_all(&data_dir).expect("node dir");
     let mut command = node_command(&data_dir, url);
-    command.args([
-        "--port",
-        "0",
-        "--reuse-grace",
-        "0s",
-        "--rate-limits",
-        "off",
-        "--hash-concurrency",
-        "1",
-    ]);
+    command
+        .args([
+            "--port",
+            "0",
+            "--reuse-grace",
+            "0s",
+            "--rate-limits",
+            "off",
+            "--hash-concurrency",
+            "1",
+        ])
+        .args(more);
     start_command(command)
+}
+
+/// Whether `server` has logged taking the lead of `role`.
+fn leads(server: &Server, role: &str) -> bool {
+    server
+        .log_lines()
+        .iter()
+        .any(|line| line.contains("this node took the lead") && line.contains(role))
+}
+
+#[tokio::test]
+async fn the_sweeper_and_the_mail_sender_run_on_one_node_and_move_when_it_dies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(url) = shared_database(dir.path(), "the_sweeper_and_the_mail_sender") else {
+        return;
+    };
+    let fast = ["--sweep-interval", "300ms"];
+    let a = node_with(dir.path(), "a", &url, &fast);
+    let b = node_with(dir.path(), "b", &url, &fast);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let led = |role: &str| usize::from(leads(&a, role)) + usize::from(leads(&b, role));
+    while led("Sweeper") == 0 || led("Sender") == 0 {
+        assert!(Instant::now() < deadline, "no node took the lead");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several rounds later, still one node each.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(led("Sweeper"), 1, "one sweeper");
+    assert_eq!(led("Sender"), 1, "one mail sender");
+
+    // The sweeping node dies; the other takes the sweeper over.
+    let (leader, other) = match leads(&a, "Sweeper") {
+        true => (a, b),
+        false => (b, a),
+    };
+    let had_sender = leads(&other, "Sender");
+    drop(leader);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(leads(&other, "Sweeper") && leads(&other, "Sender")) {
+        assert!(
+            Instant::now() < deadline,
+            "the other node never took over (it had the sender: {had_sender})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The binary, run against the shared database (with a data directory
