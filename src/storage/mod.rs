@@ -482,9 +482,23 @@ impl Store {
         reads: &[Row],
         body: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T> {
+        self.transaction_sharing(ids, reads, &[], body).await
+    }
+
+    /// Like [`Store::transaction_locking`], where the rows `body` reads from
+    /// the trees `shared` (and never writes) are locked shared on
+    /// PostgreSQL: transactions that only read them run side by side, and
+    /// one that writes them waits for all of them (and they for it).
+    async fn transaction_sharing<T>(
+        &self,
+        ids: &[TreeId],
+        reads: &[Row],
+        shared: &[TreeId],
+        body: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T> {
         match &self.backend {
             Backend::Sled(sled) => sled.transaction(ids, body),
-            Backend::Pg(pg) => pg.transaction(ids, reads, body).await,
+            Backend::Pg(pg) => pg.transaction(ids, reads, shared, body).await,
         }
     }
 

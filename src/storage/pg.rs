@@ -8,14 +8,18 @@
 //! once) or by `latchkey migrate`.
 //!
 //! **Transactions** run at READ COMMITTED with every row they read locked
-//! (`SELECT … FOR UPDATE`) until commit: strict two-phase locking over the
-//! rows a transaction touches, so two transactions that touch one row are
-//! serialized, as sled serializes all of them. A transaction body is plain
-//! synchronous code (the same as for sled): it runs over the rows fetched
-//! so far and, when it needs one more, stops; the row is fetched and locked
-//! and the body runs again (see [`Staged`](super::Staged)). Its writes are
-//! sent in one statement, then it commits (durable before the answer, with
-//! PostgreSQL's default `synchronous_commit`). A key the body read as
+//! until commit (`SELECT … FOR UPDATE`; `FOR SHARE` for rows a transaction
+//! only reads, where its caller says so: the user of a refresh): strict
+//! two-phase locking over the rows a transaction touches, so two
+//! transactions that touch one row are serialized, as sled serializes all
+//! of them, and a change to a user waits for the refreshes reading it. A
+//! transaction body is plain synchronous code (the same as for sled): it
+//! runs over the rows fetched so far and, when it needs one more, stops;
+//! the row is fetched and locked and the body runs again (see
+//! [`Staged`](super::Staged)). The rows a caller knows it will read are
+//! fetched first, in one statement, tree by tree in one order (fewer
+//! deadlocks); the writes go in one statement; then it commits (durable
+//! before the answer, with PostgreSQL's default `synchronous_commit`). A key the body read as
 //! absent is written with a plain `INSERT`, so two transactions that both
 //! found an email free cannot both take it: the second fails on the
 //! primary key and runs again, now seeing the first's row. Serialization
@@ -280,12 +284,13 @@ impl Pg {
         &self,
         ids: &[TreeId],
         reads: &[Row],
+        shared: &[TreeId],
         body: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(ids, reads, &body).await {
+            match self.attempt(ids, (reads, shared), &body).await {
                 Err(Failure::Conflict(err)) if attempt < ATTEMPTS => {
                     tracing::debug!(attempt, error = %err, "transaction conflict; running it again");
                     let pause = rand::random_range(1..=4 * u64::from(attempt.min(10)));
@@ -305,12 +310,12 @@ impl Pg {
     async fn attempt<T>(
         &self,
         ids: &[TreeId],
-        reads: &[Row],
+        (reads, shared): (&[Row], &[TreeId]),
         body: &impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> std::result::Result<T, Failure> {
         let mut tx = self.pool.begin().await.map_err(Failure::of)?;
         let mut fetched: Fetched = HashMap::new();
-        fetch_locked(&mut tx, reads, &mut fetched).await?;
+        fetch_locked(&mut tx, reads, shared, &mut fetched).await?;
         loop {
             let next = {
                 let staged = Staged {
@@ -336,7 +341,8 @@ impl Pg {
             };
             match next {
                 Next::Fetch(wanted) => {
-                    fetch_locked(&mut tx, std::slice::from_ref(&wanted), &mut fetched).await?;
+                    fetch_locked(&mut tx, std::slice::from_ref(&wanted), shared, &mut fetched)
+                        .await?;
                 }
                 Next::Fail(err) => return Err(Failure::Refused(err)),
                 Next::Commit(value, writes) => {
@@ -479,11 +485,14 @@ impl Failure {
     }
 }
 
-/// Reads and locks `keys`, one statement per tree, noting absent ones as
-/// `None` in `fetched`.
+/// Reads and locks `keys` (shared in the trees `shared`, else exclusive),
+/// in one statement (tree by tree, in [`TreeId`] order, so transactions
+/// take their locks in one order), noting absent ones as `None` in
+/// `fetched`.
 async fn fetch_locked(
     tx: &mut PgConnection,
     keys: &[Row],
+    shared: &[TreeId],
     fetched: &mut Fetched,
 ) -> std::result::Result<(), Failure> {
     let mut by_tree: BTreeMap<TreeId, Vec<Vec<u8>>> = BTreeMap::new();
@@ -492,22 +501,42 @@ async fn fetch_locked(
             by_tree.entry(*id).or_default().push(key.clone());
         }
     }
+    if by_tree.is_empty() {
+        return Ok(());
+    }
+    let trees: Vec<TreeId> = by_tree.keys().copied().collect();
+    let mut ctes = Vec::new();
+    let mut selects = Vec::new();
+    for (index, id) in trees.iter().enumerate() {
+        let lock = match shared.contains(id) {
+            true => "SHARE",
+            false => "UPDATE",
+        };
+        ctes.push(format!(
+            "r{index} AS (SELECT key, value FROM {} WHERE key = ANY(${}) ORDER BY key FOR {lock})",
+            table(*id),
+            index + 1
+        ));
+        selects.push(format!("SELECT {index}, key, value FROM r{index}"));
+    }
+    let sql = format!("WITH {} {}", ctes.join(", "), selects.join(" UNION ALL "));
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for keys in by_tree.values() {
+        query = query.bind(keys);
+    }
+    let rows = query.fetch_all(&mut *tx).await.map_err(Failure::of)?;
     for (id, keys) in by_tree {
-        let sql = format!(
-            "SELECT key, value FROM {} WHERE key = ANY($1) ORDER BY key FOR UPDATE",
-            table(id)
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(Failure::of)?;
         for key in keys {
             fetched.insert((id, key), None);
         }
-        for row in rows {
-            fetched.insert((id, row.get(0)), Some(row.get(1)));
-        }
+    }
+    for row in rows {
+        let index: i32 = row.get(0);
+        let id = usize::try_from(index)
+            .ok()
+            .and_then(|index| trees.get(index))
+            .ok_or_else(|| Failure::Refused(Error::Internal("a row of no tree".into())))?;
+        fetched.insert((*id, row.get(1)), Some(row.get(2)));
     }
     Ok(())
 }

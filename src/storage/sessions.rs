@@ -152,7 +152,10 @@ impl Store {
             (TreeId::Sessions, session_id.as_bytes().to_vec()),
             (TreeId::RefreshTokens, digest.0.to_vec()),
         ];
-        self.transaction_locking(EXCHANGE, &reads, |tx| {
+        // The user is only read: refreshes of one user's sessions run side
+        // by side, and a change to the user (which locks it exclusively)
+        // waits for them, or they for it.
+        self.transaction_sharing(EXCHANGE, &reads, &[TreeId::Users], |tx| {
             let user = tx.get::<User>(TreeId::Users, user_id.as_bytes())?;
             let session = tx.get::<Session>(TreeId::Sessions, session_id.as_bytes())?;
             let record = tx.get::<RefreshRecord>(TreeId::RefreshTokens, &digest.0)?;
