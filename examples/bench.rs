@@ -671,20 +671,7 @@ async fn bench(args: &Args) -> u64 {
             raw,
             "≥ 0.90×",
         );
-        let mut registers = Vec::new();
-        let mut raw = Vec::new();
-        for round in 0..args.rounds {
-            raw.push(raw_argon2(args.phase, false));
-            let jobs = (0..16)
-                .map(|n| Job::Register {
-                    prefix: format!("r{round}c{n}"),
-                    n: 0,
-                })
-                .collect();
-            let sample = load(server.address, jobs, args.phase).await;
-            table.check("register", &sample);
-            registers.push(sample);
-        }
+        let (registers, raw) = register_rounds(server.address, "r", args, &mut table).await;
         rate_against(
             &mut table,
             "POST /register, 16 connections",
@@ -984,6 +971,32 @@ fn du(dir: &Path) -> u64 {
     total
 }
 
+/// Rounds of 16 connections registering accounts (named after `tag`),
+/// each after a phase of raw argon2id hashes: latchkey's samples and the
+/// raw rates.
+async fn register_rounds(
+    address: SocketAddr,
+    tag: &str,
+    args: &Args,
+    table: &mut Table,
+) -> (Vec<Sample>, Vec<f64>) {
+    let mut registers = Vec::new();
+    let mut raw = Vec::new();
+    for round in 0..args.rounds {
+        raw.push(raw_argon2(args.phase, false));
+        let jobs = (0..16)
+            .map(|n| Job::Register {
+                prefix: format!("{tag}{round}c{n}"),
+                n: 0,
+            })
+            .collect();
+        let sample = load(address, jobs, args.phase).await;
+        table.check(&format!("register ({tag})"), &sample);
+        registers.push(sample);
+    }
+    (registers, raw)
+}
+
 /// A rate row: medians of latchkey's phases against the baseline's rates.
 fn rate_against(
     table: &mut Table,
@@ -1131,20 +1144,7 @@ async fn postgres_rows(
         "≥ 0.70×",
     );
 
-    let mut registers = Vec::new();
-    let mut raw = Vec::new();
-    for round in 0..args.rounds {
-        raw.push(raw_argon2(args.phase, false));
-        let jobs = (0..16)
-            .map(|n| Job::Register {
-                prefix: format!("pg{round}c{n}"),
-                n: 0,
-            })
-            .collect();
-        let sample = load(server.address, jobs, args.phase).await;
-        table.check("register on PostgreSQL", &sample);
-        registers.push(sample);
-    }
+    let (registers, raw) = register_rounds(server.address, "pg", args, table).await;
     rate_against(
         table,
         "POST /register on PostgreSQL, 16 conn.",

@@ -14,6 +14,9 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::error::{Error, Result};
 use crate::service::Latchkey;
 
+/// How long the socket waits for a client's request line.
+const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The socket's file name in the data directory.
 pub const EXPORT_SOCKET: &str = "export.sock";
 
@@ -71,7 +74,11 @@ async fn answer(core: &Latchkey, stream: UnixStream) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut request = String::new();
     let mut read = BufReader::new(tokio::io::AsyncReadExt::take(read, 64));
-    read.read_line(&mut request).await.map_err(io)?;
+    // A client that sends nothing is let go.
+    tokio::time::timeout(REQUEST_WAIT, read.read_line(&mut request))
+        .await
+        .map_err(|_| Error::Internal("export socket: no request within 10 s".into()))?
+        .map_err(io)?;
     if request.trim() != "export" {
         write.write_all(b"unknown request\n").await.map_err(io)?;
         return Ok(());

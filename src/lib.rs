@@ -23,7 +23,8 @@
 //! codes) and sign in with passkeys (WebAuthn), accounts are recovered by
 //! email, and access tokens are signed with EdDSA by default and
 //! verifiable elsewhere through the published JWKS. Data lives in an
-//! embedded sled database; the API is documented live as OpenAPI with
+//! embedded sled database, or in PostgreSQL for several nodes
+//! ([`Config::database_url`]); the API is documented live as OpenAPI with
 //! Swagger UI.
 //!
 //! # The library
@@ -97,7 +98,10 @@ pub use tokens::{AccessClaims, Audience, PublicJwk};
 /// sweeper (every `--sweep-interval` it deletes expired refresh tokens,
 /// sessions and mailed tokens and audit events past their retention, and
 /// keeps the live-session metric counted) and the outbox sender (it
-/// delivers queued mail, with retries). [`run`] starts them; an app that
+/// delivers queued mail, with retries), each on one node at a time with
+/// PostgreSQL; the reload of a key ring rotated by another node
+/// (PostgreSQL); and, on sled, the socket `latchkey export` asks for a dump
+/// while the server runs ([`control`]). [`run`] starts them; an app that
 /// serves latchkey's routes itself spawns this next to its server.
 pub async fn run_background(core: Latchkey, shutdown: impl Future<Output = ()>) {
     let interval = core.config().sweep_interval;

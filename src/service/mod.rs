@@ -162,14 +162,17 @@ struct Inner {
 }
 
 impl Latchkey {
-    /// Opens the data directory named by `config` with the system clock,
-    /// loading or generating the signing keys and secrets.
+    /// Opens the store `config` names (the data directory, or PostgreSQL
+    /// with [`Config::database_url`], migrating its schema) with the system
+    /// clock, loading or generating the signing keys and secrets (kept in
+    /// the data directory, or sealed in the database).
     ///
     /// # Errors
     /// [`Error::Config`] for settings that make no sense (see
-    /// [`Config::validate`]) or an unusable secret or key file,
+    /// [`Config::validate`]), an unusable secret or key file, or a master
+    /// key that does not open the database's secrets;
     /// [`Error::DataDirLocked`] when another process has the directory,
-    /// [`Error::Storage`] when it cannot be opened or is corrupt.
+    /// [`Error::Storage`] when it cannot be opened, reached or is corrupt.
     ///
     /// # Example
     /// ```no_run
@@ -221,8 +224,8 @@ impl Latchkey {
         Latchkey::assemble(config, clock, parts, (mailer, passkeys), false)
     }
 
-    /// Opens the data directory for offline work (the command line's user,
-    /// audit and key commands): users are managed and the audit log read,
+    /// Opens the store for offline work (the command line's user, audit,
+    /// key, export and import commands): users are managed and the audit log read,
     /// but no token is ever issued, so no signing key or secret is read or
     /// created. A core opened this way refuses every token it is shown.
     ///

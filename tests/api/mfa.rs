@@ -402,16 +402,21 @@ async fn of_many_racing_uses_of_one_mfa_token_exactly_one_signs_in() {
     let code = phone.code(app.clock.now());
     let attempts = (0..12).map(|_| verify(&app, &token, &code));
     let answers = futures_util::future::join_all(attempts).await;
-    let won = answers
-        .iter()
-        .filter(|answer| answer.status() == StatusCode::OK)
-        .count();
-    assert_eq!(won, 1);
+    let mut seen = Vec::new();
+    for answer in answers {
+        let status = answer.status();
+        seen.push((status, answer.text().await.expect("body")));
+    }
+    let won = seen.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+    assert_eq!(won, 1, "{seen:?}");
+    // The losers are refused: the token is used up (401), or, when they
+    // overlap the winner long enough to be counted (on PostgreSQL they
+    // do), the account's login limit of 10 a minute says so first (429).
     assert!(
-        answers
-            .iter()
-            .all(|answer| answer.status() == StatusCode::OK
-                || answer.status() == StatusCode::UNAUTHORIZED)
+        seen.iter().all(|(status, _)| *status == StatusCode::OK
+            || *status == StatusCode::UNAUTHORIZED
+            || *status == StatusCode::TOO_MANY_REQUESTS),
+        "{seen:?}"
     );
 }
 
