@@ -407,7 +407,10 @@ async fn of_many_racing_uses_of_one_mfa_token_exactly_one_signs_in() {
         let status = answer.status();
         seen.push((status, answer.text().await.expect("body")));
     }
-    let won = seen.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+    let won = seen
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
     assert_eq!(won, 1, "{seen:?}");
     // The losers are refused: the token is used up (401), or, when they
     // overlap the winner long enough to be counted (on PostgreSQL they
