@@ -24,15 +24,18 @@ fn fixture() -> &'static Fixture {
             hash_concurrency: Some(1),
             ..latchkey::Config::with_data_dir(dir.path())
         };
-        let core = latchkey::Latchkey::open(config).expect("core");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let core = runtime
+            .block_on(latchkey::Latchkey::open(config))
+            .expect("core");
         let endpoint = poem::EndpointExt::boxed(poem::EndpointExt::map_to_response(
             latchkey::http::app(core),
         ));
         Fixture {
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime"),
+            runtime,
             client: TestClient::new(endpoint),
             _dir: dir,
         }
