@@ -92,16 +92,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI spec (the checked-in openapi.json is exactly this output).
     Openapi,
-    /// Print security events from the audit log (run it while the server is stopped).
+    /// Print security events from the audit log (on sled, while the server is stopped).
     Audit(AuditArgs),
-    /// Manage users from the command line (run it while the server is stopped).
+    /// Manage users from the command line (on sled, while the server is stopped).
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage the access-token signing keys (run it while the server is stopped).
+    /// Manage the access-token signing keys (on sled, while the server is stopped).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a dump of everything stored (JSON lines), also while the server runs.
     Export(ExportArgs),
+    /// Load a dump into an empty store (a new data directory or an empty database).
     Import(ImportArgs),
+    /// Bring the PostgreSQL schema up to date (every start does it too).
     Migrate,
 }
 
@@ -546,14 +549,24 @@ pub async fn keys(command: KeysCommand, shared: &Shared, out: &mut impl Write) -
 /// # Errors
 /// See [`open`]; a file that exists already; I/O errors.
 pub async fn export(args: &ExportArgs, shared: &Shared, out: &mut impl Write) -> Result<()> {
-    let mut file = match &args.file {
-        Some(path) => Some(create_private(path)?),
-        None => None,
+    let Some(path) = &args.file else {
+        return export_to(shared, out).await;
     };
-    let target: &mut dyn Write = match file.as_mut() {
-        Some(file) => file,
-        None => out,
+    let mut file = create_private(path)?;
+    let written = match export_to(shared, &mut file).await {
+        Ok(()) => file.sync_all().map_err(write_error),
+        Err(err) => Err(err),
     };
+    if written.is_err() {
+        // Half a dump must not pass for a backup.
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// Writes the dump to `target`: from the store, or (sled, server running)
+/// from the server over its socket.
+async fn export_to(shared: &Shared, target: &mut impl Write) -> Result<()> {
     let mut write = |line: &str| writeln!(target, "{line}").map_err(write_error);
     match open(shared, false).await {
         Ok(core) => {
@@ -564,11 +577,7 @@ pub async fn export(args: &ExportArgs, shared: &Shared, out: &mut impl Write) ->
         }
         Err(err) => return Err(err),
     }
-    target.flush().map_err(write_error)?;
-    if let Some(file) = file {
-        file.sync_all().map_err(write_error)?;
-    }
-    Ok(())
+    target.flush().map_err(write_error)
 }
 
 /// A new file only its owner reads.

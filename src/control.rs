@@ -107,12 +107,17 @@ pub fn request_export(data_dir: &Path, mut write: impl FnMut(&str) -> Result<()>
     let io = |err: std::io::Error| Error::Storage(format!("export socket: {err}"));
     stream.write_all(b"export\n").map_err(io)?;
     let mut lines = 0;
+    let mut ended = false;
     for line in std::io::BufReader::new(stream).lines() {
-        write(&line.map_err(io)?)?;
+        let line = line.map_err(io)?;
+        ended = crate::service::is_dump_end(&line);
+        write(&line)?;
         lines += 1;
     }
-    if lines == 0 {
-        return Err(Error::Storage("the server sent an empty dump".into()));
+    if !ended {
+        return Err(Error::Storage(
+            "the server's dump ended early (see the server's log)".into(),
+        ));
     }
     Ok(lines)
 }

@@ -42,6 +42,7 @@ use vault::{Keys, Vault};
 pub use admin::{AuditPage, MAX_PAGE, UserChange, UsersPage};
 pub use factors::{FactorDetails, TotpSetup};
 pub use moving::Imported;
+pub(crate) use moving::is_dump_end;
 pub use passkeys::Ceremony;
 
 pub(crate) use crate::storage::{Leader, Role};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::{Latchkey, REFRESH_SECRET_FILE};
 use crate::error::{Error, Result};
 use crate::secrets::FACTOR_KEY_FILE;
-use crate::storage::{DUMP_FORMAT, DUMP_VERSION, DumpLine, TreeId};
+use crate::storage::{DUMP_FORMAT, DUMP_VERSION, DumpLine, TreeEntry, TreeId};
 use crate::tokens::ACCESS_SECRET_FILE;
 use crate::tokens::keys::KEY_FILE;
 
@@ -74,6 +74,10 @@ impl Latchkey {
         for line in &lines {
             write(line)?;
         }
+        write(&encode(&DumpLine::End {
+            end: DUMP_FORMAT.to_owned(),
+            entries: lines.len(),
+        })?)?;
         Ok(lines.len())
     }
 
@@ -90,11 +94,14 @@ impl Latchkey {
 
     /// Loads a dump (its lines, in order) into this core's store, which
     /// must be empty. Its secrets replace the ones this core generated:
-    /// start the server (every node) after the import.
+    /// start the server (every node) after the import. A dump that turns
+    /// out damaged or cut short (no end line) is refused, and what was
+    /// written of it is taken back, so the store is empty again.
     ///
     /// # Errors
     /// [`Error::Config`] for a store that is not empty or a dump that is
-    /// not one (or of a newer version), [`Error::Storage`].
+    /// not one (or of a newer version, damaged, cut short),
+    /// [`Error::Storage`].
     pub async fn import(
         &self,
         lines: impl IntoIterator<Item = std::io::Result<String>>,
@@ -106,6 +113,38 @@ impl Latchkey {
                     .into(),
             ));
         }
+        let mut written = Vec::new();
+        let loaded = self.load(lines, &mut written).await;
+        let (mut imported, secrets) = match loaded {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                if let Err(undo) = self.take_back(&written).await {
+                    tracing::error!(error = %undo, "a failed import could not take back what it wrote: empty the store by hand");
+                }
+                return Err(err);
+            }
+        };
+        self.inner.vault.replace_secrets(&secrets).await?;
+        imported.secrets = secrets.len();
+        Ok(imported)
+    }
+
+    /// Removes what a failed import wrote.
+    async fn take_back(&self, written: &[(TreeId, Vec<u8>)]) -> Result<()> {
+        for chunk in written.chunks(IMPORT_BATCH) {
+            self.inner.store.remove_entries(chunk).await?;
+        }
+        self.inner.store.durable().await
+    }
+
+    /// Writes the entries of a dump, noting the key of each in `written`;
+    /// returns what it wrote and the dump's secrets.
+    async fn load(
+        &self,
+        lines: impl IntoIterator<Item = std::io::Result<String>>,
+        written: &mut Vec<(TreeId, Vec<u8>)>,
+    ) -> Result<(Imported, BTreeMap<String, String>)> {
+        let store = &self.inner.store;
         let unreadable =
             |err: std::io::Error| Error::Config(format!("cannot read the dump: {err}"));
         let mut lines = lines
@@ -132,14 +171,18 @@ impl Latchkey {
         }
         let mut imported = Imported::default();
         let mut secrets = BTreeMap::new();
-        let mut batch = Vec::with_capacity(IMPORT_BATCH);
+        let mut batch: Vec<TreeEntry> = Vec::with_capacity(IMPORT_BATCH);
+        let mut counted = None;
         for (number, line) in lines.enumerate() {
             let line = line.map_err(unreadable)?;
+            let at = number + 2;
+            if counted.is_some() {
+                return Err(Error::Config(format!(
+                    "line {at} of the dump follows its end line"
+                )));
+            }
             let parsed: DumpLine = serde_json::from_str(&line).map_err(|err| {
-                Error::Config(format!(
-                    "line {} of the dump is unreadable: {err}",
-                    number + 2
-                ))
+                Error::Config(format!("line {at} of the dump is unreadable: {err}"))
             })?;
             match parsed {
                 DumpLine::Secret { secret, value } => {
@@ -147,10 +190,10 @@ impl Latchkey {
                 }
                 DumpLine::Header { .. } => {
                     return Err(Error::Config(format!(
-                        "line {} of the dump is a second header",
-                        number + 2
+                        "line {at} of the dump is a second header"
                     )));
                 }
+                DumpLine::End { entries, .. } => counted = Some(entries),
                 entry => {
                     if let Some(entry) = entry.into_entry()? {
                         imported.users += usize::from(entry.0 == TreeId::Users);
@@ -158,19 +201,34 @@ impl Latchkey {
                     }
                 }
             }
-            if batch.len() == IMPORT_BATCH {
+            if batch.len() == IMPORT_BATCH || (counted.is_some() && !batch.is_empty()) {
+                written.extend(batch.iter().map(|(id, key, _)| (*id, key.clone())));
                 store.put_entries(&batch).await?;
                 imported.entries += batch.len();
                 batch.clear();
             }
         }
-        if !batch.is_empty() {
-            store.put_entries(&batch).await?;
-            imported.entries += batch.len();
+        match counted {
+            None => Err(Error::Config(
+                "the dump was cut short: it has no end line (export it again)".into(),
+            )),
+            Some(entries) if entries != imported.entries => Err(Error::Config(format!(
+                "the dump's end line counts {entries} entries, but it holds {}",
+                imported.entries
+            ))),
+            Some(_) => {
+                store.durable().await?;
+                Ok((imported, secrets))
+            }
         }
-        store.durable().await?;
-        self.inner.vault.replace_secrets(&secrets).await?;
-        imported.secrets = secrets.len();
-        Ok(imported)
     }
+}
+
+/// Whether `line` is a dump's end line (a dump read over the export socket
+/// must end with one, or the server went away in the middle).
+pub(crate) fn is_dump_end(line: &str) -> bool {
+    matches!(
+        serde_json::from_str::<DumpLine>(line),
+        Ok(DumpLine::End { end, .. }) if end == DUMP_FORMAT
+    )
 }

@@ -9,7 +9,9 @@
 //!   refresh secret, factor key), in the clear: a dump is as sensitive as
 //!   the data directory itself;
 //! - `{"tree":<name>,"key":<base64url>,"value":<the record's JSON>}` for the
-//!   trees of records, or `…,"bytes":<base64url>}` for the index trees.
+//!   trees of records, or `…,"bytes":<base64url>}` for the index trees;
+//! - `{"end":"latchkey-dump","entries":<count>}`, last: a dump without it
+//!   was cut short, and is refused.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +49,13 @@ pub(crate) enum DumpLine {
         secret: String,
         /// Its text.
         value: String,
+    },
+    /// The last line: how many entries came before it.
+    End {
+        /// Always [`DUMP_FORMAT`].
+        end: String,
+        /// The number of entry lines.
+        entries: usize,
     },
     /// An entry of a tree.
     Entry {
@@ -173,6 +182,21 @@ impl Store {
         self.transaction(TreeId::ALL, |tx| {
             for (id, key, value) in entries {
                 tx.insert(*id, key, value)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes the entries at `keys`, in one transaction (an import that
+    /// failed takes back what it wrote).
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub(crate) async fn remove_entries(&self, keys: &[(TreeId, Vec<u8>)]) -> Result<()> {
+        self.transaction(TreeId::ALL, |tx| {
+            for (id, key) in keys {
+                tx.remove(*id, key)?;
             }
             Ok(())
         })

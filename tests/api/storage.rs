@@ -209,3 +209,63 @@ async fn a_corrupt_database_is_refused_with_an_error_not_a_panic() {
         Ok(_) => panic!("a corrupt database opened"),
     }
 }
+
+#[tokio::test]
+async fn an_import_refuses_a_damaged_or_cut_short_dump_and_takes_back_what_it_wrote() {
+    let source = spawn_app().await;
+    for i in 0..3 {
+        source
+            .logged_in(&format!("mover{i}"), &format!("mover{i}@example.com"))
+            .await;
+    }
+    let mut dump = Vec::new();
+    source
+        .core
+        .export(|line| {
+            dump.push(line.to_owned());
+            Ok(())
+        })
+        .await
+        .expect("export");
+    let end = dump.last().expect("a last line").clone();
+    assert!(end.starts_with(r#"{"end":"latchkey-dump""#), "{end}");
+
+    let target = spawn_app().await;
+    let entry = dump
+        .iter()
+        .position(|line| line.starts_with(r#"{"tree":"#))
+        .expect("an entry line");
+    let mut one_entry_less = dump.clone();
+    one_entry_less.remove(entry);
+    let mut trailing = dump.clone();
+    trailing.push(dump[entry].clone());
+    let mut damaged = dump.clone();
+    damaged[entry + 1] = r#"{"tree":"users","key":"not base64!","bytes":""}"#.into();
+    let cases = [
+        (dump[..dump.len() - 1].to_vec(), "cut short"),
+        (dump[..dump.len() / 2].to_vec(), "cut short"),
+        (one_entry_less, "end line counts"),
+        (trailing, "follows its end line"),
+        (damaged, "bad key"),
+    ];
+    for (lines, said) in cases {
+        let err = target
+            .core
+            .import(lines.into_iter().map(Ok))
+            .await
+            .expect_err("a broken dump is refused");
+        assert!(matches!(&err, Error::Config(reason) if reason.contains(said)), "{err}");
+    }
+    // Nothing of those stayed: the store is still empty, and the whole
+    // dump goes in.
+    let imported = target
+        .core
+        .import(dump.into_iter().map(Ok))
+        .await
+        .expect("the whole dump goes in");
+    assert_eq!(imported.users, 3);
+    assert_eq!(
+        target.login("mover2@example.com", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
