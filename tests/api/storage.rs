@@ -254,7 +254,10 @@ async fn an_import_refuses_a_damaged_or_cut_short_dump_and_takes_back_what_it_wr
             .import(lines.into_iter().map(Ok))
             .await
             .expect_err("a broken dump is refused");
-        assert!(matches!(&err, Error::Config(reason) if reason.contains(said)), "{err}");
+        assert!(
+            matches!(&err, Error::Config(reason) if reason.contains(said)),
+            "{err}"
+        );
     }
     // Nothing of those stayed: the store is still empty, and the whole
     // dump goes in.
