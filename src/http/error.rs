@@ -145,12 +145,12 @@ pub fn describe(err: &Error) -> (StatusCode, ErrorBody) {
             StatusCode::NOT_FOUND
         }
         Error::Storage(_) => {
-            // A full or failing disk: nothing was acknowledged; the client may
-            // retry once the operator has made room.
+            // A full or failing disk, or a database out of reach: nothing
+            // was acknowledged; the client may retry.
             tracing::error!(error = %err, "request failed: storage unavailable");
             let mut body = ErrorBody::new(
                 "storage_unavailable",
-                "Storage is unavailable (the disk is full or failing); the change was not saved. Retry later",
+                "Storage is unavailable (a full or failing disk, or a database out of reach); nothing was changed. Retry later",
             );
             body.retry_after = Some(STORAGE_RETRY_AFTER);
             return (StatusCode::SERVICE_UNAVAILABLE, body);
@@ -210,8 +210,8 @@ macro_rules! error_responses {
             /// Internal error (a bug); details are only in the server log.
             #[oai(status = 500)]
             Internal($crate::http::error::ErrorJson),
-            /// `storage_unavailable` (the disk is full or failing; the change
-            /// was not acknowledged) or `overloaded` (too many password
+            /// `storage_unavailable` (a full or failing disk, or a database
+            /// out of reach; nothing was changed) or `overloaded` (too many password
             /// checks waiting); `Retry-After` says when to retry.
             #[oai(status = 503)]
             Unavailable($crate::http::error::ErrorJson),

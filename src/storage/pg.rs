@@ -125,13 +125,38 @@ pub(super) struct Pg {
 impl Pg {
     pub(super) async fn connect(url: &str, options: &PgOptions) -> Result<Pg> {
         let wait_ms = options.wait.as_millis().to_string();
+        if !["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(Error::Config(
+                "DATABASE_URL must start with postgres:// or postgresql://".into(),
+            ));
+        }
         let connect = PgConnectOptions::from_str(url)
             .map_err(|err| Error::Config(format!("DATABASE_URL is not a PostgreSQL URL: {err}")))?
             .application_name("latchkey")
             .options([
                 ("lock_timeout", wait_ms.as_str()),
                 ("idle_in_transaction_session_timeout", "60000"),
+                // PostgreSQL's notices ("already exists, skipping") are not
+                // latchkey's news.
+                ("client_min_messages", "warning"),
             ]);
+        // One connection first, so that a server out of reach or a refused
+        // login says why (the pool would only say it timed out).
+        tokio::time::timeout(options.wait, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| {
+                Error::Storage(format!(
+                    "cannot connect to PostgreSQL: no answer within {} s",
+                    options.wait.as_secs()
+                ))
+            })?
+            .map_err(|err| Error::Storage(format!("cannot connect to PostgreSQL: {err}")))?
+            .close()
+            .await
+            .map_err(failed)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size.max(2))
             .acquire_timeout(options.wait)

@@ -251,9 +251,38 @@ fn the_openapi_subcommand_prints_the_checked_in_spec() {
     );
 }
 
+#[test]
+fn a_database_url_that_cannot_work_stops_startup_with_one_line_that_never_shows_its_password() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let key = "k".repeat(32);
+    let refused = "postgres://latchkey:hunter2-pw@127.0.0.1:1/latchkey";
+    for (url, master, needle) in [
+        (refused, None, "needs LATCHKEY_MASTER_KEY"),
+        (refused, Some("short"), "at least 32 bytes"),
+        (
+            "mysql://latchkey:hunter2-pw@127.0.0.1:1/latchkey",
+            Some(key.as_str()),
+            "must start with postgres://",
+        ),
+        (refused, Some(key.as_str()), "Connection refused"),
+    ] {
+        let mut run = command(cwd.path());
+        run.env("DATABASE_URL", url).args(["--port", "0"]);
+        match master {
+            Some(master) => run.env("LATCHKEY_MASTER_KEY", master),
+            None => run.env_remove("LATCHKEY_MASTER_KEY"),
+        };
+        let output = run.output().expect("run latchkey");
+        assert_fails_with_one_line(&output, needle);
+        for said in [&output.stdout, &output.stderr] {
+            assert!(!String::from_utf8_lossy(said).contains("hunter2"), "{url}");
+        }
+    }
+}
+
 /// Asserts that a run failed with exactly one `latchkey: …` line on stderr,
 /// containing `needle`, and no panic.
-fn assert_fails_with_one_line(output: &std::process::Output, needle: &str) {
+pub(crate) fn assert_fails_with_one_line(output: &std::process::Output, needle: &str) {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors: Vec<&str> = stderr

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::binary::{Server, command, start_command};
+use crate::binary::{Server, assert_fails_with_one_line, command, start_command};
 use crate::helpers::{
     Api, PASSWORD, Session, TEST_MASTER_KEY, set_cookie_value, test_database_url,
 };
@@ -105,6 +105,27 @@ fn node_command(data_dir: &Path, url: &str) -> std::process::Command {
         .env("LATCHKEY_MASTER_KEY", TEST_MASTER_KEY)
         .env("LATCHKEY_DATA_DIR", data_dir);
     command
+}
+
+#[tokio::test]
+async fn a_node_started_with_another_master_key_stops_with_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(url) = shared_database(dir.path(), "another_master_key") else {
+        return;
+    };
+    let first = node(dir.path(), "a", &url);
+    let data_dir = dir.path().join("b");
+    std::fs::create_dir_all(&data_dir).expect("node dir");
+    let output = node_command(&data_dir, &url)
+        .env(
+            "LATCHKEY_MASTER_KEY",
+            "another master key, also thirty-two bytes long",
+        )
+        .args(["--port", "0"])
+        .output()
+        .expect("run latchkey");
+    assert_fails_with_one_line(&output, "LATCHKEY_MASTER_KEY does not open");
+    drop(first);
 }
 
 #[tokio::test]
